@@ -1,0 +1,3 @@
+from qco_tune.cli import main
+
+main()

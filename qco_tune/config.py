@@ -1,0 +1,489 @@
+"""Frozen, typed value objects shared by every part of qco-tune.
+
+Stdlib only: the CLI, the TUI and the study loop import this without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+QuantBackend = Literal[
+    "none",
+    "bnb_nf4",  # bitsandbytes 4-bit NF4, bf16 compute
+    "bnb_fp4",  # bitsandbytes 4-bit FP4, bf16 compute
+    "bnb_int8",  # bitsandbytes LLM.int8
+    "torchao_int8wo",  # torchao int8 weight-only
+    "torchao_fp8dq",  # torchao float8 dynamic activation + float8 weight (CC >= 8.9)
+    "quanto_int8",  # optimum-quanto int8 weights
+]
+CompileScope = Literal["none", "regional", "full"]
+CompileMode = Literal["default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"]
+OffloadKind = Literal["none", "model", "sequential", "group_block", "group_leaf"]
+WeightsKind = Literal["real", "random"]
+MemoryMetric = Literal["device", "reserved", "allocated"]
+TrialStatus = Literal["ok", "oom", "error", "crash", "timeout", "interrupted"]
+
+QUANT_BACKENDS: tuple[str, ...] = get_args(QuantBackend)
+COMPILE_SCOPES: tuple[str, ...] = get_args(CompileScope)
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
+OFFLOAD_KINDS: tuple[str, ...] = get_args(OffloadKind)
+CUDA_GRAPH_MODES: frozenset[str] = frozenset({"max-autotune", "reduce-overhead"})
+GROUP_OFFLOADS: frozenset[str] = frozenset({"group_block", "group_leaf"})
+
+CONFIG_SCHEMA_VERSION = 1
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes from ``"16GiB"``, ``"500 MB"`` or a plain number of bytes; ``ValueError`` otherwise."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
+    if isinstance(text, (int, float)):
+        value = int(text)
+    else:
+        match = _SIZE_RE.match(text)
+        if not match:
+            raise ValueError(f"not a size: {text!r} (write e.g. \"16GiB\" or \"512MiB\")")
+        value = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").lower()])
+    if value <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return value
+
+
+def format_size(num_bytes: float | None) -> str:
+    """``16.0 GiB``-style text; ``-`` for unknown."""
+    if num_bytes is None:
+        return "-"
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One point of the search space: how a pipeline is quantized, compiled and offloaded.
+
+    Components not named in ``quantization`` keep the study's dtype. The flat form
+    (``to_params``) is what Optuna stores as trial parameters.
+    """
+
+    quantization: tuple[tuple[str, QuantBackend], ...] = ()
+    """Pairs (pipeline component, backend), sorted by component; ``none`` entries are dropped."""
+    compile: CompileScope = "none"
+    """``regional`` compiles the repeated blocks (``compile_repeated_blocks``); ``full`` the whole denoiser."""
+    compile_mode: CompileMode = "default"
+    """torch.compile mode; meaningful only when ``compile`` is not ``none``."""
+    fullgraph: bool = False
+    """torch.compile ``fullgraph``; meaningful only when compiling."""
+    offload: OffloadKind = "none"
+    """none, model CPU offload, sequential CPU offload, or group offloading at block or leaf level."""
+    blocks_per_group: int = 1
+    """``num_blocks_per_group`` for ``group_block`` offloading."""
+    use_stream: bool = False
+    """Group offloading prefetches the next group on a CUDA stream."""
+    non_blocking: bool = False
+    """Group offloading copies with ``non_blocking=True``."""
+    record_stream: bool = False
+    """Group offloading ``record_stream``; only with ``use_stream``."""
+    low_cpu_mem_usage: bool = False
+    """Group offloading pins memory lazily instead of up front; only with ``use_stream``."""
+
+    def __post_init__(self) -> None:
+        pairs = tuple(sorted((c, b) for c, b in dict(self.quantization).items() if b != "none"))
+        object.__setattr__(self, "quantization", pairs)
+        for _, backend in pairs:
+            if backend not in QUANT_BACKENDS:
+                raise ValueError(f"unknown quantization backend {backend!r}; one of {', '.join(QUANT_BACKENDS)}")
+        _check_choice("compile", self.compile, COMPILE_SCOPES)
+        _check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
+        _check_choice("offload", self.offload, OFFLOAD_KINDS)
+        if not isinstance(self.blocks_per_group, int) or self.blocks_per_group < 1:
+            raise ValueError(f"blocks_per_group must be a positive integer, got {self.blocks_per_group!r}")
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def quant_map(self) -> dict[str, str]:
+        return dict(self.quantization)
+
+    def backend_for(self, component: str) -> str:
+        return self.quant_map.get(component, "none")
+
+    @property
+    def is_group_offload(self) -> bool:
+        return self.offload in GROUP_OFFLOADS
+
+    def canonical(self) -> TrialConfig:
+        """The same configuration with knobs that mean nothing reset, so equal behaviour compares equal."""
+        compiling = self.compile != "none"
+        group = self.is_group_offload
+        return dataclasses.replace(
+            self,
+            compile_mode=self.compile_mode if compiling else "default",
+            fullgraph=self.fullgraph if compiling else False,
+            blocks_per_group=self.blocks_per_group if self.offload == "group_block" else 1,
+            use_stream=self.use_stream if group else False,
+            non_blocking=self.non_blocking if group else False,
+            record_stream=self.record_stream if group and self.use_stream else False,
+            low_cpu_mem_usage=self.low_cpu_mem_usage if group and self.use_stream else False,
+        )
+
+    def key(self) -> str:
+        """A stable text key of the canonical configuration (for de-duplication)."""
+        params = self.canonical().to_params()
+        return ";".join(f"{k}={params[k]}" for k in sorted(params))
+
+    def describe(self) -> str:
+        """Short human summary, e.g. ``transformer:bnb_nf4 · compile full/max-autotune · group_leaf+stream``."""
+        c = self.canonical()
+        parts = [", ".join(f"{comp}:{b}" for comp, b in c.quantization) or "bf16"]
+        if c.compile != "none":
+            parts.append(f"compile {c.compile}/{c.compile_mode}" + (" fullgraph" if c.fullgraph else ""))
+        if c.offload != "none":
+            off = c.offload + (f"({c.blocks_per_group})" if c.offload == "group_block" else "")
+            flags = [n for n in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage") if getattr(c, n)]
+            parts.append(off + ("+" + "+".join(flags) if flags else ""))
+        return " · ".join(parts)
+
+    # -- flat params (Optuna) -----------------------------------------------------------------
+    def to_params(self) -> dict[str, Any]:
+        """Flat parameters as Optuna stores them. Conditional knobs appear only where they exist."""
+        c = self.canonical()
+        params: dict[str, Any] = {f"quant.{comp}": b for comp, b in c.quantization}
+        params["compile"] = c.compile
+        if c.compile != "none":
+            params["compile_mode"] = c.compile_mode
+            params["fullgraph"] = c.fullgraph
+        params["offload"] = c.offload
+        if c.offload == "group_block":
+            params["blocks_per_group"] = c.blocks_per_group
+        if c.is_group_offload:
+            params["use_stream"] = c.use_stream
+            params["non_blocking"] = c.non_blocking
+            if c.use_stream:
+                params["record_stream"] = c.record_stream
+                params["low_cpu_mem_usage"] = c.low_cpu_mem_usage
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrialConfig:
+        quant = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("quant.")}
+        kwargs = {k: v for k, v in params.items() if not k.startswith("quant.")}
+        known = {f.name for f in dataclasses.fields(cls)} - {"quantization"}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
+        return cls(quantization=tuple(quant.items()), **kwargs)
+
+    # -- dict (export, storage, TOML) ------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        c = self.canonical()
+        data = dataclasses.asdict(c)
+        data["quantization"] = dict(c.quantization)
+        data["version"] = CONFIG_SCHEMA_VERSION
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        data = dict(data)
+        version = data.pop("version", CONFIG_SCHEMA_VERSION)
+        if not isinstance(version, int) or version > CONFIG_SCHEMA_VERSION:
+            raise ValueError(
+                f"configuration format version {version} is newer than this qco-tune understands "
+                f"({CONFIG_SCHEMA_VERSION}); upgrade qco-tune"
+            )
+        quant = data.pop("quantization", {}) or {}
+        if not isinstance(quant, dict):
+            raise ValueError("quantization must be a table of component = backend")
+        known = {f.name for f in dataclasses.fields(cls)} - {"quantization"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
+        return cls(quantization=tuple(quant.items()), **data)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one pipeline call does. ``frames`` only for video pipelines."""
+
+    prompt: str = "a photo of an astronaut riding a horse on the moon"
+    negative_prompt: str | None = None
+    height: int = 1024
+    width: int = 1024
+    frames: int | None = None
+    steps: int = 28
+    guidance: float | None = None
+    seed: int = 0
+    max_sequence_length: int | None = None
+
+
+@dataclass(frozen=True)
+class SpaceRestriction:
+    """Limits a study's search space; empty tuples mean "everything that can run here"."""
+
+    quantization: tuple[str, ...] = ()
+    """Backends allowed for any component (``none`` is always allowed)."""
+    quantize_components: tuple[str, ...] = ()
+    """Pipeline components whose quantization is searched (default: denoiser and text encoders)."""
+    compile: tuple[str, ...] = ()
+    compile_modes: tuple[str, ...] = ()
+    fullgraph: tuple[bool, ...] = ()
+    offload: tuple[str, ...] = ()
+    blocks_per_group: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything that defines a study. Two runs of the same study must agree on ``identity()``."""
+
+    name: str
+    model: str = "tiny-flux"
+    """A preset name, a Hugging Face hub id (from the local cache) or a local diffusers folder."""
+    weights: WeightsKind = "random"
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    workload: Workload = field(default_factory=Workload)
+    vram_budget: int = 16 * 2**30
+    """Bytes. On a machine without CUDA the trial runs on the CPU and the budget applies to host RAM."""
+    memory_metric: MemoryMetric = "device"
+    """What the budget counts: ``device`` (NVML, includes the CUDA context), ``reserved`` or ``allocated``."""
+    host_ram_budget: int | None = None
+    trials: int | None = 20
+    """Searched trials to run in total (seeded baselines included); None: until ``timeout``."""
+    timeout: float | None = None
+    """Wall-clock seconds for this run of the study; None: no limit."""
+    trial_timeout: float = 1800.0
+    """Seconds one trial may take before it is killed and recorded as a hang."""
+    timed_calls: int = 3
+    """Minimum timed pipeline calls per trial (more are made while the spread is large)."""
+    max_timed_calls: int = 10
+    warmup_calls: int = 1
+    seed_baselines: bool = True
+    space: SpaceRestriction = field(default_factory=SpaceRestriction)
+
+    def identity(self) -> dict[str, Any]:
+        """The parts that make results comparable: a study resumed with a different identity is refused."""
+        data = spec_to_dict(self)
+        for run_only in ("trials", "timeout", "trial_timeout", "name"):
+            data.pop(run_only, None)
+        return data
+
+
+def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
+    """Plain JSON-able dict (tuples become lists); ``None`` values are dropped."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(dataclasses.asdict(spec))  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a finished trial measured. Times in seconds, memory in bytes; ``None`` = not measured."""
+
+    status: TrialStatus
+    device: str = "cpu"
+    latency_s: float | None = None
+    """Median of the timed full pipeline calls."""
+    latency_spread_s: float | None = None
+    """Interquartile range (max - min under 4 calls) of the timed calls."""
+    latencies_s: tuple[float, ...] = ()
+    step_time_s: float | None = None
+    """Median time of one denoising step (``callback_on_step_end``)."""
+    load_s: float | None = None
+    first_call_s: float | None = None
+    """Cold start: the first call, including compilation."""
+    peak_device_bytes: int | None = None
+    """NVML: device memory used by this trial, sampled (includes the CUDA context)."""
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    peak_host_bytes: int | None = None
+    """Peak resident memory of the trial process (pinned memory counts)."""
+    reason: str | None = None
+    """Why a trial did not finish (one line)."""
+    output_tail: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def memory_for(self, metric: MemoryMetric) -> int | None:
+        """The peak that the budget counts; on the CPU device that is host memory."""
+        if self.device == "cpu":
+            return self.peak_host_bytes
+        return {
+            "device": self.peak_device_bytes,
+            "reserved": self.peak_reserved_bytes,
+            "allocated": self.peak_allocated_bytes,
+        }[metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["latencies_s"] = list(self.latencies_s)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["latencies_s"] = tuple(kwargs.get("latencies_s") or ())
+        return cls(**kwargs)
+
+
+ComponentRole = Literal["denoiser", "text_encoder", "vae", "other"]
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """One model component of a pipeline, as known before anything is loaded."""
+
+    name: str
+    """Attribute name on the pipeline (``transformer``, ``text_encoder_2``, ``vae``...)."""
+    role: ComponentRole
+    class_name: str
+    params: int | None = None
+    """Parameter count, where known (presets, safetensors headers)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A resolved ``model`` reference: what to load and which components it has."""
+
+    reference: str
+    """What the user wrote (preset name, hub id or path)."""
+    source: Literal["preset", "local", "hub"]
+    pipeline_class: str
+    components: tuple[ComponentInfo, ...]
+    path: str | None = None
+    """Local folder to load from (None for a preset not materialised yet)."""
+    is_video: bool = False
+
+    @property
+    def denoiser(self) -> str:
+        return next(c.name for c in self.components if c.role == "denoiser")
+
+    @property
+    def text_encoders(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.components if c.role == "text_encoder")
+
+    def component(self, name: str) -> ComponentInfo:
+        return next(c for c in self.components if c.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["components"] = [dataclasses.asdict(c) for c in self.components]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        data = dict(data)
+        data["components"] = tuple(ComponentInfo(**c) for c in data.get("components", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the trial machine can run, probed once in a child process (the parent never touches CUDA)."""
+
+    cuda: bool = False
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    total_memory: int | None = None
+    """Bytes of device memory of the GPU trials run on."""
+    compute_capability: tuple[int, int] | None = None
+    backends: tuple[str, ...] = ()
+    """Installed quantization libraries that work here: ``bitsandbytes``, ``torchao``, ``quanto``."""
+    compile: bool = True
+    """torch.compile can build kernels here (a C compiler for the CPU, Triton for CUDA)."""
+    versions: tuple[tuple[str, str], ...] = ()
+    """(package, version) of torch, diffusers, transformers, ... and the driver/CUDA where known."""
+    host: str = ""
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.cuda else "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["versions"] = dict(self.versions)
+        data["compute_capability"] = list(self.compute_capability) if self.compute_capability else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Capabilities:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("compute_capability"):
+            kwargs["compute_capability"] = tuple(kwargs["compute_capability"])
+        kwargs["backends"] = tuple(kwargs.get("backends") or ())
+        kwargs["versions"] = tuple(sorted(dict(kwargs.get("versions") or {}).items()))
+        return cls(**kwargs)
+
+
+FaultKind = Literal["abort", "segfault", "hang", "oom", "error"]
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """What the parent hands a trial child (as JSON): everything needed, nothing live."""
+
+    model: ModelInfo
+    config: TrialConfig
+    workload: Workload
+    dtype: str = "bfloat16"
+    device: Literal["cuda", "cpu"] = "cpu"
+    memory_limit: int | None = None
+    """Bytes the trial may use on the device; enforced where the GPU has more."""
+    timed_calls: int = 3
+    max_timed_calls: int = 10
+    warmup_calls: int = 1
+    trial_number: int = 0
+    cache_dir: str | None = None
+    """Where presets are materialised and compile caches live."""
+    fault: FaultKind | None = None
+    """Test-only: make the child fail this way after loading."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "config": self.config.to_dict(),
+            "workload": dataclasses.asdict(self.workload),
+            **{
+                f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if f.name not in ("model", "config", "workload")
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialRequest:
+        data = dict(data)
+        return cls(
+            model=ModelInfo.from_dict(data.pop("model")),
+            config=TrialConfig.from_dict(data.pop("config")),
+            workload=Workload(**data.pop("workload")),
+            **data,
+        )
