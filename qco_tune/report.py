@@ -1,0 +1,212 @@
+"""Text reports of stored studies for ``qco-tune list``, ``show`` and the end of ``run``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from qco_tune.config import Capabilities, ModelInfo, format_size
+from qco_tune.pareto import ParetoSummary, TrialRow
+
+if TYPE_CHECKING:
+    import optuna
+
+    from qco_tune.study import RunResult
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def load_stored_study(name: str, url: str | None) -> optuna.Study:
+    """Load a study by name; ``StudyError`` naming the storage (masked) when it is not there."""
+    import optuna
+
+    from qco_tune.storage import mask_url, open_storage, storage_url
+    from qco_tune.study import StudyError
+
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        hint = f"; studies there: {', '.join(known[:8])}" if known else "; it holds no study yet"
+        raise StudyError(f"no study named {name!r} in {mask_url(storage_url(url))}{hint}") from None
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.3f} s" if value is not None else "-"
+
+
+def _row_cells(row: TrialRow) -> list[str]:
+    m = row.measurement
+    return [
+        str(row.number),
+        row.config.describe() if row.config else "?",
+        _seconds(row.latency_s),
+        f"±{m.latency_spread_s:.3f}" if m and m.latency_spread_s is not None else "",
+        _seconds(m.step_time_s if m else None),
+        format_size(row.memory_bytes),
+        _seconds(m.first_call_s if m else None),
+        row.baseline or "",
+    ]
+
+
+def _trial_table(title: str, rows: tuple[TrialRow, ...] | list[TrialRow]) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for name in ("#", "configuration", "latency", "spread", "s/step", "peak mem", "cold start", "baseline"):
+        table.add_column(name, no_wrap=name != "configuration")
+    for row in rows:
+        table.add_row(*_row_cells(row))
+    return table
+
+
+def print_study(name: str, url: str | None) -> None:
+    """``qco-tune show``: the feasible Pareto front, baselines and everything that did not make it."""
+    from qco_tune.study import CAPABILITIES_ATTR, MODEL_ATTR, SPEC_ATTR, load_summary
+
+    study = load_stored_study(name, url)
+    summary = load_summary(study)
+    spec = study.user_attrs.get(SPEC_ATTR, {})
+    console = _console()
+    console.print(
+        f"[bold]{name}[/] · {spec.get('model', '?')} · {study.user_attrs.get('qco.gpu', '?')} · "
+        f"budget {format_size(spec.get('vram_budget'))} ({spec.get('memory_metric', 'device')} memory)"
+    )
+    if not summary.rows:
+        console.print("no trials yet: `qco-tune run` starts them")
+        return
+    if summary.front:
+        console.print(_trial_table("Pareto front (feasible, fastest first)", summary.front))
+    else:
+        console.print("[yellow]no feasible trial yet[/]")
+    _print_baselines(console, summary)
+    dominated = summary.by_category("dominated")
+    if dominated:
+        console.print(_trial_table("dominated (feasible)", dominated))
+    infeasible = summary.by_category("infeasible")
+    if infeasible:
+        console.print(_trial_table("over budget", infeasible))
+    _print_reasons(console, "failed", summary.by_category("failed"))
+    skipped = summary.by_category("skipped")
+    if skipped:
+        counts = Counter(r.reason or "?" for r in skipped)
+        console.print(f"[bold]skipped before running[/] ({len(skipped)})")
+        for reason, n in counts.most_common(8):
+            console.print(f"  {n}× {reason}")
+    running = summary.by_category("running")
+    if running:
+        console.print(f"running now: {', '.join('#' + str(r.number) for r in running)}")
+    _print_missing(console, study.user_attrs.get(SPEC_ATTR), study.user_attrs.get(MODEL_ATTR), study.user_attrs.get(CAPABILITIES_ATTR))
+
+
+def _print_baselines(console: Console, summary: ParetoSummary) -> None:
+    if not summary.baselines:
+        return
+    table = Table(title="seeded guide recipes", title_justify="left")
+    for name in ("recipe", "#", "latency", "peak mem", "state", "best is faster by"):
+        table.add_column(name)
+    for name, row in summary.baselines.items():
+        speedup = summary.speedups.get(name)
+        table.add_row(
+            name,
+            str(row.number),
+            _seconds(row.latency_s),
+            format_size(row.memory_bytes),
+            row.category if row.category not in ("front", "dominated") else "feasible",
+            f"{speedup:.2f}×" if speedup else "-",
+        )
+    console.print(table)
+
+
+def _print_reasons(console: Console, title: str, rows: tuple[TrialRow, ...]) -> None:
+    if not rows:
+        return
+    console.print(f"[bold]{title}[/] ({len(rows)})")
+    for row in rows:
+        what = row.config.describe() if row.config else "?"
+        status = row.measurement.status if row.measurement else "failed"
+        console.print(f"  #{row.number} {what}: {status}: {row.reason or 'no reason recorded'}")
+
+
+def _print_missing(console: Console, spec: Any, model: Any, caps: Any) -> None:
+    """Why knobs are missing from the space here (rebuilt from what the study stored)."""
+    if not (isinstance(spec, dict) and isinstance(model, dict) and isinstance(caps, dict)):
+        return
+    from qco_tune.space import SearchSpace
+    from qco_tune.spec import spec_from_dict
+
+    try:
+        space = SearchSpace.build(spec_from_dict(spec), ModelInfo.from_dict(model), Capabilities.from_dict(caps))
+    except (ValueError, TypeError, KeyError):
+        return
+    missing = space.missing()
+    if missing:
+        console.print("[bold]not in the space here[/]")
+        for knob, why in missing:
+            console.print(f"  {knob}: {why}")
+
+
+def print_study_list(url: str | None) -> None:
+    """``qco-tune list``: one row per study."""
+    import optuna
+
+    from qco_tune.storage import mask_url, open_storage, storage_url
+    from qco_tune.study import SPEC_ATTR, load_summary
+
+    storage = open_storage(url)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    console = _console()
+    if not summaries:
+        console.print(f"no studies in {mask_url(storage_url(url))}: `qco-tune run` starts one")
+        return
+    table = Table(title=f"studies in {mask_url(storage_url(url))}", title_justify="left")
+    for name in ("study", "model", "GPU", "budget", "trials", "ok/over/failed", "best feasible", "vs baselines"):
+        table.add_column(name)
+    for item in summaries:
+        study = optuna.load_study(study_name=item.study_name, storage=storage)
+        summary = load_summary(study)
+        spec = study.user_attrs.get(SPEC_ATTR, {})
+        feasible = len(summary.front) + len(summary.by_category("dominated"))
+        counts = f"{feasible}/{len(summary.by_category('infeasible'))}/{len(summary.by_category('failed'))}"
+        best = summary.best
+        vs = ", ".join(f"{k} {v:.2f}×" for k, v in summary.speedups.items() if k != "reference")
+        table.add_row(
+            item.study_name,
+            str(spec.get("model", "?")),
+            str(study.user_attrs.get("qco.gpu", "?")),
+            format_size(spec.get("vram_budget")),
+            str(item.n_trials),
+            counts,
+            _seconds(best.latency_s) + (f" (#{best.number})" if best else "") if best else "-",
+            vs or "-",
+        )
+    console.print(table)
+
+
+def print_run_result(result: RunResult) -> None:
+    """What a ``qco-tune run`` did, and how the best configuration compares with the seeded recipes."""
+    console = _console()
+    why = {
+        "trials": "reached the trial target",
+        "timeout": "reached the time limit",
+        "exhausted": "every valid configuration has been tried",
+    }.get(result.stopped, result.stopped)
+    console.print(f"study {result.study_name!r}: ran {result.ran} trial(s), skipped {result.skipped}; {why}")
+    summary = result.summary
+    if summary is None:
+        return
+    if summary.best is None:
+        console.print("[yellow]no feasible configuration yet[/]")
+    else:
+        best = summary.best
+        console.print(
+            f"best feasible: #{best.number} {best.config.describe() if best.config else '?'} · "
+            f"{_seconds(best.latency_s)} · peak {format_size(best.memory_bytes)}"
+        )
+        for name, ratio in summary.speedups.items():
+            console.print(f"  {ratio:.2f}× faster than the seeded recipe '{name}'" if ratio >= 1 else f"  {1 / ratio:.2f}× slower than '{name}'")
+    console.print(f"details: qco-tune show {result.study_name}")

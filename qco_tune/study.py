@@ -1,0 +1,438 @@
+"""The ask/tell loop: Optuna proposes, the space and the memory model filter, the runner measures.
+
+Every trial Optuna hands out ends in one of three states:
+
+* COMPLETE: it ran; values are (latency s, peak memory GiB) and the budget is a constraint, so
+  ``study.best_trials`` is the feasible Pareto front;
+* FAIL: it ran and did not finish (out of memory, exception, crash, hang, Ctrl-C), with the reason;
+* PRUNED: it never ran because a rule of the space forbids it, the memory model predicts it clearly
+  over budget, or it repeats a configuration already measured or failed. Its constraint is set
+  positive so TPE (which ignores FAIL trials) learns to stay away from it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from qco_tune import memory
+from qco_tune.config import (
+    Capabilities,
+    Measurement,
+    ModelInfo,
+    StudySpec,
+    TrialConfig,
+    TrialRequest,
+    format_size,
+    spec_to_dict,
+)
+from qco_tune.modelref import resolve_model
+from qco_tune.pareto import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    MEASUREMENT_ATTR,
+    MEMORY_ATTR,
+    PREDICTED_ATTR,
+    REASON_ATTR,
+    STATUS_ATTR,
+    ParetoSummary,
+    summarize,
+)
+from qco_tune.paths import cache_dir
+from qco_tune.runner import TrialInterrupted, probe_capabilities, run_trial
+from qco_tune.space import SearchSpace
+from qco_tune.storage import Heartbeat, open_storage, owner_attrs, recover_stale_trials
+
+if TYPE_CHECKING:
+    import optuna
+
+GIB = 2**30
+SPEC_ATTR = "qco.spec"
+MODEL_ATTR = "qco.model"
+CAPABILITIES_ATTR = "qco.capabilities"
+GPU_ATTR = "qco.gpu"
+VERSION_ATTR = "qco.version"
+METRIC_NAMES = ["latency_s", "peak_memory_gib"]
+MAX_CONSECUTIVE_SKIPS = 25
+"""After this many proposals in a row that cannot run, the next one is drawn from the untried rest."""
+FAULTS_ENV = "QCO_TEST_FAULTS"
+"""Test-only hook: ``"2:abort,3:hang"`` makes trial 2's child abort and trial 3's hang."""
+
+
+class StudyError(RuntimeError):
+    """A study cannot start or continue; the message is one line for the user."""
+
+
+class Observer(Protocol):
+    """Receives progress events of a running study (the CLI's live display, tests)."""
+
+    def study_started(self, spec: StudySpec, done: int, target: int | None, resumed: bool) -> None: ...
+    def trial_started(self, number: int, config: TrialConfig, baseline: str | None, index: int) -> None: ...
+    def phase(self, text: str) -> None: ...
+    def trial_finished(self, number: int, measurement: Measurement, feasible: bool, best: float | None) -> None: ...
+    def trial_skipped(self, number: int, config: TrialConfig, reason: str) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class SilentObserver:
+    """An observer that ignores every event."""
+
+    def study_started(self, spec: StudySpec, done: int, target: int | None, resumed: bool) -> None:
+        pass
+
+    def trial_started(self, number: int, config: TrialConfig, baseline: str | None, index: int) -> None:
+        pass
+
+    def phase(self, text: str) -> None:
+        pass
+
+    def trial_finished(self, number: int, measurement: Measurement, feasible: bool, best: float | None) -> None:
+        pass
+
+    def trial_skipped(self, number: int, config: TrialConfig, reason: str) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    """What one ``run_study`` call did."""
+
+    study_name: str
+    ran: int = 0
+    skipped: int = 0
+    stopped: str = ""
+    """Why the loop ended: ``trials``, ``timeout``, ``exhausted`` or ``interrupted``."""
+    recovered: list[int] = field(default_factory=list)
+    summary: ParetoSummary | None = None
+
+
+@dataclass
+class _Context:
+    spec: StudySpec
+    model: ModelInfo
+    caps: Capabilities
+    space: SearchSpace
+    study: optuna.Study
+    observer: Observer
+    faults: dict[int, str]
+
+
+def parse_faults(text: str | None) -> dict[int, str]:
+    """``"2:abort,3:hang"`` → ``{2: "abort", 3: "hang"}`` (test-only fault injection)."""
+    faults: dict[int, str] = {}
+    for item in (text or "").split(","):
+        if item.strip():
+            number, _, kind = item.partition(":")
+            faults[int(number)] = kind.strip()
+    return faults
+
+
+def prepare(spec: StudySpec, caps: Capabilities | None = None) -> tuple[ModelInfo, Capabilities, SearchSpace]:
+    """Resolve the model, probe the machine, build the space and check that something can fit.
+
+    Raises ``StudyError`` (or the model/spec errors) before any GPU time is spent.
+    """
+    model = resolve_model(spec.model, spec.weights)
+    caps = caps or probe_capabilities()
+    space = SearchSpace.build(spec, model, caps)
+    if not space.enumerate():
+        raise StudyError("the search space is empty here: " + "; ".join(f"{k}: {why}" for k, why in space.missing()))
+    need = memory.smallest_need(space, model, spec, caps)
+    if need is not None and memory.over_budget_bytes(need, spec.vram_budget):
+        raise StudyError(
+            f"nothing in the space fits a {format_size(spec.vram_budget)} budget: the smallest predicted need is "
+            f"{format_size(need)}"
+        )
+    return model, caps, space
+
+
+def _identity_diff(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _identity_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return diffs
+
+
+def open_study(
+    spec: StudySpec,
+    storage: Any,
+    model: ModelInfo,
+    caps: Capabilities,
+    space: SearchSpace,
+    *,
+    allow_changed_spec: bool = False,
+) -> tuple[optuna.Study, bool]:
+    """Load the study named by ``spec`` or create it (seeding the guide's recipes). Returns (study, resumed)."""
+    import optuna
+
+    from qco_tune import __version__
+
+    sampler = make_sampler()
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
+    except KeyError:
+        study = None
+    if study is not None:
+        stored = study.user_attrs.get(SPEC_ATTR)
+        if isinstance(stored, dict) and not allow_changed_spec:
+            stored_identity = {k: v for k, v in stored.items() if k not in ("trials", "timeout", "trial_timeout", "name")}
+            diffs = _identity_diff(stored_identity, spec.identity())
+            if diffs:
+                raise StudyError(
+                    f"study {spec.name!r} exists with a different spec ({'; '.join(diffs[:3])}); "
+                    "pass --study NEW_NAME for a new study or --allow-changed-spec to continue this one"
+                )
+        study.set_user_attr(SPEC_ATTR, spec_to_dict(spec))
+        return study, True
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        sampler=sampler,
+        directions=["minimize", "minimize"],
+    )
+    study.set_metric_names(METRIC_NAMES)
+    study.set_user_attr(SPEC_ATTR, spec_to_dict(spec))
+    study.set_user_attr(MODEL_ATTR, model.to_dict())
+    study.set_user_attr(CAPABILITIES_ATTR, caps.to_dict())
+    study.set_user_attr(GPU_ATTR, caps.gpu_name or "cpu")
+    study.set_user_attr(VERSION_ATTR, __version__)
+    if spec.seed_baselines:
+        for name, config in space.baselines():
+            study.enqueue_trial(config.to_params(), user_attrs={BASELINE_ATTR: name})
+    return study, False
+
+
+def make_sampler() -> optuna.samplers.BaseSampler:
+    """TPE over the conditional space: multivariate with groups, so knobs that exist together are modelled together."""
+    import optuna
+
+    return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=8, warn_independent_sampling=False)
+
+
+def _finished_keys(study: optuna.Study) -> dict[str, tuple[int, str]]:
+    """Configuration key → (trial number, state) of every trial that ran (COMPLETE or FAIL)."""
+    from optuna.trial import TrialState
+
+    keys: dict[str, tuple[int, str]] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        data = trial.user_attrs.get(CONFIG_ATTR)
+        if isinstance(data, dict):
+            try:
+                keys.setdefault(TrialConfig.from_dict(data).key(), (trial.number, trial.state.name))
+            except ValueError:
+                continue
+    return keys
+
+
+def count_ran(study: optuna.Study) -> int:
+    """Trials that ran (finished or failed); skipped proposals do not count towards the trial target."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+
+
+def _skip(ctx: _Context, trial: optuna.Trial, config: TrialConfig, reason: str, over_gib: float = 1.0) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+    trial.set_user_attr(REASON_ATTR, reason)
+    trial.set_user_attr(STATUS_ATTR, "skipped")
+    trial.set_constraint("vram", max(over_gib, 1e-3))
+    ctx.study.tell(trial, state=TrialState.PRUNED)
+    ctx.observer.trial_skipped(trial.number, config, reason)
+
+
+def _why_not_run(ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, str]]) -> tuple[str, float] | None:
+    """A reason (and constraint excess in GiB) not to run ``config``, or None when it should run."""
+    violations = ctx.space.violations(config)
+    if violations:
+        return "invalid: " + "; ".join(violations), 1.0
+    previous = done.get(config.key())
+    if previous is not None:
+        number, state = previous
+        return f"duplicate of trial {number} ({'failed' if state == 'FAIL' else 'measured'})", 1.0
+    prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps)
+    if prediction.device_bytes is not None and memory.over_budget_bytes(prediction.device_bytes, ctx.spec.vram_budget):
+        excess = (prediction.device_bytes - ctx.spec.vram_budget) / GIB
+        return f"predicted {format_size(prediction.device_bytes)} is clearly over the budget", excess
+    return None
+
+
+def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
+    """Enqueue one valid configuration not yet tried; False when the whole space has been tried."""
+    for config in ctx.space.enumerate():
+        if config.key() not in done and _why_not_run(ctx, config, done) is None:
+            ctx.study.enqueue_trial(config.to_params())
+            return True
+    return False
+
+
+def _request(ctx: _Context, config: TrialConfig, number: int) -> TrialRequest:
+    spec = ctx.spec
+    return TrialRequest(
+        model=ctx.model,
+        config=config,
+        workload=spec.workload,
+        dtype=spec.dtype,
+        device="cuda" if ctx.caps.cuda else "cpu",
+        memory_limit=spec.vram_budget if ctx.caps.cuda else None,
+        timed_calls=spec.timed_calls,
+        max_timed_calls=spec.max_timed_calls,
+        warmup_calls=spec.warmup_calls,
+        trial_number=number,
+        cache_dir=str(cache_dir()),
+        fault=ctx.faults.get(number),  # type: ignore[arg-type]
+    )
+
+
+def _tell(ctx: _Context, trial: optuna.Trial, measurement: Measurement) -> bool:
+    """Record a measurement on its trial; True when it finished within every budget."""
+    from optuna.trial import TrialState
+
+    spec = ctx.spec
+    trial.set_user_attr(MEASUREMENT_ATTR, measurement.to_dict())
+    trial.set_user_attr(STATUS_ATTR, measurement.status)
+    if measurement.reason:
+        trial.set_user_attr(REASON_ATTR, measurement.reason)
+    peak = measurement.memory_for(spec.memory_metric)
+    if peak is None and measurement.device == "cuda":
+        peak = measurement.peak_reserved_bytes
+    if measurement.status != "ok" or measurement.latency_s is None or peak is None:
+        if measurement.status == "ok":
+            trial.set_user_attr(REASON_ATTR, "the trial returned no latency or memory figure")
+        ctx.study.tell(trial, state=TrialState.FAIL)
+        return False
+    trial.set_user_attr(MEMORY_ATTR, int(peak))
+    over = (peak - spec.vram_budget) / GIB
+    trial.set_constraint("vram", over)
+    feasible = over <= 0
+    if spec.host_ram_budget is not None and measurement.peak_host_bytes is not None:
+        host_over = (measurement.peak_host_bytes - spec.host_ram_budget) / GIB
+        trial.set_constraint("host_ram", host_over)
+        feasible = feasible and host_over <= 0
+    ctx.study.tell(trial, values=[measurement.latency_s, peak / GIB])
+    return feasible
+
+
+def _best_latency(study: optuna.Study) -> float | None:
+    try:
+        front = study.best_trials
+    except ValueError:
+        return None
+    values = [t.values[0] for t in front if t.values]
+    return min(values) if values else None
+
+
+def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int) -> Measurement:
+    spec = ctx.spec
+    baseline = trial.user_attrs.get(BASELINE_ATTR)
+    trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+    for key, value in owner_attrs().items():
+        trial.set_user_attr(key, value)
+    prediction = memory.predict(ctx.model, config, spec, ctx.caps)
+    if prediction.device_bytes is not None:
+        trial.set_user_attr(PREDICTED_ATTR, int(prediction.device_bytes))
+    ctx.observer.trial_started(trial.number, config, baseline, index)
+    request = _request(ctx, config, trial.number)
+    with Heartbeat(ctx.study._storage, trial._trial_id):
+        try:
+            measurement = run_trial(request, timeout=spec.trial_timeout, on_phase=ctx.observer.phase)
+        except TrialInterrupted as interrupted:
+            _tell(ctx, trial, interrupted.measurement)
+            raise
+    feasible = _tell(ctx, trial, measurement)
+    ctx.observer.trial_finished(trial.number, measurement, feasible, _best_latency(ctx.study))
+    return measurement
+
+
+def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Ctrl-C between ask and tell: the asked trial must not stay RUNNING."""
+    from optuna.trial import TrialState
+
+    try:
+        trial.set_user_attr(REASON_ATTR, "interrupted by Ctrl-C")
+        trial.set_user_attr(STATUS_ATTR, "interrupted")
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    except Exception:  # noqa: BLE001 - the next run's recovery fails it instead
+        pass
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    storage_url: str | None = None,
+    observer: Observer | None = None,
+    caps: Capabilities | None = None,
+    allow_changed_spec: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunResult:
+    """Run (or resume) the study ``spec`` until its trial target or time limit.
+
+    Ctrl-C ends the running trial's child, records that trial as interrupted and re-raises
+    ``KeyboardInterrupt``; everything finished before stays in the storage.
+    """
+    observer = observer or SilentObserver()
+    model, caps, space = prepare(spec, caps)
+    storage = open_storage(storage_url)
+    study, resumed = open_study(spec, storage, model, caps, space, allow_changed_spec=allow_changed_spec)
+    result = RunResult(study_name=spec.name, recovered=recover_stale_trials(study))
+    if result.recovered:
+        observer.message(f"recovered abandoned trial(s) {', '.join(map(str, result.recovered))} as failed")
+    ctx = _Context(spec, model, caps, space, study, observer, parse_faults(os.environ.get(FAULTS_ENV)))
+    target = spec.trials
+    deadline = clock() + spec.timeout if spec.timeout else math.inf
+    observer.study_started(spec, count_ran(study), target, resumed)
+    skips_in_a_row = 0
+    current: optuna.Trial | None = None
+    try:
+        while True:
+            ran_total = count_ran(study)
+            if target is not None and ran_total >= target:
+                result.stopped = "trials"
+                break
+            if clock() >= deadline:
+                result.stopped = "timeout"
+                break
+            if skips_in_a_row >= MAX_CONSECUTIVE_SKIPS:
+                if not _enqueue_untried(ctx, _finished_keys(study)):
+                    result.stopped = "exhausted"
+                    break
+                skips_in_a_row = 0
+            trial = current = study.ask()
+            config = space.suggest(trial)
+            reason = _why_not_run(ctx, config, _finished_keys(study))
+            if reason is not None:
+                _skip(ctx, trial, config, *reason)
+                current = None
+                result.skipped += 1
+                skips_in_a_row += 1
+                continue
+            skips_in_a_row = 0
+            _run_one(ctx, trial, config, ran_total + 1)
+            current = None
+            result.ran += 1
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+        if current is not None:
+            _fail_interrupted(study, current)
+        raise
+    finally:
+        result.summary = summarize(study.get_trials(deepcopy=False), spec.vram_budget)
+    return result
+
+
+def load_summary(study: optuna.Study) -> ParetoSummary:
+    """The Pareto summary of a stored study, with its budget from the stored spec."""
+    spec = study.user_attrs.get(SPEC_ATTR) or {}
+    return summarize(study.get_trials(deepcopy=False), spec.get("vram_budget"))
