@@ -43,6 +43,15 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux delivers SIGKILL to it when the parent dies (even by ``kill -9``)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _kill_group(proc: subprocess.Popen[str]) -> None:
     """End the child and anything it started (compile workers): TERM, then KILL."""
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
@@ -93,6 +102,8 @@ def run_trial(
             env=child_env(),
             # Its own session: a terminal's Ctrl-C reaches only the parent, which then ends the child.
             start_new_session=True,
+            # A parent killed with SIGKILL must not leave a child holding the GPU.
+            preexec_fn=_die_with_parent,
         )
         reader = threading.Thread(target=_read_output, args=(proc, tail, on_phase, on_output), daemon=True)
         reader.start()

@@ -1,0 +1,159 @@
+"""The tuning loop end to end on the CPU: real runner, real child processes, real SQLite.
+
+Each trial is a fresh Python process that imports torch and diffusers, so these tests take minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from qco_tune.config import Capabilities
+from qco_tune.spec import apply_overrides, load_default_spec
+from qco_tune.study import FAULTS_ENV, StudyError, run_study
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cpu_caps() -> Capabilities:
+    from qco_tune.runner import probe_capabilities
+
+    caps = probe_capabilities()
+    if caps.cuda:
+        pytest.skip("these tests exercise the CPU path")
+    return caps
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'qco.db'}"
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def test_tiny_study_records_trials_baselines_and_front(tmp_path: Path, cpu_caps: Capabilities) -> None:
+    spec = apply_overrides(load_default_spec(), trials=4, name="tiny-four")
+    result = run_study(spec, storage_url=_url(tmp_path), caps=cpu_caps)
+    assert result.ran == 4 and result.stopped == "trials"
+    trials = _trials(_url(tmp_path), "tiny-four")
+    ran = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    assert len(ran) == 4
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete, [t.user_attrs.get("qco.reason") for t in trials]
+    for trial in complete:
+        latency, memory_gib = trial.values
+        assert latency > 0 and memory_gib > 0
+        m = trial.user_attrs["qco.measurement"]
+        assert m["status"] == "ok" and len(m["latencies_s"]) >= spec.timed_calls
+        assert m["step_time_s"] > 0 and m["first_call_s"] > 0 and m["load_s"] > 0
+    # The guide's recipes come first, named; the unoptimised reference is trial 0.
+    assert trials[0].user_attrs.get("qco.baseline") == "reference"
+    assert result.summary is not None and result.summary.best is not None
+    # The database is Optuna's own: its CLI reads it unchanged.
+    out = subprocess.run(
+        [sys.executable, "-m", "optuna", "studies", "--storage", _url(tmp_path), "-f", "json"],
+        capture_output=True, text=True, check=True,
+    )
+    assert json.loads(out.stdout)[0]["name"] == "tiny-four"
+
+
+def test_abort_and_hang_are_recorded_and_the_study_goes_on(
+    tmp_path: Path, cpu_caps: Capabilities, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULTS_ENV, "0:abort,1:hang")
+    spec = apply_overrides(load_default_spec(), trials=3, trial_timeout="40s", name="faults")
+    result = run_study(spec, storage_url=_url(tmp_path), caps=cpu_caps)
+    assert result.ran == 3
+    trials = {t.number: t for t in _trials(_url(tmp_path), "faults")}
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["qco.status"] == "crash" and "SIGABRT" in trials[0].user_attrs["qco.reason"]
+    assert trials[1].state == TrialState.FAIL
+    assert trials[1].user_attrs["qco.status"] == "timeout" and "hang" in trials[1].user_attrs["qco.reason"]
+    assert trials[2].state == TrialState.COMPLETE
+
+
+def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "qco_tune", "run", "--storage", _url(tmp_path), *args],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)},
+    )
+
+
+def _wait_for(predicate, timeout: float = 240.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except KeyError:
+            pass  # the study does not exist yet
+        time.sleep(0.5)
+    raise AssertionError("condition not met in time")
+
+
+def _states(url: str, name: str) -> list[TrialState]:
+    return [t.state for t in _trials(url, name)]
+
+
+def test_sigkill_of_the_parent_loses_nothing_and_recovers_the_stale_trial(tmp_path: Path) -> None:
+    url, name = _url(tmp_path), "killed"
+    proc = _cli(tmp_path, "--trials", "5", "--study", name)
+    # Kill while a trial runs, after at least one has finished.
+    _wait_for(lambda: _states(url, name).count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in _states(url, name))
+    finished_before = {t.number: t.values for t in _trials(url, name) if t.state == TrialState.COMPLETE}
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert TrialState.RUNNING in _states(url, name)
+
+    rerun = _cli(tmp_path, "--trials", "3", "--study", name)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    trials = _trials(url, name)
+    assert TrialState.RUNNING not in [t.state for t in trials]
+    for number, values in finished_before.items():
+        assert trials[number].state == TrialState.COMPLETE and trials[number].values == values
+    recovered = [t for t in trials if t.user_attrs.get("qco.reason", "").startswith("interrupted: owner process")]
+    assert len(recovered) == 1 and recovered[0].state == TrialState.FAIL
+
+
+def test_ctrl_c_records_the_trial_as_interrupted_and_the_study_resumes(tmp_path: Path) -> None:
+    url, name = _url(tmp_path), "interrupted"
+    proc = _cli(tmp_path, "--trials", "2", "--study", name)
+    _wait_for(lambda: TrialState.RUNNING in _states(url, name))
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    trials = _trials(url, name)
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["qco.status"] == "interrupted"
+    assert TrialState.RUNNING not in [t.state for t in trials]
+
+    rerun = _cli(tmp_path, "--trials", "2", "--study", name)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert _states(url, name).count(TrialState.COMPLETE) >= 1
+
+
+def test_changed_spec_is_refused_unless_asked(tmp_path: Path, cpu_caps: Capabilities) -> None:
+    spec = apply_overrides(load_default_spec(), trials=1, name="same-name")
+    run_study(spec, storage_url=_url(tmp_path), caps=cpu_caps)
+    changed = dataclasses.replace(spec, workload=dataclasses.replace(spec.workload, steps=spec.workload.steps + 1))
+    with pytest.raises(StudyError, match="different spec"):
+        run_study(changed, storage_url=_url(tmp_path), caps=cpu_caps)
+    again = run_study(changed, storage_url=_url(tmp_path), caps=cpu_caps, allow_changed_spec=True)
+    assert again.stopped == "trials" and again.ran == 0
