@@ -142,13 +142,17 @@ def list_studies(storage: str | None) -> None:
 
 @cli.command()
 @click.argument("study_name", metavar="STUDY")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (front, baselines, every trial).")
 @storage_option
 @friendly
-def show(study_name: str, storage: str | None) -> None:
+def show(study_name: str, as_json: bool, storage: str | None) -> None:
     """A study's Pareto front, seeded baselines, and infeasible, failed and skipped trials with reasons."""
-    from qco_tune.report import print_study
+    from qco_tune.report import print_study, print_study_json
 
-    print_study(study_name, storage)
+    if as_json:
+        print_study_json(study_name, storage)
+    else:
+        print_study(study_name, storage)
 
 
 def main() -> None:

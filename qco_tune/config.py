@@ -284,10 +284,16 @@ class StudySpec:
 
     def identity(self) -> dict[str, Any]:
         """The parts that make results comparable: a study resumed with a different identity is refused."""
-        data = spec_to_dict(self)
-        for run_only in ("trials", "timeout", "trial_timeout", "name"):
-            data.pop(run_only, None)
-        return data
+        return identity_of(spec_to_dict(self))
+
+
+RUN_ONLY_FIELDS = ("trials", "timeout", "trial_timeout", "name")
+"""Spec fields that may change between runs of one study without making its results incomparable."""
+
+
+def identity_of(spec_data: dict[str, Any]) -> dict[str, Any]:
+    """The comparable part of a spec in dict form (``spec_to_dict``), e.g. as stored in a study."""
+    return {k: v for k, v in spec_data.items() if k not in RUN_ONLY_FIELDS}
 
 
 def spec_to_dict(spec: StudySpec) -> dict[str, Any]:

@@ -161,3 +161,31 @@ def _with_category(row: TrialRow, category: Category) -> TrialRow:
     from dataclasses import replace
 
     return replace(row, category=category)
+
+
+def row_to_dict(row: TrialRow) -> dict[str, Any]:
+    """Plain JSON-able form of a row (for ``show --json`` and recorded results)."""
+    return {
+        "number": row.number,
+        "category": row.category,
+        "configuration": row.config.describe() if row.config else None,
+        "config": row.config.to_dict() if row.config else None,
+        "baseline": row.baseline,
+        "latency_s": row.latency_s,
+        "memory_bytes": row.memory_bytes,
+        "predicted_bytes": row.predicted_bytes,
+        "reason": row.reason,
+        "measurement": row.measurement.to_dict() if row.measurement else None,
+    }
+
+
+def summary_to_dict(summary: ParetoSummary) -> dict[str, Any]:
+    """Plain JSON-able form of a summary: front, best, baselines with speed-ups, and every row."""
+    return {
+        "budget_bytes": summary.budget_bytes,
+        "best": summary.best.number if summary.best else None,
+        "front": [r.number for r in summary.front],
+        "speedups_over_baselines": dict(summary.speedups),
+        "baselines": {name: row.number for name, row in summary.baselines.items()},
+        "trials": [row_to_dict(r) for r in summary.rows],
+    }

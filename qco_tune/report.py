@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 
@@ -100,7 +101,24 @@ def print_study(name: str, url: str | None) -> None:
     running = summary.by_category("running")
     if running:
         console.print(f"running now: {', '.join('#' + str(r.number) for r in running)}")
-    _print_missing(console, study.user_attrs.get(SPEC_ATTR), study.user_attrs.get(MODEL_ATTR), study.user_attrs.get(CAPABILITIES_ATTR))
+    attrs = study.user_attrs
+    _print_missing(console, attrs.get(SPEC_ATTR), attrs.get(MODEL_ATTR), attrs.get(CAPABILITIES_ATTR))
+
+
+def print_study_json(name: str, url: str | None) -> None:
+    """``qco-tune show --json``: the summary plus the study's spec, model and machine."""
+    import json
+
+    from qco_tune.pareto import summary_to_dict
+    from qco_tune.study import load_summary
+
+    study = load_stored_study(name, url)
+    data = {
+        "study": name,
+        **{key.removeprefix("qco."): value for key, value in study.user_attrs.items() if key.startswith("qco.")},
+        **summary_to_dict(load_summary(study)),
+    }
+    click.echo(json.dumps(data, indent=2, default=str))
 
 
 def _print_baselines(console: Console, summary: ParetoSummary) -> None:
@@ -208,5 +226,10 @@ def print_run_result(result: RunResult) -> None:
             f"{_seconds(best.latency_s)} · peak {format_size(best.memory_bytes)}"
         )
         for name, ratio in summary.speedups.items():
-            console.print(f"  {ratio:.2f}× faster than the seeded recipe '{name}'" if ratio >= 1 else f"  {1 / ratio:.2f}× slower than '{name}'")
+            if summary.baselines[name].number == best.number:
+                console.print(f"  the best is the seeded recipe '{name}' itself")
+            elif ratio >= 1:
+                console.print(f"  {ratio:.2f}× faster than the seeded recipe '{name}'")
+            else:
+                console.print(f"  {1 / ratio:.2f}× slower than the seeded recipe '{name}'")
     console.print(f"details: qco-tune show {result.study_name}")

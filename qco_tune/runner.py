@@ -165,7 +165,8 @@ def _collect(returncode: int, result_path: Path, tail: collections.deque[str], s
     if returncode < 0:
         return _failed("crash", f"trial process crashed: killed by {_signal_name(returncode)}", tail, started)
     last = next((line for line in reversed(tail) if line.strip()), "")
-    return _failed("crash", f"trial process exited with code {returncode} without a result: {last}"[:300], tail, started)
+    reason = f"trial process exited with code {returncode} without a result: {last}"
+    return _failed("crash", reason[:300], tail, started)
 
 
 def probe_capabilities(timeout: float = PROBE_TIMEOUT_S) -> Capabilities:

@@ -7,6 +7,7 @@ PostgreSQL suits several GPUs or hosts sharing a study.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -125,13 +126,15 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
     storage = study._storage
     recovered: list[int] = []
     host = socket.gethostname()
-    stale_ids = set(storage._get_stale_trial_ids(study._study_id)) if hasattr(storage, "_get_stale_trial_ids") else set()
+    stale_ids: set[int] = set()
+    if hasattr(storage, "_get_stale_trial_ids"):
+        stale_ids = set(storage._get_stale_trial_ids(study._study_id))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
         same_host_dead = attrs.get(OWNER_HOST_ATTR) == host and not _pid_alive(int(attrs.get(OWNER_PID_ATTR, -1)))
         if not (same_host_dead or trial._trial_id in stale_ids):
             continue
-        why = "owner process is gone" if same_host_dead else "no heartbeat for over %d s" % GRACE_PERIOD_S
+        why = "owner process is gone" if same_host_dead else f"no heartbeat for over {GRACE_PERIOD_S} s"
         try:
             storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, f"interrupted: {why}")
             storage.set_trial_user_attr(trial._trial_id, STATUS_ATTR, "interrupted")
@@ -157,10 +160,9 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while True:
-            try:
+            # A missed beat is not fatal; the next one may succeed.
+            with contextlib.suppress(Exception):
                 self._storage.record_heartbeat(self._trial_id)
-            except Exception:  # noqa: BLE001 - a missed beat is not fatal; the next one may succeed
-                pass
             if self._stop.wait(self._interval):
                 return
 

@@ -28,6 +28,7 @@ from qco_tune.config import (
     TrialConfig,
     TrialRequest,
     format_size,
+    identity_of,
     spec_to_dict,
 )
 from qco_tune.modelref import resolve_model
@@ -186,8 +187,7 @@ def open_study(
     if study is not None:
         stored = study.user_attrs.get(SPEC_ATTR)
         if isinstance(stored, dict) and not allow_changed_spec:
-            stored_identity = {k: v for k, v in stored.items() if k not in ("trials", "timeout", "trial_timeout", "name")}
-            diffs = _identity_diff(stored_identity, spec.identity())
+            diffs = _identity_diff(identity_of(stored), spec.identity())
             if diffs:
                 raise StudyError(
                     f"study {spec.name!r} exists with a different spec ({'; '.join(diffs[:3])}); "
@@ -217,7 +217,9 @@ def make_sampler() -> optuna.samplers.BaseSampler:
     """TPE over the conditional space: multivariate with groups, so knobs that exist together are modelled together."""
     import optuna
 
-    return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=8, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(
+        multivariate=True, group=True, n_startup_trials=8, warn_independent_sampling=False
+    )
 
 
 def _finished_keys(study: optuna.Study) -> dict[str, tuple[int, str]]:
@@ -364,7 +366,7 @@ def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
         trial.set_user_attr(REASON_ATTR, "interrupted by Ctrl-C")
         trial.set_user_attr(STATUS_ATTR, "interrupted")
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-    except Exception:  # noqa: BLE001 - the next run's recovery fails it instead
+    except Exception:  # the next run's recovery fails it instead
         pass
 
 

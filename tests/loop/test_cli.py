@@ -15,7 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 def qco(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qco_tune", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )
 
@@ -59,7 +62,9 @@ def test_missing_spec_file(tmp_path: Path) -> None:
     assert_one_line_error(qco(tmp_path, "run", str(tmp_path / "absent.toml")), "absent.toml")
 
 
-@pytest.mark.parametrize("flag,value", [("--trials", "0"), ("--trials", "-3"), ("--timeout", "0s"), ("--budget", "-1GiB")])
+@pytest.mark.parametrize(
+    "flag,value", [("--trials", "0"), ("--trials", "-3"), ("--timeout", "0s"), ("--budget", "-1GiB")]
+)
 def test_non_positive_limits(tmp_path: Path, flag: str, value: str) -> None:
     assert_one_line_error(qco(tmp_path, "run", flag, value))
 
@@ -69,7 +74,9 @@ def test_unknown_preset_suggests_the_closest(tmp_path: Path) -> None:
 
 
 def test_hub_id_not_in_the_local_cache(tmp_path: Path) -> None:
-    result = qco(tmp_path, "run", "--model", "someone/some-model", "--weights", "real", env={"HF_HOME": str(tmp_path / "hf")})
+    result = qco(
+        tmp_path, "run", "--model", "someone/some-model", "--weights", "real", env={"HF_HOME": str(tmp_path / "hf")}
+    )
     assert_one_line_error(result, "not in the local Hugging Face cache")
 
 

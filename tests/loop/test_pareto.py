@@ -31,7 +31,9 @@ class PlainTrial:
     constraints: list[float] = field(default_factory=list)
 
 
-def done(number: int, latency: float, mem_gib: float, budget_gib: float = 16, baseline: str | None = None) -> PlainTrial:
+def done(
+    number: int, latency: float, mem_gib: float, budget_gib: float = 16, baseline: str | None = None
+) -> PlainTrial:
     attrs: dict[str, Any] = {
         CONFIG_ATTR: TrialConfig(compile="regional" if number % 2 else "none").to_dict(),
         MEASUREMENT_ATTR: Measurement(status="ok", device="cuda", latency_s=latency).to_dict(),

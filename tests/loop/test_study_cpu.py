@@ -17,9 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from qco_tune.spec import apply_overrides, load_default_spec
 
 from qco_tune.config import Capabilities
-from qco_tune.spec import apply_overrides, load_default_spec
 from qco_tune.study import FAULTS_ENV, StudyError, run_study
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,9 @@ def test_tiny_study_records_trials_baselines_and_front(tmp_path: Path, cpu_caps:
     # The database is Optuna's own: its CLI reads it unchanged.
     out = subprocess.run(
         [sys.executable, "-m", "optuna", "studies", "--storage", _url(tmp_path), "-f", "json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(out.stdout)[0]["name"] == "tiny-four"
 
@@ -88,7 +90,10 @@ def test_abort_and_hang_are_recorded_and_the_study_goes_on(
 def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "qco_tune", "run", "--storage", _url(tmp_path), *args],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)},
     )
 
