@@ -7,6 +7,8 @@ optuna import and can be tested with plain data.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -135,11 +137,34 @@ def _dominates(a: TrialRow, b: TrialRow) -> bool:
     return a.latency_s <= b.latency_s and am <= bm and (a.latency_s < b.latency_s or am < bm)
 
 
+def _front_numbers(rows: list[TrialRow]) -> set[int]:
+    """Numbers of the rows no other row dominates (``_dominates``), in O(n log n) by a sweep over latency.
+
+    A row is dominated when a strictly faster row uses no more memory, or an equally fast one uses less.
+    """
+    front: set[int] = set()
+    ordered = sorted(rows, key=lambda r: (r.latency_s or 0.0, r.memory_bytes or 0))
+    best_before = math.inf  # least memory among rows strictly faster than the current group
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j < len(ordered) and ordered[j].latency_s == ordered[i].latency_s:
+            j += 1
+        group_least = ordered[i].memory_bytes or 0  # the group is sorted by memory
+        for row in ordered[i:j]:
+            mem = row.memory_bytes or 0
+            if best_before > mem and not group_least < mem:
+                front.add(row.number)
+        best_before = min(best_before, group_least)
+        i = j
+    return front
+
+
 def summarize(trials: Iterable[TrialLike], budget_bytes: int | None = None) -> ParetoSummary:
     """Sort trials into front, dominated, infeasible, failed, skipped and running; find the best."""
     rows = [row_from_trial(t) for t in trials]
     feasible = [r for r in rows if r.category == "front" and r.latency_s is not None]
-    front_numbers = {r.number for r in feasible if not any(_dominates(o, r) for o in feasible if o is not r)}
+    front_numbers = _front_numbers(feasible)
     final = tuple(
         _with_category(r, "front" if r.number in front_numbers else "dominated") if r.category == "front" else r
         for r in rows
