@@ -112,9 +112,9 @@ def predict(model: ModelInfo, config: TrialConfig, spec: StudySpec, caps: Capabi
     allocated, how = _resident(model, config, weights, acts, shape)
     device = _as_counted(allocated, spec.memory_metric)
     # Offloaded weights live in host memory; otherwise the largest component passes through it while loading.
-    host = PROCESS_BASE + (total if config.offload != "none" else max(weights.values()))
+    host_bytes = PROCESS_BASE + (total if config.offload != "none" else max(weights.values()))
     detail = f"{how}; {spec.memory_metric} ≈ {format_size(device)}"
-    return MemoryPrediction(int(device), int(host), detail)
+    return MemoryPrediction(int(device), int(host_bytes), detail)
 
 
 def _as_counted(allocated: float, metric: str) -> float:

@@ -288,7 +288,8 @@ class SearchSpace:
     def _recipe_components(self) -> tuple[str, ...]:
         """The denoiser and the largest text encoder (the guide quantizes Flux's transformer and T5)."""
         encoders = [self.model.component(n) for n in self.model.text_encoders]
-        largest = max(encoders, key=lambda c: c.params or 0, default=None)
+        # On a tie the later encoder: FLUX lists CLIP before T5, which the guide quantizes.
+        largest = max(reversed(encoders), key=lambda c: c.params or 0, default=None)
         if self.model.denoiser not in self.components:
             return ()  # the recipes are about the denoiser first
         wanted = [self.model.denoiser] + ([largest.name] if largest else [])

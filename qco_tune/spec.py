@@ -361,8 +361,8 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
         field = _BY_ATTR.get(attr)
         if field is None:
             raise SpecError(_unknown(attr, _BY_ATTR, raw), path=attr)
-        if raw is None:
-            continue
+        if raw is None or (attr.startswith("space.") and raw == []):
+            continue  # dropped or unrestricted
         try:
             values[attr] = field.convert(raw)
         except _Bad as exc:
@@ -384,10 +384,9 @@ def _leaves(document: dict[str, Any], tables: set[str] = _TABLES) -> list[tuple[
 def _unknown(path: str, known: dict[str, _Field], value: Any) -> str:
     if any(k.startswith(path + ".") for k in known):
         return f"expected a table of {path}.* keys, got {_type_name(value)}"
-    close = difflib.get_close_matches(path, known, n=1, cutoff=0.7)
-    if not close and "." in path:  # a known key in the wrong table
-        leaf = path.rsplit(".", 1)[1]
-        close = [k for k in known if k.rsplit(".", 1)[-1] == leaf][:1]
+    leaf = path.rsplit(".", 1)[-1]
+    close = [k for k in known if k.rsplit(".", 1)[-1] == leaf][:1]  # a known key in the wrong table
+    close = close or difflib.get_close_matches(path, known, n=1, cutoff=0.7)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown field{hint}"
 
