@@ -69,7 +69,7 @@ from qco_tune.config import (
     Workload,
     parse_size,
 )
-from qco_tune.presets import is_preset
+from qco_tune.presets import is_preset, preset_names, suggest_preset
 
 __all__ = [
     "SpecError",
@@ -405,12 +405,21 @@ def _assemble(values: dict[str, Any], fail: Callable[[str, str], SpecError]) -> 
     if spec.max_timed_calls < spec.timed_calls:
         raise fail("max_timed_calls", f"must be at least timed_calls ({spec.timed_calls}), got {spec.max_timed_calls}")
     if spec.weights == "random" and not is_preset(spec.model):
-        raise fail("weights", f"random weights are built only for presets, and {spec.model!r} is not one")
+        close = suggest_preset(spec.model)
+        if close is not None:
+            raise fail("model", f"unknown preset {spec.model!r}; did you mean {close!r}? presets: {_presets()}")
+        raise fail(
+            "weights", f"random weights are built only for presets ({_presets()}), and {spec.model!r} is not one"
+        )
     if spec.weights == "real" and is_preset(spec.model):
         raise fail("weights", f"preset {spec.model!r} has random weights only")
     if not spec.name:
         spec = dataclasses.replace(spec, name=derive_name(spec))
     return spec
+
+
+def _presets() -> str:
+    return ", ".join(preset_names())
 
 
 def _default_weights(model: str) -> str:

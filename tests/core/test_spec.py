@@ -144,7 +144,9 @@ def test_weights_follow_the_model_and_must_fit_it() -> None:
     assert parse_spec('model = "black-forest-labs/FLUX.1-dev"\n').weights == "real"
     assert "has random weights only" in str(spec_error('model = "tiny-flux"\nweights = "real"\n'))
     error = spec_error('model = "org/model"\nweights = "random"\n')
-    assert error.path == "weights" and error.line == 2 and "only for presets" in str(error)
+    assert error.path == "weights" and error.line == 2 and "only for presets (tiny-flux, flux.1-dev" in str(error)
+    error = spec_error('model = "flux.1-dvv"\nweights = "random"\n')
+    assert error.path == "model" and error.line == 1 and "did you mean 'flux.1-dev'?" in str(error)
 
 
 def test_not_toml_at_all() -> None:
