@@ -155,6 +155,28 @@ def show(study_name: str, as_json: bool, storage: str | None) -> None:
         print_study(study_name, storage)
 
 
+@cli.command()
+@click.argument("study_name", metavar="[STUDY]", required=False)
+@click.option("--optuna-api", is_flag=True, help="Read through Optuna's API instead of its tables (slower).")
+@click.option("--light", is_flag=True, help="Start with the light theme (ctrl+t switches).")
+@click.option("--poll", type=float, default=2.0, show_default=True, help="Seconds between checks for new trials.")
+@storage_option
+@friendly
+def tui(study_name: str | None, optuna_api: bool, light: bool, poll: float, storage: str | None) -> None:
+    """Browse studies: Pareto front, trials, export, comparison; follows running studies live."""
+    from qco_tune.storage import storage_url
+    from qco_tune.tui.app import DARK_THEME, LIGHT_THEME, QcoTuneApp
+
+    app = QcoTuneApp(
+        storage_url(storage),
+        study=study_name,
+        optuna_api=optuna_api,
+        poll_interval=max(0.2, poll),
+        theme=LIGHT_THEME if light else DARK_THEME,
+    )
+    app.run()
+
+
 def main() -> None:
     """Entry point of the ``qco-tune`` script and ``python -m qco_tune``."""
     cli(prog_name="qco-tune")
