@@ -530,7 +530,10 @@ class OptunaReader:
         storage = self._open()
 
         def load() -> tuple[dict[str, Any], list[Any]]:
-            study = optuna.load_study(study_name=name, storage=storage)
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+            except KeyError:
+                raise DataError(f"no study named {name!r} in {_masked(self.url)} (deleted?)") from None
             return dict(study.user_attrs), study.get_trials(deepcopy=False)
 
         return self._call(load)

@@ -159,7 +159,7 @@ def draw_scatter(
     measured = [p for p in points if p.y is not None and p.y > 0]
     strip = any(p.y is None for p in points)
     if width < 24 or height < 6:
-        grid.text(0, 0, "plot: enlarge the window", styles.axis)
+        grid.text(0, 0, "enlarge" if width < 20 else "plot: enlarge the window", styles.axis)
         return PlotLayout(grid.lines(), {})
     if not measured and not strip:
         grid.text(2, height // 2, "no measured trial yet", styles.axis)

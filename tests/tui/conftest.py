@@ -1,0 +1,60 @@
+"""Fixtures of the TUI tests: storages filled by the FAKE BACKEND in fake_study.py (no pipeline runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_study import FAKE_GPU, fill_fake_study  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).parent
+L40S = "FAKE L40S 48GB (fake backend)"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async Pilot scenario from a plain test function."""
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in ``tmp_path`` so a relative storage URL (the same text in every snapshot) points there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def two_studies_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Filled once per session (through Optuna, which takes seconds); tests get a copy."""
+    path = tmp_path_factory.mktemp("template") / "qco.db"
+    url = f"sqlite:///{path}"
+    fill_fake_study(url, "flux-dev-16gib", 40, seed=1, gpu=FAKE_GPU, extra_kinds=("failed", "running", "old"))
+    fill_fake_study(url, "flux-dev-16gib-l40s", 30, seed=2, gpu=L40S)
+    return path
+
+
+@pytest.fixture
+def two_studies(in_tmp: Path, two_studies_template: Path) -> Iterator[str]:
+    """``sqlite:///qco.db`` (relative, in the test's folder) with the same fake spec on two fake GPUs.
+
+    Study ``flux-dev-16gib`` also has a failed, a running and an old-format trial (numbers 40-42).
+    """
+    shutil.copy(two_studies_template, in_tmp / "qco.db")
+    yield "sqlite:///qco.db"
