@@ -1,0 +1,106 @@
+"""Applying a tuned configuration in a user's own code, through the code path the trials run.
+
+``from_pretrained`` loads with quantization (it can only happen at load time), then offloads and
+compiles; ``apply`` offloads and compiles a pipeline that is already loaded. Both call
+``qco_tune.backends`` exactly as a trial's child process does (``load_pipeline``, then
+``apply_config``), so what the tuner measured, what ``qco-tune export`` writes and what these do
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from qco_tune.config import ModelInfo, TrialConfig
+from qco_tune.export import load_config
+
+ConfigSource = TrialConfig | Mapping[str, Any] | str | os.PathLike[str]
+"""A ``TrialConfig``, its ``to_dict`` form, or a JSON/TOML file written by ``qco-tune export --format``."""
+
+_QUANT_METHODS = {"bnb": "bitsandbytes", "torchao": "torchao", "quanto": "quanto"}
+"""``quant_method`` of the diffusers/transformers quantization config that each backend family writes."""
+
+
+def default_device() -> str:
+    """``cuda`` where torch sees a GPU (the tuner measures there), else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def apply(pipe: Any, config: ConfigSource, *, device: str | None = None) -> Any:
+    """Offload and compile the loaded ``pipe`` in place as ``config`` says; returns ``pipe``.
+
+    Sets the ``torch._dynamo.config`` values compilation needs (process-wide), as the trial did.
+    Raises ``ValueError`` when ``config`` quantizes a component that ``pipe`` did not load
+    quantized with that backend (use ``from_pretrained``), when the offloading needs CUDA and
+    ``device`` is not a GPU, or when the configuration is invalid or from a newer qco-tune.
+    """
+    from qco_tune.backends.apply import apply_config
+
+    trial_config = load_config(config)
+    check_quantized(pipe, trial_config)
+    return apply_config(pipe, trial_config, device or default_device())
+
+
+def from_pretrained(
+    model: str | os.PathLike[str],
+    config: ConfigSource,
+    *,
+    dtype: str = "bfloat16",
+    device: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Load ``model`` (a hub id in the local Hugging Face cache, a local diffusers folder or a preset
+    name) quantized as ``config`` says, then offload and compile it; returns the pipeline.
+
+    Nothing is downloaded, as in the trials: fetch a hub model first (``huggingface-cli download``).
+    Raises ``ModelError`` for a model that is not there and ``ValueError`` for a configuration this
+    machine cannot run (bitsandbytes or float8 without a suitable GPU) or that is invalid.
+    """
+    from qco_tune.backends.apply import apply_config
+    from qco_tune.backends.models import load_pipeline
+
+    trial_config = load_config(config)
+    device = device or default_device()
+    pipe = load_pipeline(resolve(model), trial_config, dtype, device, cache_dir)
+    return apply_config(pipe, trial_config, device)
+
+
+def resolve(model: str | os.PathLike[str]) -> ModelInfo:
+    """The ``ModelInfo`` of a preset name (random weights), a local folder or a cached hub id."""
+    from qco_tune.modelref import resolve_model
+    from qco_tune.presets import is_preset
+
+    reference = os.fspath(model)
+    return resolve_model(reference, "random" if is_preset(reference) else "real")
+
+
+def check_quantized(pipe: Any, config: TrialConfig) -> None:
+    """``ValueError`` unless every component ``config`` quantizes was loaded quantized with that backend."""
+    for component, backend in config.quantization:
+        module = getattr(pipe, component, None)
+        if module is None:
+            raise ValueError(f"the configuration quantizes {component!r}, which this pipeline does not have")
+        method = _quant_method(module)
+        expected = _QUANT_METHODS[backend.split("_")[0]]
+        if method != expected:
+            loaded = f"loaded with {method}" if method else "loaded without quantization"
+            raise ValueError(
+                f"the configuration quantizes {component!r} with {backend}, but it was {loaded}: quantization "
+                "happens at load time, so load with qco_tune.from_pretrained(model, config)"
+            )
+
+
+def _quant_method(module: Any) -> str | None:
+    """The quantization method a diffusers or transformers model was loaded with, or None."""
+    quantizer = getattr(module, "hf_quantizer", None)
+    quant_config = getattr(quantizer, "quantization_config", None)
+    if quant_config is None:
+        quant_config = getattr(getattr(module, "config", None), "quantization_config", None)
+    if quant_config is None:
+        return None
+    method = quant_config.get("quant_method") if isinstance(quant_config, dict) else quant_config.quant_method
+    return str(getattr(method, "value", method))
