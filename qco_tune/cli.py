@@ -67,57 +67,67 @@ storage_option = click.option(
 )
 
 
+_FLAG_HELP = {
+    "model": "Preset name, Hugging Face hub id (local cache) or local diffusers folder.",
+    "weights": "real, or random (a random-weight preset).",
+    "budget": 'VRAM budget, e.g. "16GiB".',
+    "trials": "Trials to run in the study in total (seeded baselines included).",
+    "timeout": 'Wall-clock limit for this run, e.g. "90m".',
+    "trial_timeout": "Time limit of one trial (a hang is killed after it).",
+}
+
+
+def spec_flags(func: F) -> F:
+    """One option per spec field (``qco_tune.spec.OVERRIDES``), so every flag maps onto the spec."""
+    from qco_tune.spec import OVERRIDES
+
+    for key in reversed([k for k in OVERRIDES if k != "name"]):
+        flag = "--" + key.replace("_", "-")
+        func = click.option(
+            flag, key, default=None, metavar="VALUE", help=_FLAG_HELP.get(key, f"Spec field {OVERRIDES[key]}.")
+        )(func)
+    return func
+
+
 @cli.command()
 @click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", help="Preset name, Hugging Face hub id (local cache) or local diffusers folder.")
-@click.option("--weights", type=click.Choice(["real", "random"]), help="Real weights or a random-weight preset.")
-@click.option("--budget", metavar="SIZE", help='VRAM budget, e.g. "16GiB".')
-@click.option("--trials", type=int, help="Trials to run in the study in total (seeded baselines included).")
-@click.option("--timeout", metavar="DURATION", help='Wall-clock limit for this run, e.g. "90m".')
-@click.option("--trial-timeout", metavar="DURATION", help="Time limit of one trial (a hang is killed after it).")
+@spec_flags
 @click.option("--study", "study_name", metavar="NAME", help="Study name (default: from the spec).")
 @click.option("--allow-changed-spec", is_flag=True, help="Continue a study whose stored spec differs.")
+@click.option("--prepare-only", is_flag=True, help="Create the study and queue its baselines; workers run the trials.")
 @storage_option
 @friendly
 def run(
     spec_file: Path | None,
-    model: str | None,
-    weights: str | None,
-    budget: str | None,
-    trials: int | None,
-    timeout: str | None,
-    trial_timeout: str | None,
     study_name: str | None,
     allow_changed_spec: bool,
+    prepare_only: bool,
     storage: str | None,
+    **flags: str | None,
 ) -> None:
-    """Run (or resume) a study. Without SPEC_FILE or --model: the embedded tiny default."""
+    """Run (or resume) a study. Without SPEC_FILE or --model: the embedded tiny default.
+
+    Every spec field has a flag (e.g. --steps 4, --compile none,regional) that overrides the file.
+    """
     from qco_tune.progress import LiveObserver
     from qco_tune.spec import apply_overrides, load_default_spec, load_spec
     from qco_tune.storage import mask_url, storage_url
     from qco_tune.study import run_study
 
-    if spec_file is not None:
-        spec = load_spec(spec_file)
-    elif model is not None:
-        spec = apply_overrides(load_default_spec(), model=model, name=study_name or "")
-    else:
-        spec = load_default_spec()
-    spec = apply_overrides(
-        spec,
-        model=model,
-        weights=weights,
-        budget=budget,
-        trials=trials,
-        timeout=timeout,
-        trial_timeout=trial_timeout,
-        name=study_name,
-    )
+    spec = load_spec(spec_file) if spec_file is not None else load_default_spec()
+    given = {key: value for key, value in flags.items() if value is not None}
+    spec = apply_overrides(spec, name=study_name, **given)
     url = storage_url(storage)
     with LiveObserver() as observer:
         observer.message(f"storage {mask_url(url)}")
         try:
-            result = run_study(spec, storage_url=url, observer=observer, allow_changed_spec=allow_changed_spec)
+            result = run_study(
+                spec,
+                storage_url=url,
+                observer=observer,
+                allow_changed_spec=allow_changed_spec,
+                prepare_only=prepare_only,
+            )
         except KeyboardInterrupt:
             observer.close()
             click.echo(
@@ -156,6 +166,61 @@ def show(study_name: str, as_json: bool, storage: str | None) -> None:
 
 
 @cli.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option(
+    "--trial", "trial", default="best", show_default=True, help="'best' (fastest feasible) or a trial number."
+)
+@click.option("--model", metavar="ID_OR_PATH", help="Load this hub id or local folder instead of the study's model.")
+@click.option(
+    "--format",
+    "fmt",
+    default="python",
+    show_default=True,
+    help="python (a runnable snippet), json or toml (the configuration).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--allow-failed", is_flag=True, help="Export a trial that failed, went over budget or never ran.")
+@storage_option
+@friendly
+def export(
+    study_name: str,
+    trial: str,
+    model: str | None,
+    fmt: str,
+    output: Path | None,
+    force: bool,
+    allow_failed: bool,
+    storage: str | None,
+) -> None:
+    """A trial's configuration as Python code to paste into a project (or as JSON/TOML)."""
+    from qco_tune.export_study import ExportError, check_format, parse_trial_choice, prepare_export
+    from qco_tune.report import load_stored_study
+
+    check_format(fmt)
+    choice = parse_trial_choice(trial)
+    if output is not None and output.exists() and not force:
+        raise ExportError(f"{output} exists; pass --force to overwrite it")
+    study = load_stored_study(study_name, storage)
+    prepared = prepare_export(
+        study_name,
+        study.user_attrs,
+        study.get_trials(deepcopy=False),
+        trial=choice,
+        model=model,
+        allow_failed=allow_failed,
+    )
+    text = prepared.render(fmt)
+    if prepared.warning:
+        click.echo(f"warning: {prepared.warning}", err=True)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output} (trial {prepared.header.trial}, {fmt})", err=True)
+
+
+@cli.command()
 @click.argument("study_name", metavar="[STUDY]", required=False)
 @click.option("--optuna-api", is_flag=True, help="Read through Optuna's API instead of its tables (slower).")
 @click.option("--light", is_flag=True, help="Start with the light theme (ctrl+t switches).")
@@ -175,6 +240,31 @@ def tui(study_name: str | None, optuna_api: bool, light: bool, poll: float, stor
         theme=LIGHT_THEME if light else DARK_THEME,
     )
     app.run()
+
+
+@cli.command()
+@storage_option
+@click.option("--study", "studies", multiple=True, metavar="NAME", help="Serve only this study (repeatable).")
+@click.option("--gpu", type=click.IntRange(min=0), help="Run trials on this GPU index (CUDA_VISIBLE_DEVICES).")
+@click.option("--poll", default=30.0, show_default=True, help="Seconds between looks for work when idle.")
+@click.option("--exit-when-idle", is_flag=True, help="Stop when no study has work left instead of waiting.")
+@friendly
+def worker(storage: str | None, studies: tuple[str, ...], gpu: int | None, poll: float, exit_when_idle: bool) -> None:
+    """Take trials of the studies in a shared storage and run them on this machine's GPU.
+
+    Stops cleanly on SIGTERM or Ctrl-C: the running trial is stopped, recorded and queued again.
+    """
+    from qco_tune.progress import LiveObserver
+    from qco_tune.worker import run_worker
+
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    with LiveObserver() as observer:
+        result = run_worker(
+            url=storage, study_names=studies, observer=observer, poll_s=poll, exit_when_idle=exit_when_idle
+        )
+    ran = ", ".join(f"{name}: {n}" for name, n in result.ran.items()) or "none"
+    click.echo(f"worker stopped ({result.stopped}); trials run: {ran}")
 
 
 def main() -> None:

@@ -280,6 +280,9 @@ class StudySpec:
     max_timed_calls: int = 10
     warmup_calls: int = 1
     seed_baselines: bool = True
+    mix_gpus: bool = False
+    """Let workers on another GPU kind add trials (each trial still records its GPU). Off: a study is
+    tied to the GPU kind that created it."""
     space: SpaceRestriction = field(default_factory=SpaceRestriction)
 
     def identity(self) -> dict[str, Any]:
@@ -287,7 +290,7 @@ class StudySpec:
         return identity_of(spec_to_dict(self))
 
 
-RUN_ONLY_FIELDS = ("trials", "timeout", "trial_timeout", "name")
+RUN_ONLY_FIELDS = ("trials", "timeout", "trial_timeout", "name", "mix_gpus")
 """Spec fields that may change between runs of one study without making its results incomparable."""
 
 
@@ -306,7 +309,7 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
             return [clean(v) for v in value]
         return value
 
-    return clean(dataclasses.asdict(spec))  # type: ignore[no-any-return]
+    return dict(clean(dataclasses.asdict(spec)))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ optuna import and can be tested with plain data.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -24,6 +23,9 @@ REASON_ATTR = "qco.reason"
 STATUS_ATTR = "qco.status"
 PREDICTED_ATTR = "qco.predicted_device_bytes"
 MEMORY_ATTR = "qco.memory_bytes"
+REQUEUED_ATTR = "qco.requeued"
+RETRY_OF_ATTR = "qco.retry_of"
+FINGERPRINT_ATTR = "qco.fingerprint"
 
 
 class TrialLike(Protocol):

@@ -212,6 +212,7 @@ def print_run_result(result: RunResult) -> None:
         "trials": "reached the trial target",
         "timeout": "reached the time limit",
         "exhausted": "every valid configuration has been tried",
+        "prepared": "prepared for workers (`qco-tune worker`)",
     }.get(result.stopped, result.stopped)
     console.print(f"study {result.study_name!r}: ran {result.ran} trial(s), skipped {result.skipped}; {why}")
     summary = result.summary

@@ -293,6 +293,7 @@ FIELDS: tuple[_Field, ...] = (
     _Field("run.max_timed_calls", "max_timed_calls", _positive_int, "int"),
     _Field("run.warmup_calls", "warmup_calls", _non_negative_int, "int"),
     _Field("run.seed_baselines", "seed_baselines", _boolean, "bool"),
+    _Field("run.mix_gpus", "mix_gpus", _boolean, "bool"),
     _Field("space.quantization", "space.quantization", _list_of(_choice(QUANT_BACKENDS)), "list"),
     _Field("space.quantize_components", "space.quantize_components", _list_of(_text), "list"),
     _Field("space.compile", "space.compile", _list_of(_choice(COMPILE_SCOPES)), "list"),
@@ -442,7 +443,7 @@ def derive_name(spec: StudySpec) -> str:
 
 # -- command-line overrides ----------------------------------------------------------------------------
 
-_OVERRIDES: dict[str, str] = {
+OVERRIDES: dict[str, str] = {
     "name": "name",
     "model": "model",
     "weights": "weights",
@@ -473,6 +474,7 @@ _OVERRIDES: dict[str, str] = {
     "fullgraph": "space.fullgraph",
     "offload": "space.offload",
     "blocks_per_group": "space.blocks_per_group",
+    "mix_gpus": "run.mix_gpus",
 }
 """Keyword of ``apply_overrides`` (the CLI flag, ``--trial-timeout`` for ``trial_timeout``) → TOML path."""
 
@@ -510,6 +512,7 @@ def apply_overrides(
     fullgraph: str | list[bool] | tuple[bool, ...] | None = None,
     offload: str | list[str] | tuple[str, ...] | None = None,
     blocks_per_group: str | list[int] | tuple[int, ...] | None = None,
+    mix_gpus: bool | str | None = None,
 ) -> StudySpec:
     """``spec`` with every argument that is not None applied, validated like the TOML field it maps to.
 
@@ -530,7 +533,7 @@ def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
         values.pop("weights")
     flag_of: dict[str, str] = {}
     for key, raw in given.items():
-        field = _BY_TOML[_OVERRIDES[key]]
+        field = _BY_TOML[OVERRIDES[key]]
         flag = "--" + key.replace("_", "-")
         flag_of[field.attr] = flag
         try:

@@ -35,10 +35,13 @@ from qco_tune.modelref import resolve_model
 from qco_tune.pareto import (
     BASELINE_ATTR,
     CONFIG_ATTR,
+    FINGERPRINT_ATTR,
     MEASUREMENT_ATTR,
     MEMORY_ATTR,
     PREDICTED_ATTR,
     REASON_ATTR,
+    REQUEUED_ATTR,
+    RETRY_OF_ATTR,
     STATUS_ATTR,
     ParetoSummary,
     summarize,
@@ -57,6 +60,7 @@ MODEL_ATTR = "qco.model"
 CAPABILITIES_ATTR = "qco.capabilities"
 GPU_ATTR = "qco.gpu"
 VERSION_ATTR = "qco.version"
+GPU_KINDS_ATTR = "qco.gpu_kinds"
 METRIC_NAMES = ["latency_s", "peak_memory_gib"]
 MAX_CONSECUTIVE_SKIPS = 25
 """After this many proposals in a row that cannot run, the next one is drawn from the untried rest."""
@@ -154,6 +158,29 @@ def prepare(spec: StudySpec, caps: Capabilities | None = None) -> tuple[ModelInf
     return model, caps, space
 
 
+def gpu_kind(caps: Capabilities) -> str:
+    """The GPU kind trials are tied to: the device name (``cpu`` without CUDA)."""
+    return caps.gpu_name or "cpu"
+
+
+def check_gpu_kind(study: optuna.Study, caps: Capabilities) -> None:
+    """Refuse to add trials from another GPU kind to a study tied to one, unless its spec allows mixing."""
+    spec = study.user_attrs.get(SPEC_ATTR) or {}
+    tied = study.user_attrs.get(GPU_ATTR)
+    if tied and tied != gpu_kind(caps) and not spec.get("mix_gpus", False):
+        raise StudyError(
+            f"study {study.study_name!r} is tied to {tied}; this machine has {gpu_kind(caps)} "
+            "(set mix_gpus = true in the spec to allow it, or compare two studies instead)"
+        )
+
+
+def record_gpu_kind(study: optuna.Study, caps: Capabilities) -> None:
+    """Add this machine's GPU kind to the kinds the study has seen."""
+    kinds = list(study.user_attrs.get(GPU_KINDS_ATTR) or [])
+    if gpu_kind(caps) not in kinds:
+        study.set_user_attr(GPU_KINDS_ATTR, [*kinds, gpu_kind(caps)])
+
+
 def _identity_diff(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     diffs = []
     for key in sorted(set(stored) | set(current)):
@@ -193,7 +220,9 @@ def open_study(
                     f"study {spec.name!r} exists with a different spec ({'; '.join(diffs[:3])}); "
                     "pass --study NEW_NAME for a new study or --allow-changed-spec to continue this one"
                 )
+        check_gpu_kind(study, caps)
         study.set_user_attr(SPEC_ATTR, spec_to_dict(spec))
+        record_gpu_kind(study, caps)
         return study, True
     study = optuna.create_study(
         study_name=spec.name,
@@ -205,43 +234,76 @@ def open_study(
     study.set_user_attr(SPEC_ATTR, spec_to_dict(spec))
     study.set_user_attr(MODEL_ATTR, model.to_dict())
     study.set_user_attr(CAPABILITIES_ATTR, caps.to_dict())
-    study.set_user_attr(GPU_ATTR, caps.gpu_name or "cpu")
+    study.set_user_attr(GPU_ATTR, gpu_kind(caps))
+    record_gpu_kind(study, caps)
     study.set_user_attr(VERSION_ATTR, __version__)
     if spec.seed_baselines:
         for name, config in space.baselines():
-            study.enqueue_trial(config.to_params(), user_attrs={BASELINE_ATTR: name})
+            study.enqueue_trial(space.params(config), user_attrs={BASELINE_ATTR: name})
     return study, False
+
+
+def quiet_optuna() -> None:
+    """Keep Optuna's info logs and experimental-feature warnings out of qco-tune's own output."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Heartbeats are recorded by qco-tune itself around each trial (ask-and-tell, not optimize).
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 def make_sampler() -> optuna.samplers.BaseSampler:
     """TPE over the conditional space: multivariate with groups, so knobs that exist together are modelled together."""
     import optuna
 
-    return optuna.samplers.TPESampler(
-        multivariate=True, group=True, n_startup_trials=8, warn_independent_sampling=False
-    )
+    return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=8)
 
 
-def _finished_keys(study: optuna.Study) -> dict[str, tuple[int, str]]:
-    """Configuration key → (trial number, state) of every trial that ran (COMPLETE or FAIL)."""
+@dataclass
+class Ledger:
+    """What a study has spent: configurations measured, failed or running now, and the trial count."""
+
+    keys: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Configuration key → (trial number, ``measured`` | ``failed`` | ``running``)."""
+    counted: int = 0
+    """Trials that count towards the target: finished, failed, and running elsewhere. Skipped
+    proposals and interrupted trials (which are handed back to the queue) do not count."""
+
+
+def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
+    """The study's ``Ledger``, leaving out trial number ``exclude`` (the caller's own, just asked)."""
     from optuna.trial import TrialState
 
-    keys: dict[str, tuple[int, str]] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    book = Ledger()
+    label = {TrialState.COMPLETE: "measured", TrialState.FAIL: "failed", TrialState.RUNNING: "running"}
+    for trial in study.get_trials(deepcopy=False, states=tuple(label)):
+        if trial.number == exclude or trial.user_attrs.get(STATUS_ATTR) == "interrupted":
+            continue
         data = trial.user_attrs.get(CONFIG_ATTR)
+        if trial.state == TrialState.RUNNING and not isinstance(data, dict):
+            continue  # asked by another process, not yet decided: may still be skipped
+        book.counted += 1
         if isinstance(data, dict):
             try:
-                keys.setdefault(TrialConfig.from_dict(data).key(), (trial.number, trial.state.name))
+                book.keys.setdefault(TrialConfig.from_dict(data).key(), (trial.number, label[trial.state]))
             except ValueError:
                 continue
-    return keys
+    return book
 
 
-def count_ran(study: optuna.Study) -> int:
-    """Trials that ran (finished or failed); skipped proposals do not count towards the trial target."""
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+def requeue(study: optuna.Study, trial_id: int) -> None:
+    """Hand an interrupted trial's configuration back to the queue, once, so that it is measured later."""
+    frozen = study._storage.get_trial(trial_id)
+    if not frozen.params or frozen.user_attrs.get(REQUEUED_ATTR):
+        return
+    study._storage.set_trial_user_attr(trial_id, REQUEUED_ATTR, True)
+    attrs: dict[str, Any] = {RETRY_OF_ATTR: frozen.number}
+    if frozen.user_attrs.get(BASELINE_ATTR):
+        attrs[BASELINE_ATTR] = frozen.user_attrs[BASELINE_ATTR]
+    study.enqueue_trial(dict(frozen.params), user_attrs=attrs)
 
 
 def _skip(ctx: _Context, trial: optuna.Trial, config: TrialConfig, reason: str, over_gib: float = 1.0) -> None:
@@ -263,7 +325,7 @@ def _why_not_run(ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, 
     previous = done.get(config.key())
     if previous is not None:
         number, state = previous
-        return f"duplicate of trial {number} ({'failed' if state == 'FAIL' else 'measured'})", 1.0
+        return f"duplicate of trial {number} ({state})", 1.0
     prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps)
     if prediction.device_bytes is not None and memory.over_budget_bytes(prediction.device_bytes, ctx.spec.vram_budget):
         excess = (prediction.device_bytes - ctx.spec.vram_budget) / GIB
@@ -275,7 +337,7 @@ def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
     """Enqueue one valid configuration not yet tried; False when the whole space has been tried."""
     for config in ctx.space.enumerate():
         if config.key() not in done and _why_not_run(ctx, config, done) is None:
-            ctx.study.enqueue_trial(config.to_params())
+            ctx.study.enqueue_trial(ctx.space.params(config))
             return True
     return False
 
@@ -336,10 +398,22 @@ def _best_latency(study: optuna.Study) -> float | None:
     return min(values) if values else None
 
 
+def fingerprint(caps: Capabilities) -> dict[str, Any]:
+    """Where a trial ran: host, GPU and the versions that shape its figures."""
+    return {
+        "host": caps.host,
+        "gpu": caps.gpu_name or "cpu",
+        "gpu_memory": caps.total_memory,
+        "compute_capability": list(caps.compute_capability) if caps.compute_capability else None,
+        "versions": dict(caps.versions),
+    }
+
+
 def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int) -> Measurement:
     spec = ctx.spec
     baseline = trial.user_attrs.get(BASELINE_ATTR)
     trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+    trial.set_user_attr(FINGERPRINT_ATTR, fingerprint(ctx.caps))
     for key, value in owner_attrs().items():
         trial.set_user_attr(key, value)
     prediction = memory.predict(ctx.model, config, spec, ctx.caps)
@@ -352,6 +426,7 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
             measurement = run_trial(request, timeout=spec.trial_timeout, on_phase=ctx.observer.phase)
         except TrialInterrupted as interrupted:
             _tell(ctx, trial, interrupted.measurement)
+            requeue(ctx.study, trial._trial_id)
             raise
     feasible = _tell(ctx, trial, measurement)
     ctx.observer.trial_finished(trial.number, measurement, feasible, _best_latency(ctx.study))
@@ -359,15 +434,79 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
 
 
 def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Ctrl-C between ask and tell: the asked trial must not stay RUNNING."""
+    """Ctrl-C between ask and tell: the asked trial must not stay RUNNING, and goes back to the queue."""
     from optuna.trial import TrialState
 
     try:
         trial.set_user_attr(REASON_ATTR, "interrupted by Ctrl-C")
         trial.set_user_attr(STATUS_ATTR, "interrupted")
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        requeue(study, trial._trial_id)
     except Exception:  # the next run's recovery fails it instead
         pass
+
+
+def recover(study: optuna.Study, observer: Observer) -> list[int]:
+    """Fail the trials whose owner is gone and hand their configurations back to the queue."""
+    numbers = recover_stale_trials(study)
+    for number in numbers:
+        requeue(study, study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+    if numbers:
+        observer.message(f"recovered abandoned trial(s) {', '.join(map(str, numbers))}: failed, and queued again")
+    return numbers
+
+
+def run_loop(
+    ctx: _Context,
+    result: RunResult,
+    *,
+    deadline: float = math.inf,
+    clock: Callable[[], float] = time.monotonic,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Ask, filter, run and tell until the target, the deadline, an exhausted space or ``should_stop``.
+
+    Ctrl-C (or a signal turned into ``KeyboardInterrupt``) records the running trial as interrupted,
+    queues its configuration again and re-raises.
+    """
+    study, target = ctx.study, ctx.spec.trials
+    skips_in_a_row = 0
+    current: optuna.Trial | None = None
+    try:
+        while not should_stop():
+            # Another worker may have died since the last trial: its trial goes back to the queue.
+            result.recovered += recover(study, ctx.observer)
+            book = ledger(study)
+            if target is not None and book.counted >= target:
+                result.stopped = "trials"
+                return
+            if clock() >= deadline:
+                result.stopped = "timeout"
+                return
+            if skips_in_a_row >= MAX_CONSECUTIVE_SKIPS:
+                if not _enqueue_untried(ctx, book.keys):
+                    result.stopped = "exhausted"
+                    return
+                skips_in_a_row = 0
+            trial = current = study.ask()
+            config = ctx.space.suggest(trial)
+            reason = _why_not_run(ctx, config, ledger(study, exclude=trial.number).keys)
+            if reason is not None:
+                _skip(ctx, trial, config, *reason)
+                current = None
+                result.skipped += 1
+                skips_in_a_row += 1
+                continue
+            skips_in_a_row = 0
+            _run_one(ctx, trial, config, book.counted + 1)
+            current = None
+            result.ran += 1
+        result.stopped = "stopped"
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+        if current is not None:
+            _fail_interrupted(study, current)
+        raise
 
 
 def run_study(
@@ -377,58 +516,32 @@ def run_study(
     observer: Observer | None = None,
     caps: Capabilities | None = None,
     allow_changed_spec: bool = False,
+    prepare_only: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> RunResult:
     """Run (or resume) the study ``spec`` until its trial target or time limit.
+
+    ``prepare_only`` creates (or checks) the study and queues its baselines without running a
+    trial: workers (``qco-tune worker``) then do the trials.
 
     Ctrl-C ends the running trial's child, records that trial as interrupted and re-raises
     ``KeyboardInterrupt``; everything finished before stays in the storage.
     """
     observer = observer or SilentObserver()
+    quiet_optuna()
     model, caps, space = prepare(spec, caps)
     storage = open_storage(storage_url)
     study, resumed = open_study(spec, storage, model, caps, space, allow_changed_spec=allow_changed_spec)
-    result = RunResult(study_name=spec.name, recovered=recover_stale_trials(study))
-    if result.recovered:
-        observer.message(f"recovered abandoned trial(s) {', '.join(map(str, result.recovered))} as failed")
+    result = RunResult(study_name=spec.name)
     ctx = _Context(spec, model, caps, space, study, observer, parse_faults(os.environ.get(FAULTS_ENV)))
-    target = spec.trials
     deadline = clock() + spec.timeout if spec.timeout else math.inf
-    observer.study_started(spec, count_ran(study), target, resumed)
-    skips_in_a_row = 0
-    current: optuna.Trial | None = None
+    observer.study_started(spec, ledger(study).counted, spec.trials, resumed)
+    if prepare_only:
+        result.stopped = "prepared"
+        result.summary = summarize(study.get_trials(deepcopy=False), spec.vram_budget)
+        return result
     try:
-        while True:
-            ran_total = count_ran(study)
-            if target is not None and ran_total >= target:
-                result.stopped = "trials"
-                break
-            if clock() >= deadline:
-                result.stopped = "timeout"
-                break
-            if skips_in_a_row >= MAX_CONSECUTIVE_SKIPS:
-                if not _enqueue_untried(ctx, _finished_keys(study)):
-                    result.stopped = "exhausted"
-                    break
-                skips_in_a_row = 0
-            trial = current = study.ask()
-            config = space.suggest(trial)
-            reason = _why_not_run(ctx, config, _finished_keys(study))
-            if reason is not None:
-                _skip(ctx, trial, config, *reason)
-                current = None
-                result.skipped += 1
-                skips_in_a_row += 1
-                continue
-            skips_in_a_row = 0
-            _run_one(ctx, trial, config, ran_total + 1)
-            current = None
-            result.ran += 1
-    except KeyboardInterrupt:
-        result.stopped = "interrupted"
-        if current is not None:
-            _fail_interrupted(study, current)
-        raise
+        run_loop(ctx, result, deadline=deadline, clock=clock)
     finally:
         result.summary = summarize(study.get_trials(deepcopy=False), spec.vram_budget)
     return result

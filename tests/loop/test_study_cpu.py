@@ -64,7 +64,16 @@ def test_tiny_study_records_trials_baselines_and_front(tmp_path: Path, cpu_caps:
     assert result.summary is not None and result.summary.best is not None
     # The database is Optuna's own: its CLI reads it unchanged.
     out = subprocess.run(
-        [sys.executable, "-m", "optuna", "studies", "--storage", _url(tmp_path), "-f", "json"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from optuna.cli import main; sys.exit(main())",
+            "studies",
+            "--storage",
+            _url(tmp_path),
+            "-f",
+            "json",
+        ],
         capture_output=True,
         text=True,
         check=True,
