@@ -17,9 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from qco_tune.spec import apply_overrides, load_default_spec
 
 from qco_tune.config import Capabilities
+from qco_tune.spec import apply_overrides, load_default_spec
 from qco_tune.study import FAULTS_ENV, StudyError, run_study
 
 pytestmark = pytest.mark.slow
