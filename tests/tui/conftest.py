@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_study import FAKE_GPU, fill_fake_study  # noqa: E402
+from fake_study import FAKE_GPU, fill_fake_study
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
