@@ -82,7 +82,9 @@ def test_plot_and_table_selection_are_linked(two_studies: str) -> None:
             await pilot.pause(0.1)
             layout = plot._layout
             assert layout is not None
-            target = next(n for n in layout.positions if n != plot.selected and layout.nearest(*layout.positions[n]) == n)
+            target = next(
+                n for n in layout.positions if n != plot.selected and layout.nearest(*layout.positions[n]) == n
+            )
             col, row = layout.positions[target]
             await pilot.click("#plot", offset=(col + 1, row + 1))  # +1: the plot's border
             await until(pilot, lambda: table.current_number == target)

@@ -15,7 +15,9 @@ from qco_tune.tui.widgets.canvas import PlotPoint, draw_scatter
 GIB = 2**30
 
 
-def row(number: int, category: str = "front", config: TrialConfig | None = None, baseline: str | None = None) -> TrialRow:
+def row(
+    number: int, category: str = "front", config: TrialConfig | None = None, baseline: str | None = None
+) -> TrialRow:
     m = Measurement(status="ok", latency_s=1.0)
     return TrialRow(number, category, config or TrialConfig(), m, 1.0, GIB, baseline, None, None)  # type: ignore[arg-type]
 
