@@ -344,5 +344,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit_fast(code: int) -> None:
+    """Exit without tearing down torch's modules, which takes seconds and serves a throwaway process.
+
+    Python-level exit handlers (e.g. compile worker pools) still run; files were closed already.
+    """
+    import atexit
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_fast(main())
