@@ -1,0 +1,215 @@
+"""The configurations the golden files cover: the diffusers guide's recipes, then the other knobs."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from qco_tune.config import Capabilities, ModelInfo, StudySpec, TrialConfig, Workload
+from qco_tune.export import ExportHeader
+from qco_tune.presets import get_preset
+from qco_tune.space import SearchSpace
+
+H100 = Capabilities(
+    cuda=True,
+    gpu_name="NVIDIA H100 80GB HBM3",
+    gpu_count=1,
+    total_memory=80 * 2**30,
+    compute_capability=(9, 0),
+    backends=("bitsandbytes", "torchao", "quanto"),
+)
+"""A GPU on which every knob is in the space."""
+
+
+@functools.cache
+def whole_space(preset: str) -> tuple[TrialConfig, ...]:
+    """Every valid configuration of ``preset`` on an H100 (about 100,000 for FLUX.1)."""
+    model = get_preset(preset).model_info()
+    return tuple(SearchSpace.build(StudySpec(name="all", model=preset), model, H100).enumerate())
+
+
+GUIDE_FLUX_PROMPT = (
+    "cinematic film still of a cat sipping a margarita in a pool in Palm Springs, California, highly detailed, "
+    "high budget hollywood movie, cinemascope, moody, epic, gorgeous, film grain"
+)
+GUIDE_WAN_PROMPT = """
+The camera rushes from far to near in a low-angle shot, 
+revealing a white ferret on a log. It plays, leaps into the water, and emerges, as the camera zooms in 
+for a close-up. Water splashes berry bushes nearby, while moss, snow, and leaves blanket the ground. 
+Birch trees and a light blue sky frame the scene, with ferns in the foreground. Side lighting casts dynamic 
+shadows and warm highlights. Medium composition, front view, low angle, with depth of field.
+"""  # noqa: W291 - the guide's prompt, trailing spaces included
+GUIDE_WAN_NEGATIVE = """
+Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, overall gray, worst quality, 
+low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, 
+misshapen limbs, fused fingers, still picture, messy background, three legs, many people in the background, walking backwards
+"""  # noqa: E501, W291 - the guide's negative prompt
+
+NF4_FLUX = (("transformer", "bnb_nf4"), ("text_encoder_2", "bnb_nf4"))
+FLUX_WORKLOAD = Workload(prompt=GUIDE_FLUX_PROMPT, height=1024, width=1024, steps=28, guidance=3.5)
+"""FluxPipeline's defaults, which the guide's calls rely on."""
+WAN_WORKLOAD = Workload(
+    prompt=GUIDE_WAN_PROMPT,
+    negative_prompt=GUIDE_WAN_NEGATIVE,
+    height=480,
+    width=832,
+    frames=81,
+    steps=50,
+    guidance=5.0,
+)
+"""The guide's Wan call (its height, width and steps are WanPipeline's defaults)."""
+FLUX_REF = "black-forest-labs/FLUX.1-dev"
+WAN_REF = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    preset: str
+    config: TrialConfig
+    workload: Workload
+    model_ref: str
+    dtype: str = "bfloat16"
+    header: ExportHeader | None = None
+    guide: bool = False
+    """A recipe of the diffusers guide "Compiling and offloading quantized models"."""
+    cpu: bool = field(default=False)
+    """Runs on a CPU (no bitsandbytes, offloading or float8): executed against the tiny pipeline."""
+
+    @property
+    def model(self) -> ModelInfo:
+        return get_preset(self.preset).model_info()
+
+
+CASES = (
+    Case(
+        "guide_flux_quantization",
+        "flux.1-dev",
+        TrialConfig(quantization=NF4_FLUX),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        header=ExportHeader(
+            study="flux.1-dev-16gib",
+            trial=7,
+            best=True,
+            qco_version="0.1.0",
+            latency_s=5.84,
+            memory_bytes=int(16.1 * 2**30),
+            budget_bytes=16 * 2**30 + 2**29,
+            gpu="NVIDIA H100 80GB HBM3",
+            date="2026-11-24",
+            notes=("The study measured random weights of the same architecture; this loads the real model.",),
+        ),
+        guide=True,
+    ),
+    Case(
+        "guide_flux_quantization_compile",
+        "flux.1-dev",
+        TrialConfig(quantization=NF4_FLUX, compile="full", compile_mode="max-autotune", fullgraph=True),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        guide=True,
+    ),
+    Case(
+        "guide_flux_quantization_compile_model_offload",
+        "flux.1-dev",
+        TrialConfig(quantization=NF4_FLUX, compile="full", offload="model"),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        guide=True,
+    ),
+    Case(
+        "guide_wan_group_offload",
+        "wan2.1-t2v-14b",
+        TrialConfig(
+            quantization=(("transformer", "bnb_nf4"), ("text_encoder", "bnb_nf4")),
+            compile="full",
+            offload="group_leaf",
+            use_stream=True,
+            non_blocking=True,
+        ),
+        WAN_WORKLOAD,
+        WAN_REF,
+        guide=True,
+    ),
+    Case("plain_float32", "flux.1-dev", TrialConfig(), FLUX_WORKLOAD, FLUX_REF, dtype="float32", cpu=True),
+    Case(
+        "bf16_regional_compile",
+        "flux.1-dev",
+        TrialConfig(compile="regional", compile_mode="max-autotune-no-cudagraphs"),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        cpu=True,
+    ),
+    Case(
+        "quant_mapping_group_block_streams",
+        "flux.1-dev",
+        TrialConfig(
+            quantization=(
+                ("transformer", "torchao_fp8dq"),
+                ("text_encoder", "bnb_int8"),
+                ("text_encoder_2", "quanto_int8"),
+            ),
+            compile="regional",
+            fullgraph=True,
+            offload="group_block",
+            blocks_per_group=2,
+            use_stream=True,
+            record_stream=True,
+            low_cpu_mem_usage=True,
+        ),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+    ),
+    Case(
+        "torchao_int8_quanto_int8",
+        "flux.1-dev",
+        TrialConfig(quantization=(("transformer", "torchao_int8wo"), ("text_encoder_2", "quanto_int8"))),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        cpu=True,
+    ),
+    Case(
+        "torchao_int8_sequential_offload",
+        "flux.1-dev",
+        TrialConfig(quantization=(("transformer", "torchao_int8wo"),), offload="sequential"),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+    ),
+    Case(
+        "bnb_fp4_reduce_overhead_float16",
+        "flux.1-dev",
+        TrialConfig(quantization=(("transformer", "bnb_fp4"),), compile="full", compile_mode="reduce-overhead"),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        dtype="float16",
+    ),
+    Case(
+        "bnb_int8_group_block_no_stream",
+        "wan2.1-t2v-1.3b",
+        TrialConfig(quantization=(("text_encoder", "bnb_int8"),), offload="group_block", blocks_per_group=4),
+        WAN_WORKLOAD,
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    ),
+    Case(
+        "failed_trial_warning_quotes",
+        "tiny-flux",
+        TrialConfig(quantization=(("transformer", "quanto_int8"), ("text_encoder", "quanto_int8"))),
+        Workload(prompt='a "quoted" prompt,\nwith a newline and a \\ backslash', height=64, width=64, steps=2),
+        '/models/it\'s "here"/tiny-flux',
+        header=ExportHeader(
+            study="tiny\nimport os",
+            trial=3,
+            best=False,
+            qco_version="0.1.0",
+            latency_s=None,
+            memory_bytes=None,
+            gpu="CPU",
+            date="2026-11-24",
+            warning="trial 3 failed (error: RuntimeError: boom\nos.system('x')): this configuration may not run",
+        ),
+        cpu=True,
+    ),
+)
+GUIDE_CASES = tuple(c for c in CASES if c.guide)
+CPU_CASES = tuple(c for c in CASES if c.cpu)

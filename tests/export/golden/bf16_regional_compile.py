@@ -1,0 +1,28 @@
+import torch
+from diffusers import DiffusionPipeline
+
+device = "cuda"  # where the pipeline runs
+
+pipeline = DiffusionPipeline.from_pretrained(
+    "black-forest-labs/FLUX.1-dev", dtype=torch.bfloat16
+)
+pipeline.to(device)
+
+# compile
+pipeline.transformer.compile_repeated_blocks(mode="max-autotune-no-cudagraphs")
+
+prompt = (
+    "cinematic film still of a cat sipping a margarita in a pool in Palm Springs, "
+    "California, highly detailed, high budget hollywood movie, cinemascope, moody, "
+    "epic, gorgeous, film grain"
+)
+
+image = pipeline(
+    prompt=prompt,
+    height=1024,
+    width=1024,
+    num_inference_steps=28,
+    guidance_scale=3.5,
+    generator=torch.Generator("cpu").manual_seed(0),
+).images[0]
+image.save("output.png")
