@@ -23,7 +23,6 @@ REASON_ATTR = "qco.reason"
 STATUS_ATTR = "qco.status"
 PREDICTED_ATTR = "qco.predicted_device_bytes"
 MEMORY_ATTR = "qco.memory_bytes"
-REQUEUED_ATTR = "qco.requeued"
 RETRY_OF_ATTR = "qco.retry_of"
 FINGERPRINT_ATTR = "qco.fingerprint"
 

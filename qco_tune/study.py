@@ -40,7 +40,6 @@ from qco_tune.pareto import (
     MEMORY_ATTR,
     PREDICTED_ATTR,
     REASON_ATTR,
-    REQUEUED_ATTR,
     RETRY_OF_ATTR,
     STATUS_ATTR,
     ParetoSummary,
@@ -295,11 +294,14 @@ def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
 
 
 def requeue(study: optuna.Study, trial_id: int) -> None:
-    """Hand an interrupted trial's configuration back to the queue, once, so that it is measured later."""
+    """Hand an interrupted trial's configuration back to the queue so that it is measured later.
+
+    Call it once, from the process whose state change failed the trial (a state change is atomic in
+    the storage, so no two processes both requeue one trial).
+    """
     frozen = study._storage.get_trial(trial_id)
-    if not frozen.params or frozen.user_attrs.get(REQUEUED_ATTR):
+    if not frozen.params:
         return
-    study._storage.set_trial_user_attr(trial_id, REQUEUED_ATTR, True)
     attrs: dict[str, Any] = {RETRY_OF_ATTR: frozen.number}
     if frozen.user_attrs.get(BASELINE_ATTR):
         attrs[BASELINE_ATTR] = frozen.user_attrs[BASELINE_ATTR]
@@ -433,6 +435,12 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
     return measurement
 
 
+def _is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING)
+
+
 def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     """Ctrl-C between ask and tell: the asked trial must not stay RUNNING, and goes back to the queue."""
     from optuna.trial import TrialState
@@ -504,7 +512,7 @@ def run_loop(
         result.stopped = "stopped"
     except KeyboardInterrupt:
         result.stopped = "interrupted"
-        if current is not None:
+        if current is not None and _is_running(study, current):
             _fail_interrupted(study, current)
         raise
 
