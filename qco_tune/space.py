@@ -286,10 +286,12 @@ class SearchSpace:
         return next((b for b in RECIPE_BACKENDS if b in denoiser), None)
 
     def _recipe_components(self) -> tuple[str, ...]:
-        """The denoiser and the largest text encoder (the guide quantizes Flux's transformer and T5)."""
+        """The denoiser and the T5-family text encoder, as the guide quantizes them (Flux's
+        ``text_encoder_2``, Wan's UMT5 ``text_encoder``); without a T5 encoder, the largest one."""
         encoders = [self.model.component(n) for n in self.model.text_encoders]
-        # On a tie the later encoder: FLUX lists CLIP before T5, which the guide quantizes.
-        largest = max(reversed(encoders), key=lambda c: c.params or 0, default=None)
+        t5 = [c for c in encoders if "T5" in c.class_name]
+        # On a tie the later encoder: FLUX lists CLIP before T5.
+        largest = max(reversed(t5 or encoders), key=lambda c: c.params or 0, default=None)
         if self.model.denoiser not in self.components:
             return ()  # the recipes are about the denoiser first
         wanted = [self.model.denoiser] + ([largest.name] if largest else [])

@@ -126,6 +126,8 @@ class _Context:
     study: optuna.Study
     observer: Observer
     faults: dict[int, str]
+    local_space: SearchSpace | None = None
+    """What this machine can run, when the study's space was built on another (a worker's GPU)."""
 
 
 def parse_faults(text: str | None) -> dict[int, str]:
@@ -324,6 +326,8 @@ def _why_not_run(ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, 
     violations = ctx.space.violations(config)
     if violations:
         return "invalid: " + "; ".join(violations), 1.0
+    if ctx.local_space is not None and ctx.local_space.violations(config):
+        return "cannot run on this worker: " + "; ".join(ctx.local_space.violations(config)), 1.0
     previous = done.get(config.key())
     if previous is not None:
         number, state = previous
@@ -464,6 +468,21 @@ def recover(study: optuna.Study, observer: Observer) -> list[int]:
     return numbers
 
 
+def study_spaces(
+    study: optuna.Study, spec: StudySpec, model: ModelInfo, caps: Capabilities
+) -> tuple[SearchSpace, SearchSpace | None]:
+    """(the study's space, this machine's space or None when they are the same machine's).
+
+    Optuna needs the same choices for a parameter in every trial of a study, so the space is the one
+    built on the machine that created the study; what this machine cannot run of it is skipped here.
+    """
+    creator = study.user_attrs.get(CAPABILITIES_ATTR)
+    local = SearchSpace.build(spec, model, caps)
+    if not isinstance(creator, dict) or Capabilities.from_dict(creator) == caps:
+        return local, None
+    return SearchSpace.build(spec, model, Capabilities.from_dict(creator)), local
+
+
 def run_loop(
     ctx: _Context,
     result: RunResult,
@@ -541,7 +560,9 @@ def run_study(
     storage = open_storage(storage_url)
     study, resumed = open_study(spec, storage, model, caps, space, allow_changed_spec=allow_changed_spec)
     result = RunResult(study_name=spec.name)
-    ctx = _Context(spec, model, caps, space, study, observer, parse_faults(os.environ.get(FAULTS_ENV)))
+    space, local = study_spaces(study, spec, model, caps)
+    faults = parse_faults(os.environ.get(FAULTS_ENV))
+    ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
     deadline = clock() + spec.timeout if spec.timeout else math.inf
     observer.study_started(spec, ledger(study).counted, spec.trials, resumed)
     if prepare_only:

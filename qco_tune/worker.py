@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from qco_tune.config import Capabilities
 from qco_tune.modelref import resolve_model
-from qco_tune.space import SearchSpace
 from qco_tune.spec import spec_from_dict
 from qco_tune.storage import mask_url, open_storage, storage_url
 from qco_tune.study import (
@@ -36,6 +35,7 @@ from qco_tune.study import (
     quiet_optuna,
     record_gpu_kind,
     run_loop,
+    study_spaces,
 )
 
 if TYPE_CHECKING:
@@ -68,8 +68,9 @@ def _context_for(study: optuna.Study, caps: Capabilities, observer: Observer) ->
         raise StudyError(f"study {study.study_name!r} was not made by qco-tune (no stored spec)")
     spec = spec_from_dict(stored)
     model = resolve_model(spec.model, spec.weights)
-    space = SearchSpace.build(spec, model, caps)
-    return _Context(spec, model, caps, space, study, observer, parse_faults(os.environ.get(FAULTS_ENV)))
+    space, local = study_spaces(study, spec, model, caps)
+    faults = parse_faults(os.environ.get(FAULTS_ENV))
+    return _Context(spec, model, caps, space, study, observer, faults, local_space=local)
 
 
 def has_work(study: optuna.Study) -> bool:

@@ -1,7 +1,7 @@
 """Known pipelines as metadata: what a random-weight preset contains, before anything is built.
 
 Stdlib only. Building the pipeline (random weights, local tokenizers, ``save_pretrained`` once) is the
-job of ``qco_tune.backends.models``; this module only says which components a preset has, their
+job of ``qco_tune.backends.tiny``; this module only says which components a preset has, their
 classes and their approximate size, so the search space and the memory model work without torch.
 
 Parameter counts of the real models are approximations taken from the public Hugging Face hub:
@@ -74,17 +74,17 @@ def _c(name: str, role: str, class_name: str, params: int | None) -> ComponentIn
     return ComponentInfo(name=name, role=role, class_name=class_name, params=params)  # type: ignore[arg-type]
 
 
-# The tiny pipeline is defined by its builder in qco_tune.backends.models (1+1 transformer blocks,
-# tiny CLIP and T5 encoders, a tiny AutoencoderKL). These counts are placeholders of the right order
-# of magnitude; the builder's engineer replaces them with the exact counts of the built modules.
+# The tiny pipeline is defined by its builder in qco_tune.backends.tiny (1+1 transformer blocks,
+# tiny CLIP and T5 encoders, a tiny AutoencoderKL).
 _TINY_FLUX = Preset(
     name="tiny-flux",
     pipeline_class="FluxPipeline",
     components=(
-        _c("transformer", "denoiser", "FluxTransformer2DModel", 1_000_000),
-        _c("text_encoder", "text_encoder", "CLIPTextModel", 300_000),
-        _c("text_encoder_2", "text_encoder", "T5EncoderModel", 300_000),
-        _c("vae", "vae", "AutoencoderKL", 100_000),
+        # Exact counts of what the builder makes (`python -m qco_tune.backends.tiny` prints them).
+        _c("transformer", "denoiser", "FluxTransformer2DModel", 81_664),
+        _c("text_encoder", "text_encoder", "CLIPTextModel", 48_106),
+        _c("text_encoder_2", "text_encoder", "T5EncoderModel", 47_488),
+        _c("vae", "vae", "AutoencoderKL", 72_347),
     ),
     description="a tiny FLUX-shaped pipeline with random weights: sees the whole loop in a minute or two",
     hidden_size=32,
