@@ -267,6 +267,35 @@ def worker(storage: str | None, studies: tuple[str, ...], gpu: int | None, poll:
     click.echo(f"worker stopped ({result.stopped}); trials run: {ran}")
 
 
+@cli.command()
+@click.argument("studies", nargs=-1, metavar="STUDY...")
+@click.option("--replay", "replay_from", metavar="STUDY", help="Queue this study's Pareto configurations...")
+@click.option("--into", "replay_into", metavar="STUDY", help="...into this study, to be measured on its GPU.")
+@storage_option
+@friendly
+def compare(studies: tuple[str, ...], replay_from: str | None, replay_into: str | None, storage: str | None) -> None:
+    """The same configurations side by side in studies made on different GPUs.
+
+    With --replay A --into B: queue A's Pareto configurations in B; `qco-tune run` or a worker on
+    B's GPU then measures them.
+    """
+    from qco_tune.report import load_stored_study, print_comparison
+
+    if replay_from or replay_into:
+        if not (replay_from and replay_into):
+            raise click.UsageError("--replay and --into go together")
+        from qco_tune.crossgpu import replay
+
+        queued = replay(load_stored_study(replay_from, storage), load_stored_study(replay_into, storage))
+        click.echo(f"queued {len(queued)} configuration(s) of {replay_from!r} in {replay_into!r}")
+        for config in queued:
+            click.echo(f"  {config.describe()}")
+        return
+    if len(studies) < 2:
+        raise click.UsageError("name at least two studies to compare")
+    print_comparison([load_stored_study(name, storage) for name in studies])
+
+
 def main() -> None:
     """Entry point of the ``qco-tune`` script and ``python -m qco_tune``."""
     cli(prog_name="qco-tune")

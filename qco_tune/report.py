@@ -234,3 +234,50 @@ def print_run_result(result: RunResult) -> None:
             else:
                 console.print(f"  {1 / ratio:.2f}× slower than the seeded recipe '{name}'")
     console.print(f"details: qco-tune show {result.study_name}")
+
+
+def print_comparison(studies: list[optuna.Study]) -> None:
+    """``qco-tune compare``: matching configurations side by side, each study's front, and the differences."""
+    from qco_tune.crossgpu import load_comparison
+    from qco_tune.study import GPU_KINDS_ATTR
+
+    comparison = load_comparison(studies)
+    console = _console()
+    names = comparison.studies
+    for study in studies:
+        kinds = study.user_attrs.get(GPU_KINDS_ATTR) or [study.user_attrs.get("qco.gpu", "?")]
+        console.print(f"[bold]{study.study_name}[/]: {', '.join(map(str, kinds))}")
+    table = Table(title="configurations measured in every study (speed-up against the first)", title_justify="left")
+    table.add_column("configuration")
+    for i, name in enumerate(names):
+        table.add_column(f"{name} latency")
+        table.add_column(f"{name} peak")
+        if i:
+            table.add_column("speed-up")
+    for item in comparison.matched:
+        cells = [item.config.describe() + (f" [{item.baseline}]" if item.baseline else "")]
+        for i in range(len(names)):
+            front = "*" if item.on_front(i) else ""
+            cells += [_seconds(item.latency(i)) + front, format_size(item.memory(i))]
+            if i:
+                speedup = item.speedup(i)
+                cells.append(f"{speedup:.2f}×" if speedup else "-")
+        table.add_row(*cells)
+    console.print(table)
+    console.print("* on that study's feasible Pareto front")
+    for i, name in enumerate(names):
+        median = comparison.median_speedup(i) if i else None
+        front = ", ".join(f"#{r.number}" for r in comparison.summaries[i].front) or "none"
+        line = f"{name}: front {front}"
+        if median:
+            line += f"; median speed-up over {names[0]}: {median:.2f}×"
+        console.print(line)
+        only = comparison.front_only_in(i)
+        if only:
+            console.print(f"  on {name}'s front only: " + "; ".join(c.config.describe() for c in only))
+    unmatched = len(comparison.configs) - len(comparison.matched)
+    if unmatched:
+        console.print(
+            f"{unmatched} configuration(s) were measured in only some studies: "
+            f"`qco-tune compare --replay {names[0]} --into {names[1]}` queues them"
+        )
