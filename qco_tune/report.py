@@ -278,6 +278,6 @@ def print_comparison(studies: list[optuna.Study]) -> None:
     unmatched = len(comparison.configs) - len(comparison.matched)
     if unmatched:
         console.print(
-            f"{unmatched} configuration(s) were measured in only some studies: "
-            f"`qco-tune compare --replay {names[0]} --into {names[1]}` queues them"
+            f"{unmatched} configuration(s) were measured in only some studies; "
+            f"`qco-tune compare --replay {names[0]} --into {names[1]}` queues {names[0]}'s front in {names[1]}"
         )
