@@ -48,6 +48,8 @@ CAPABILITIES_ATTR = "qco.capabilities"
 FINISHED_STATES = ("COMPLETE", "FAIL", "PRUNED")
 TRIAL_ATTRS = (CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, BASELINE_ATTR, REASON_ATTR, STATUS_ATTR, PREDICTED_ATTR)
 """The trial attributes the TUI reads (others, e.g. the owner's host and pid, are not needed)."""
+LIGHT_ATTRS = (BASELINE_ATTR, MEMORY_ATTR, PREDICTED_ATTR)
+"""What a partial load reads: enough for the overview and the plot."""
 _CONSTRAINT_PREFIX = "constraints"
 
 
@@ -139,6 +141,8 @@ class StudyData:
     """Every user attribute of the study (what the exporter reads)."""
     trials: Sequence[Any] = ()
     """The stored trials (``StoredTrial`` or Optuna's ``FrozenTrial``), duck-typed as ``pareto.TrialLike``."""
+    partial: bool = False
+    """Read without configurations and measurements (the first, fast step of opening a big study)."""
     _index: dict[int, TrialRow] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +198,9 @@ def overview_of(name: str, attrs: Mapping[str, Any], summary: ParetoSummary, sta
     )
 
 
-def build_study(name: str, attrs: Mapping[str, Any], trials: Sequence[Any], stamp: Stamp) -> StudyData:
+def build_study(
+    name: str, attrs: Mapping[str, Any], trials: Sequence[Any], stamp: Stamp, *, partial: bool = False
+) -> StudyData:
     """A study's data from its user attributes and trials (``StoredTrial`` or ``FrozenTrial``)."""
     spec = attrs.get(SPEC_ATTR)
     spec = spec if isinstance(spec, dict) else {}
@@ -209,6 +215,7 @@ def build_study(name: str, attrs: Mapping[str, Any], trials: Sequence[Any], stam
         times={t.number: TrialTimes(t.datetime_start, t.datetime_complete) for t in trials},
         attrs=dict(attrs),
         trials=trials,
+        partial=partial,
     )
 
 
@@ -224,7 +231,7 @@ class StorageReader(Protocol):
 
     def list_studies(self) -> list[StudyOverview]: ...
     def stamps(self) -> dict[str, Stamp]: ...
-    def load_study(self, name: str) -> StudyData: ...
+    def load_study(self, name: str, *, partial: bool = False) -> StudyData: ...
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -374,12 +381,13 @@ class SqlReader:
             result.append(cached)
         return result
 
-    def load_study(self, name: str) -> StudyData:
+    def load_study(self, name: str, *, partial: bool = False) -> StudyData:
+        """The study; ``partial`` first reads only what the plot needs (no configuration or measurement)."""
         sid = self._study_id(name)
         stamp = self.stamp(name)
         attrs = self._study_attrs(sid)
-        trials = self._trials(sid, light=False)
-        return build_study(name, attrs, trials, stamp)
+        trials = self._trials(sid, light=partial)
+        return build_study(name, attrs, trials, stamp, partial=partial)
 
     # -- trials ---------------------------------------------------------------------------------
     def _trials(self, sid: int, *, light: bool) -> list[StoredTrial]:
@@ -388,7 +396,7 @@ class SqlReader:
 
         sid = int(sid)  # inlined below: the bulk reads go through the driver's cursor, without bound parameters
         join = f"JOIN trials t ON t.trial_id = a.trial_id WHERE t.study_id = {sid}"
-        keys = (BASELINE_ATTR, MEMORY_ATTR) if light else TRIAL_ATTRS
+        keys = LIGHT_ATTRS if light else TRIAL_ATTRS
         key_list = ", ".join(f"'{k}'" for k in keys)
         try:
             with self._connect() as conn:
@@ -552,7 +560,8 @@ class OptunaReader:
             result.append(overview_of(name, attrs, _summary(attrs, trials), _stamp_of(trials)))
         return result
 
-    def load_study(self, name: str) -> StudyData:
+    def load_study(self, name: str, *, partial: bool = False) -> StudyData:
+        """The study (``partial`` is ignored: Optuna reads every attribute anyway)."""
         attrs, trials = self._frozen(name)
         return build_study(name, attrs, trials, _stamp_of(trials))
 

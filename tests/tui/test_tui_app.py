@@ -49,7 +49,7 @@ def text_of(app: QcoTuneApp, selector: str) -> str:
 
 
 async def open_study(pilot: Pilot[None], app: QcoTuneApp) -> StudyScreen:
-    await until(pilot, lambda: isinstance(app.screen, StudyScreen) and app.screen.data is not None)
+    await until(pilot, lambda: isinstance(app.screen, StudyScreen) and app.screen.loaded_in is not None)
     assert isinstance(app.screen, StudyScreen)
     return app.screen
 

@@ -126,22 +126,22 @@ class CompareScreen(Screen[None]):
     def _fill(self, comparison: Comparison) -> None:
         table = self.query_one("#compare-table", DataTable)
         table.clear(columns=True)
-        table.add_column("configuration", key="config")
         for i, name in enumerate(comparison.studies):
             table.add_column(f"{SERIES_MARKERS[i % len(SERIES_MARKERS)]} {name}", key=f"s{i}")
         for i in range(1, len(comparison.studies)):
             table.add_column(f"speed-up {i + 1}/1", key=f"x{i}")
         table.add_column("front in", key="front")
+        table.add_column("configuration", key="config")
         self._rows = list(comparison.configs)
         rows: list[list[Any]] = []
         for c in self._rows:
-            cells: list[Any] = [Text(c.config.describe() + (f"  ◆ {c.baseline}" if c.baseline else ""))]
-            cells += [_cell(c, i) for i in range(len(comparison.studies))]
+            cells: list[Any] = [_cell(c, i) for i in range(len(comparison.studies))]
             for i in range(1, len(comparison.studies)):
                 s = c.speedup(i)
                 cells.append(Text(f"{s:.2f}×" if s else "-", justify="right"))
             front = [SERIES_MARKERS[i % len(SERIES_MARKERS)] for i in range(len(comparison.studies)) if c.on_front(i)]
             cells.append(" ".join(front))
+            cells.append(Text(c.config.describe() + (f"  ◆ {c.baseline}" if c.baseline else "")))
             rows.append(cells)
         table.add_rows(rows)
 

@@ -95,7 +95,7 @@ class StudiesScreen(Screen[None]):
             self._show_error(self.qapp.reader_error)
             return
         self.load()
-        self.set_interval(self.qapp.poll_interval, self.load)
+        self.set_interval(self.qapp.poll_interval, self.poll)
         self.set_interval(1.0, self._show_runs)
 
     # -- loading ------------------------------------------------------------------------------
@@ -110,6 +110,10 @@ class StudiesScreen(Screen[None]):
             self.app.call_from_thread(self._show_error, str(exc))
             return
         self.app.call_from_thread(self._show, overviews)
+
+    def poll(self) -> None:
+        if self.is_current:
+            self.load()
 
     def _show_error(self, message: str) -> None:
         self.error = message

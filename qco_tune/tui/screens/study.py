@@ -92,8 +92,10 @@ class StudyScreen(Screen[None]):
         self.study_name = name
         self.data: StudyData | None = None
         self.selected: int | None = None
+        self.first_view_in: float | None = None
+        """Seconds from mounting to the plot and table on screen (the open benchmark reads it)."""
         self.loaded_in: float | None = None
-        """Seconds from mounting to the first data on screen (the open benchmark reads it)."""
+        """Seconds from mounting to everything on screen, configurations and measurements included."""
         self._mounted_at = 0.0
         self._checking = False
 
@@ -132,6 +134,11 @@ class StudyScreen(Screen[None]):
             self.app.call_from_thread(self._show_error, self.qapp.reader_error or "no storage")
             return
         try:
+            if self.data is None:  # first open: the plot and the numbers first, then the rest
+                partial = reader.load_study(self.study_name, partial=True)
+                self.app.call_from_thread(self.apply, partial)
+                if partial.partial and partial.summary.rows:
+                    self.app.call_from_thread(self._show_status, "reading configurations and measurements…")
             data = reader.load_study(self.study_name)
         except DataError as exc:
             self.app.call_from_thread(self._show_error, str(exc))
@@ -166,6 +173,11 @@ class StudyScreen(Screen[None]):
         if self.data is None:
             self.query_one("#info", Static).update(Text(f"{self.study_name}: cannot read it", style="red"))
 
+    def _show_status(self, message: str) -> None:
+        status = self.query_one("#status", Static)
+        status.update(Text(message, style="dim"))
+        status.remove_class("hidden")
+
     def _clear_error(self) -> None:
         run = self.qapp.runs.for_study(self.study_name)
         status = self.query_one("#status", Static)
@@ -184,7 +196,7 @@ class StudyScreen(Screen[None]):
         keep = self.selected
         if first and keep is None and data.summary.best is not None:
             keep = data.summary.best.number
-        table.set_rows(data.summary.rows, keep=keep)
+        table.set_rows(data.summary.rows, keep=keep, partial=data.partial)
         if first:
             latencies = [r.latency_s for r in data.summary.rows if r.latency_s and r.category != "skipped"]
             if latencies and max(latencies) / min(latencies) > 8:
@@ -194,10 +206,13 @@ class StudyScreen(Screen[None]):
             self._select(keep)
         elif table.current_number is not None:
             self._select(table.current_number)
-        self._clear_error()
+        if not data.partial:
+            self._clear_error()
         if first:
-            self.loaded_in = time.perf_counter() - self._mounted_at
+            self.first_view_in = time.perf_counter() - self._mounted_at
             table.focus()
+        if not data.partial and self.loaded_in is None:
+            self.loaded_in = time.perf_counter() - self._mounted_at
 
     def _refresh_plot(self) -> None:
         if self.data is None:
@@ -253,6 +268,9 @@ class StudyScreen(Screen[None]):
     def _row(self) -> object | None:
         if self.data is None or self.selected is None:
             self.notify("select a trial first", severity="warning")
+            return None
+        if self.data.partial:
+            self.notify("still reading the study: a moment", severity="warning")
             return None
         return self.data.row(self.selected)
 

@@ -59,7 +59,7 @@ def config_table(row: TrialRow) -> Table:
 def measurement_table(row: TrialRow, data: StudyData) -> Table:
     table = _table("Measurements")
     m = row.measurement
-    label, _ = CATEGORY_LABELS.get(row.category, (row.category, ""))
+    label = CATEGORY_LABELS.get(row.category, (row.category, "", False))[0]
     table.add_row("state", label + (f" ({m.status})" if m else ""))
     if m is None:
         table.add_row("", Text("no measurement recorded (older version, or never ran)", style="yellow"))
