@@ -126,9 +126,14 @@ class _Grid:
         for i, ch in enumerate(text):
             self.put(col + i, row, ch, style)
 
-    def free(self, col: int, row: int, length: int) -> bool:
-        return all(0 <= col + i < self.width and self.chars[row][col + i] == " " for i in range(length)) and (
-            0 <= row < self.height
+    def free(self, col: int, row: int, length: int, *, over_lines: bool = False) -> bool:
+        """Whether ``length`` cells from (col, row) are empty (or only lines, with ``over_lines``)."""
+        if not 0 <= row < self.height:
+            return False
+        return all(
+            0 <= col + i < self.width
+            and (self.chars[row][col + i] == " " or (over_lines and _is_line(self.chars[row][col + i])))
+            for i in range(length)
         )
 
     def lines(self) -> list[Text]:
@@ -262,11 +267,18 @@ def draw_scatter(
         if p.label:
             c, r = positions[p.key]
             text = p.label[:18]
-            if grid.free(c + 2, r, len(text)):
-                grid.text(c + 2, r, text, styles.label)
-            elif c - 1 - len(text) >= left and grid.free(c - 1 - len(text), r, len(text)):
-                grid.text(c - 1 - len(text), r, text, styles.label)
+            for soft in (False, True):
+                if grid.free(c + 2, r, len(text), over_lines=soft):
+                    grid.text(c + 2, r, text, styles.label)
+                    break
+                if c - 1 - len(text) >= left and grid.free(c - 1 - len(text), r, len(text), over_lines=soft):
+                    grid.text(c - 1 - len(text), r, text, styles.label)
+                    break
     return PlotLayout(grid.lines(), positions)
+
+
+def _is_line(char: str) -> bool:
+    return char == "┊" or 0x2800 <= ord(char) <= 0x28FF
 
 
 def _braille_line(

@@ -65,7 +65,7 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column("number", "#", 5, lambda r: r.number, lambda r: str(r.number), right=True),
-    Column("state", "state", 13, lambda r: _CATEGORY_ORDER.get(r.category, 99), lambda r: ""),
+    Column("state", "state", 13, lambda r: (_CATEGORY_ORDER.get(r.category, 99), _num(r.latency_s)), lambda r: ""),
     Column("latency", "latency", 9, lambda r: _num(r.latency_s), lambda r: _s(r.latency_s), right=True),
     Column(
         "spread",
@@ -168,7 +168,8 @@ class TrialsTable(ScrollView, can_focus=True):
         super().__init__(id=id)
         self._all: Sequence[TrialRow] = ()
         self.filter = TrialFilter()
-        self.sort_key = "latency"
+        self.sort_key = "state"
+        """Front first, fastest first: the answer to "what should I use" on top."""
         self.sort_reverse = False
         self.shown: list[TrialRow] = []
         self._index: dict[int, int] = {}
