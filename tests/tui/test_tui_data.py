@@ -127,3 +127,17 @@ def test_empty_storage_lists_nothing(in_tmp: Path) -> None:
     fill_fake_study("sqlite:///e.db", "empty", 0, baselines=False)
     overview = open_reader("sqlite:///e.db").list_studies()[0]
     assert overview.counts.total == 0 and overview.best_latency_s is None
+
+
+def test_headless_parts_import_no_textual() -> None:
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    code = (
+        "import sys; import qco_tune.compare, qco_tune.tui.data, qco_tune.tui.filters, qco_tune.tui.runs,"
+        " qco_tune.tui.exporting, qco_tune.cli;"
+        "bad = [m for m in ('textual', 'torch') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=subprocess_env(), timeout=60)
