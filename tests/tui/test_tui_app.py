@@ -343,3 +343,13 @@ def test_help_palette_and_theme(two_studies: str) -> None:
             assert screen.study_name == "flux-dev-16gib-l40s"
 
     run(scenario)
+
+
+def test_optuna_api_path_shows_the_same_study(two_studies: str) -> None:
+    async def scenario(optuna_api: bool) -> list[int]:
+        app = QcoTuneApp(two_studies, study=STUDY, optuna_api=optuna_api)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_study(pilot, app)
+            return [r.number for r in screen.query_one("#trials", TrialsTable).shown]
+
+    assert run(lambda: scenario(True)) == run(lambda: scenario(False))
