@@ -27,6 +27,7 @@ __all__ = [
     "ModelNotFound",
     "classify_component",
     "hf_hub_cache",
+    "local_folder",
     "read_pipeline_folder",
     "resolve_model",
     "safetensors_numel",
@@ -85,6 +86,25 @@ def resolve_model(reference: str, weights: str) -> ModelInfo:
     if snapshot is None:
         raise ModelNotFound(_not_cached(reference))
     return read_pipeline_folder(snapshot, reference=reference, source="hub")
+
+
+def local_folder(reference: str) -> Path | None:
+    """The folder a non-preset ``reference`` would load from (a local folder, or a cached hub snapshot), if any.
+
+    Never raises: for defaults that are nice to have (a study's workload), not for resolving.
+    """
+    reference = reference.strip()
+    if not reference or is_preset(reference):
+        return None
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        return path
+    if _HUB_ID.match(reference) and not _looks_like_path(reference):
+        try:
+            return _cached_snapshot(reference)
+        except OSError:
+            return None
+    return None
 
 
 def _preset(name: str, weights: str) -> ModelInfo:
@@ -184,6 +204,10 @@ def read_pipeline_folder(folder: Path, *, reference: str, source: str = "local")
     if not any(c.role == "denoiser" for c in components):
         names = ", ".join(c.name for c in components) or "none"
         raise ModelError(f"{reference}: model_index.json names no denoiser (transformer or unet); components: {names}")
+    missing = _missing_parts(folder, index)
+    if missing:
+        again = f"download it again (`huggingface-cli download {reference}`)" if source == "hub" else "copy it again"
+        raise ModelError(f"{reference} is incomplete: {'; '.join(missing)} ({again})")
     pipeline_class = str(index.get("_class_name", "DiffusionPipeline"))
     return ModelInfo(
         reference=reference,
@@ -193,6 +217,24 @@ def read_pipeline_folder(folder: Path, *, reference: str, source: str = "local")
         path=str(folder),
         is_video=_is_video(pipeline_class, components),
     )
+
+
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.gguf")
+
+
+def _missing_parts(folder: Path, index: dict[str, Any]) -> list[str]:
+    """What ``model_index.json`` lists and the folder lacks: component folders, and weights of models."""
+    models = dict(_model_entries(index))
+    missing = []
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
+            continue
+        part = folder / name
+        if not part.is_dir():
+            missing.append(f"{name} ({value[1]}) has no folder {part}")
+        elif name in models and not any(next(part.glob(p), None) for p in _WEIGHT_PATTERNS):
+            missing.append(f"{name} ({value[1]}) has no weights in {part} (no *.safetensors or *.bin)")
+    return missing
 
 
 def _model_entries(index: dict[str, Any]) -> list[tuple[str, str]]:

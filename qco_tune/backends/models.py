@@ -6,8 +6,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from qco_tune import paths
+from qco_tune.backends.materialize import materialize_preset
 from qco_tune.backends.quantization import build_quantization_config
-from qco_tune.backends.tiny import materialize_preset
 from qco_tune.config import ModelInfo, TrialConfig
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ def resolve_model_path(model: ModelInfo, cache_dir: str | os.PathLike[str] | Non
     Presets are materialised under ``cache_dir`` (default: ``qco_tune.paths.cache_dir()``).
     """
     if model.source == "preset":
-        return str(materialize_preset(model.reference, cache_dir or paths.cache_dir()))
+        return str(materialize_preset(model.reference, cache_dir or paths.cache_dir()).path)
     if model.path:
         return model.path
     if model.source == "hub":

@@ -1,13 +1,13 @@
 """Known pipelines as metadata: what a random-weight preset contains, before anything is built.
 
-Stdlib only. Building the pipeline (random weights, local tokenizers, ``save_pretrained`` once) is the
-job of ``qco_tune.backends.tiny``; this module only says which components a preset has, their
-classes and their approximate size, so the search space and the memory model work without torch.
-
-Parameter counts of the real models are approximations taken from the public Hugging Face hub:
-each model's ``model_index.json``, the component ``config.json`` files and the ``total_size`` of the
-``*.safetensors.index.json`` files (bytes, divided by 2 for bf16/fp16 weights). They are to be
-replaced by exact counts taken on the meta device.
+Stdlib only. Each preset is a ``Blueprint`` (``qco_tune.presets.blueprint``): the component classes
+and configurations of the public model (FLUX.1 in ``presets.flux``, Wan2.1 in ``presets.wan``, the
+tiny test pipelines in ``presets.tiny``), each number with its source named. Building it (random
+weights, local tokenizers, ``save_pretrained`` once into the cache) is the job of
+``qco_tune.backends.materialize``; this module says which components a preset has, their classes,
+their exact parameter counts (counted on the meta device: ``python -m qco_tune.backends.materialize
+--count``) and the workload the model is usually run at, so the search space, the memory model and
+the spec defaults work without torch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from qco_tune.config import ComponentInfo, ModelInfo
+from qco_tune.config import ComponentInfo, ComponentRole, ModelInfo, Workload
+from qco_tune.presets.blueprint import Blueprint
+from qco_tune.presets.flux import FLUX_DEV, FLUX_SCHNELL
+from qco_tune.presets.tiny import TINY_FLUX, TINY_WAN
+from qco_tune.presets.wan import WAN_1_3B, WAN_14B
 
 __all__ = [
     "PRESETS",
@@ -28,6 +32,8 @@ __all__ = [
     "suggest_preset",
 ]
 
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
 
 class UnknownPreset(ValueError):
     """A name that is not a preset; the message suggests the closest preset names."""
@@ -39,13 +45,15 @@ class Preset:
 
     name: str
     """What users write as ``model``, e.g. ``flux.1-dev``."""
-    pipeline_class: str
-    """The diffusers pipeline class, e.g. ``FluxPipeline``."""
-    components: tuple[ComponentInfo, ...]
-    """Model components (tokenizers and schedulers are not listed: they hold no weights)."""
+    blueprint: Blueprint
+    """Component classes and configurations: what the builder makes."""
+    params: tuple[tuple[str, int], ...]
+    """Exact parameter count per model component (meta-device counts of the blueprint)."""
+    workload: Workload
+    """The workload the model is usually run at: the default of a study of this preset."""
     is_video: bool = False
     hub_id: str | None = None
-    """The hub repository whose configs the preset copies (None for the built-in tiny pipeline)."""
+    """The hub repository whose configs the preset copies (None for the built-in tiny pipelines)."""
     description: str = ""
     hidden_size: int | None = None
     """Width of the denoiser's token stream (heads x head dim), for activation estimates."""
@@ -54,9 +62,35 @@ class Preset:
     vae_scale_factor: int = 8
     """Pixels per latent pixel, in height and width."""
     patch_size: int = 2
-    """Latent pixels per token, in height and width."""
+    """Latent pixels per token, in height and width (FLUX packs 2x2 latents into one token)."""
     temporal_compression: int = 1
-    """Frames per latent frame (video VAEs)."""
+    """Frames per latent frame (video VAEs); a video's frame count is 1 plus a multiple of it."""
+
+    @property
+    def pipeline_class(self) -> str:
+        """The diffusers pipeline class, e.g. ``FluxPipeline``."""
+        return self.blueprint.pipeline_class
+
+    @property
+    def components(self) -> tuple[ComponentInfo, ...]:
+        """Model components (tokenizers and schedulers are not listed: they hold no weights)."""
+        counts = dict(self.params)
+        return tuple(
+            ComponentInfo(name=m.name, role=_role(m.name), class_name=m.class_name, params=counts.get(m.name))
+            for m in self.blueprint.models
+        )
+
+    @property
+    def total_params(self) -> int:
+        return sum(n for _, n in self.params)
+
+    def size_bytes(self, dtype: str = "bfloat16") -> int:
+        """Bytes of all weights in ``dtype``."""
+        return self.total_params * DTYPE_BYTES[dtype]
+
+    def saved_bytes(self) -> int:
+        """Bytes the materialised checkpoint takes (weights in the blueprint's ``save_dtype``)."""
+        return self.size_bytes(self.blueprint.save_dtype)
 
     def model_info(self) -> ModelInfo:
         """The preset as a resolved model reference (not materialised yet: ``path`` is None)."""
@@ -70,74 +104,61 @@ class Preset:
         )
 
 
-def _c(name: str, role: str, class_name: str, params: int | None) -> ComponentInfo:
-    return ComponentInfo(name=name, role=role, class_name=class_name, params=params)  # type: ignore[arg-type]
+def _role(name: str) -> ComponentRole:
+    if name.startswith("transformer"):
+        return "denoiser"
+    return "text_encoder" if name.startswith("text_encoder") else "vae"
 
 
-# The tiny pipeline is defined by its builder in qco_tune.backends.tiny (1+1 transformer blocks,
-# tiny CLIP and T5 encoders, a tiny AutoencoderKL).
-_TINY_FLUX = Preset(
-    name="tiny-flux",
-    pipeline_class="FluxPipeline",
-    components=(
-        # Exact counts of what the builder makes (`python -m qco_tune.backends.tiny` prints them).
-        _c("transformer", "denoiser", "FluxTransformer2DModel", 81_664),
-        _c("text_encoder", "text_encoder", "CLIPTextModel", 48_106),
-        _c("text_encoder_2", "text_encoder", "T5EncoderModel", 47_488),
-        _c("vae", "vae", "AutoencoderKL", 72_347),
-    ),
-    description="a tiny FLUX-shaped pipeline with random weights: sees the whole loop in a minute or two",
-    hidden_size=32,
-    num_blocks=2,
-)
-
-# black-forest-labs/FLUX.1-dev and FLUX.1-schnell share their architecture. From the hub:
-# transformer/config.json (19 double + 38 single blocks, 24 heads x 128 = 3072 wide) and the index
-# total_size of 23.8 GB bf16 -> ~11.9B; text_encoder is CLIP ViT-L/14's text model (~123M);
-# text_encoder_2 is the T5-v1.1-XXL encoder, index total_size 9.52 GB bf16 -> ~4.76B;
-# vae is an AutoencoderKL with 16 latent channels (~84M).
-_FLUX_COMPONENTS = (
-    _c("transformer", "denoiser", "FluxTransformer2DModel", 11_900_000_000),
-    _c("text_encoder", "text_encoder", "CLIPTextModel", 123_000_000),
-    _c("text_encoder_2", "text_encoder", "T5EncoderModel", 4_760_000_000),
-    _c("vae", "vae", "AutoencoderKL", 84_000_000),
-)
-
-# Wan-AI/Wan2.1-T2V-1.3B-Diffusers and Wan2.1-T2V-14B-Diffusers, from their model cards and
-# transformer/config.json: 30 blocks of 12 x 128 = 1536 (1.3B) and 40 blocks of 40 x 128 = 5120
-# (14B); text_encoder is the UMT5-XXL encoder (~5.7B); the Wan VAE (~127M) compresses 8x in
-# space and 4x in time; tokens are 1x2x2 latent patches.
-_WAN_TEXT_AND_VAE = (
-    _c("text_encoder", "text_encoder", "UMT5EncoderModel", 5_700_000_000),
-    _c("vae", "vae", "AutoencoderKLWan", 127_000_000),
-)
+_FLUX_COUNTS = (("text_encoder", 123_060_480), ("text_encoder_2", 4_762_310_656), ("vae", 83_819_683))
+_WAN_COUNTS = (("text_encoder", 5_680_910_336), ("vae", 126_892_531))
+_FLUX_WIDTH, _FLUX_BLOCKS = 3072, 57  # 24 heads x 128; 19 double + 38 single blocks
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        _TINY_FLUX,
+        Preset(
+            name="tiny-flux",
+            blueprint=TINY_FLUX,
+            params=(("transformer", 81_664), ("text_encoder", 48_106), ("text_encoder_2", 47_488), ("vae", 72_347)),
+            workload=Workload(height=64, width=64, steps=2, guidance=3.5, max_sequence_length=32),
+            description="a tiny FLUX-shaped pipeline with random weights: sees the whole loop in a minute or two",
+            hidden_size=32,
+            num_blocks=2,
+        ),
         Preset(
             name="flux.1-dev",
-            pipeline_class="FluxPipeline",
-            components=_FLUX_COMPONENTS,
+            blueprint=FLUX_DEV,
+            params=(("transformer", 11_901_408_320), *_FLUX_COUNTS),
+            workload=Workload(height=1024, width=1024, steps=28, guidance=3.5, max_sequence_length=512),
             hub_id="black-forest-labs/FLUX.1-dev",
             description="FLUX.1 [dev], 12B text-to-image, random weights",
-            hidden_size=3072,
-            num_blocks=57,
+            hidden_size=_FLUX_WIDTH,
+            num_blocks=_FLUX_BLOCKS,
         ),
         Preset(
             name="flux.1-schnell",
-            pipeline_class="FluxPipeline",
-            components=_FLUX_COMPONENTS,
+            blueprint=FLUX_SCHNELL,
+            params=(("transformer", 11_891_178_560), *_FLUX_COUNTS),  # no guidance embedder
+            workload=Workload(height=1024, width=1024, steps=4, guidance=0.0, max_sequence_length=256),
             hub_id="black-forest-labs/FLUX.1-schnell",
             description="FLUX.1 [schnell], 12B text-to-image distilled to 1-4 steps, random weights",
-            hidden_size=3072,
-            num_blocks=57,
+            hidden_size=_FLUX_WIDTH,
+            num_blocks=_FLUX_BLOCKS,
         ),
         Preset(
             name="wan2.1-t2v-1.3b",
-            pipeline_class="WanPipeline",
-            components=(_c("transformer", "denoiser", "WanTransformer3DModel", 1_300_000_000), *_WAN_TEXT_AND_VAE),
+            blueprint=WAN_1_3B,
+            params=(("transformer", 1_418_996_800), *_WAN_COUNTS),
+            workload=Workload(
+                prompt="a cat walks on the grass, realistic",
+                height=480,
+                width=832,
+                frames=33,
+                steps=30,
+                guidance=5.0,
+                max_sequence_length=512,
+            ),
             is_video=True,
             hub_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
             description="Wan2.1 text-to-video 1.3B, random weights",
@@ -147,8 +168,17 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="wan2.1-t2v-14b",
-            pipeline_class="WanPipeline",
-            components=(_c("transformer", "denoiser", "WanTransformer3DModel", 14_000_000_000), *_WAN_TEXT_AND_VAE),
+            blueprint=WAN_14B,
+            params=(("transformer", 14_288_491_584), *_WAN_COUNTS),
+            workload=Workload(
+                prompt="a cat walks on the grass, realistic",
+                height=480,
+                width=832,
+                frames=33,
+                steps=30,
+                guidance=5.0,
+                max_sequence_length=512,
+            ),
             is_video=True,
             hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers",
             description="Wan2.1 text-to-video 14B, random weights",
@@ -156,12 +186,31 @@ PRESETS: dict[str, Preset] = {
             num_blocks=40,
             temporal_compression=4,
         ),
+        Preset(
+            name="tiny-wan",
+            blueprint=TINY_WAN,
+            params=(("transformer", 28_328), ("text_encoder", 47_520), ("vae", 13_861)),
+            workload=Workload(
+                prompt="a cat walks on the grass, realistic",
+                height=32,
+                width=32,
+                frames=5,
+                steps=2,
+                guidance=5.0,
+                max_sequence_length=32,
+            ),
+            is_video=True,
+            description="a tiny Wan2.1-shaped text-to-video pipeline with random weights (tests the video path)",
+            hidden_size=24,
+            num_blocks=2,
+            temporal_compression=4,
+        ),
     )
 }
 
 
 def preset_names() -> tuple[str, ...]:
-    """Preset names in a stable order (the tiny one first)."""
+    """Preset names in a stable order (the tiny FLUX one first, the tiny Wan one last)."""
     return tuple(PRESETS)
 
 
