@@ -211,6 +211,12 @@ def test_compare_two_studies(two_studies: str) -> None:
             table.focus()
             await pilot.press("down")
             assert plot.selected is not None
+            await pilot.press("escape")
+            app.open_study(STUDY)
+            await open_study(pilot, app)
+            await pilot.press("c")  # from a study: every other study of the same model
+            await until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.comparison is not None)
+            assert app.screen.names == (STUDY, "flux-dev-16gib-l40s")
             assert not app.worker_errors
 
     run(scenario)

@@ -108,6 +108,9 @@ class CompareScreen(Screen[None]):
         self.comparison = comparison
         plot = self.query_one("#plot", ScatterPlot)
         points, fronts = compare_points(comparison)
+        latencies = [p.y for p in points if p.y]
+        if latencies and max(latencies) / min(latencies) > 8:
+            plot.log_y = True
         budgets = {d.overview.budget_bytes for d in studies}
         plot.set_data(points, budget=budgets.pop() if len(budgets) == 1 else None, fronts=fronts)
         plot.legend = "  ".join(f"{SERIES_MARKERS[i % len(SERIES_MARKERS)]} {d.name}" for i, d in enumerate(studies))

@@ -25,7 +25,8 @@ predicted memory) · `◆` seeded guide recipe (labelled). Click a point or move
 table follows, and the other way round. `l` log scale · `p` focus the plot · `tab` next pane.
 
 Table: `enter` trial details · `s` sort column (`S` reverse, or click a header) · `e` export · `t` cycle
-the state filter · `/` filter · `x` stop the run started here · `r` reload.
+the state filter · `/` filter · `c` compare with the other studies of the same model · `x` stop the
+run started here · `r` reload.
 The study reloads by itself when trials finish (also when another process or host runs it).
 
 **Filter** words, all must match: `failed`, `state:front,dominated`, `feasible`; knobs as

@@ -85,6 +85,7 @@ class StudyScreen(Screen[None]):
         Binding("p", "focus_plot", "Plot", show=False),
         Binding("r", "reload", "Reload", show=False),
         Binding("x", "stop", "Stop run", show=False),
+        Binding("c", "compare", "Compare", show=False),
     ]
 
     def __init__(self, name: str) -> None:
@@ -298,6 +299,24 @@ class StudyScreen(Screen[None]):
 
     def action_reload(self) -> None:
         self.load()
+
+    @work(thread=True, exclusive=True, group="study-compare", exit_on_error=False)
+    def action_compare(self) -> None:
+        """Compare with every other study of the same model (typically the same spec on other GPUs)."""
+        reader = self.qapp.reader
+        if reader is None or self.data is None:
+            return
+        try:
+            overviews = reader.list_studies()
+        except DataError as exc:
+            self.app.call_from_thread(self._show_error, str(exc))
+            return
+        model = self.data.overview.model
+        others = [o.name for o in overviews if o.model == model and o.name != self.study_name]
+        if not others:
+            self.app.call_from_thread(self.notify, f"no other study of {model} to compare with", severity="warning")
+            return
+        self.app.call_from_thread(self.qapp.open_compare, [self.study_name, *others])
 
     def action_stop(self) -> None:
         run = self.qapp.runs.for_study(self.study_name)
