@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -16,21 +13,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_study import FAKE_GPU, fill_fake_study
-
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).parent
-L40S = "FAKE L40S 48GB (fake backend)"
+from tui_helpers import L40S
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    """Run an async Pilot scenario from a plain test function."""
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
-
-
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
 
 
 @pytest.fixture

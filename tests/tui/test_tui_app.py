@@ -11,11 +11,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import HERE, run, subprocess_env
 from fake_study import create_fake_study
 from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
+from tui_helpers import HERE, run, subprocess_env
 
 from qco_tune.tui.app import QcoTuneApp
 from qco_tune.tui.screens.compare import CompareScreen

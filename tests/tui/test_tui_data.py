@@ -133,7 +133,7 @@ def test_headless_parts_import_no_textual() -> None:
     import subprocess
     import sys
 
-    from conftest import subprocess_env
+    from tui_helpers import subprocess_env
 
     code = (
         "import sys; import qco_tune.compare, qco_tune.tui.data, qco_tune.tui.filters, qco_tune.tui.runs,"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run, subprocess_env
 from test_tui_app import open_study, until
+from tui_helpers import REPO, run, subprocess_env
 
 from qco_tune.tui.app import QcoTuneApp
 from qco_tune.tui.screens.studies import StudiesScreen
