@@ -21,6 +21,7 @@ from qco_tune.tui.app import QcoTuneApp
 from qco_tune.tui.screens.compare import CompareScreen
 from qco_tune.tui.screens.export import ExportScreen
 from qco_tune.tui.screens.help import HelpScreen
+from qco_tune.tui.screens.start import QuitRunsScreen
 from qco_tune.tui.screens.studies import StudiesScreen
 from qco_tune.tui.screens.study import StudyScreen
 from qco_tune.tui.screens.trial import TrialScreen
@@ -359,3 +360,30 @@ def test_optuna_api_path_shows_the_same_study(two_studies: str) -> None:
             return [r.number for r in screen.query_one("#trials", TrialsTable).shown]
 
     assert run(lambda: scenario(True)) == run(lambda: scenario(False))
+
+
+def test_quit_with_a_running_study_asks_and_stops_it(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
+    spec = in_tmp / "spec.toml"
+    spec.write_text('name = "fake-run"\nmodel = "tiny-flux"\n')
+    create_fake_study("sqlite:///qco.db", "other")
+
+    async def scenario() -> QcoTuneApp:
+        app = QcoTuneApp(
+            "sqlite:///qco.db", poll_interval=0.2, run_command=[sys.executable, str(HERE / "fake_runner.py")]
+        )
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: bool(app.study_names))
+            app.start_run(spec)
+            await until(pilot, lambda: "fake-run" in app.study_names, timeout=30)
+            await pilot.press("q")
+            assert isinstance(app.screen, QuitRunsScreen)
+            await pilot.press("escape")  # cancel: still running
+            assert app.runs.active
+            await pilot.press("q")
+            await pilot.click("#stop")
+            await pilot.pause(0.2)
+        return app
+
+    app = run(scenario)
+    assert [r.returncode for r in app.runs.runs] == [130]
