@@ -269,6 +269,8 @@ class StudySpec:
     memory_metric: MemoryMetric = "device"
     """What the budget counts: ``device`` (NVML, includes the CUDA context), ``reserved`` or ``allocated``."""
     host_ram_budget: int | None = None
+    min_psnr: float | None = None
+    """Decibels: a second constraint, the PSNR of a trial's output against the study's reference output."""
     trials: int | None = 20
     """Searched trials to run in total (seeded baselines included); None: until ``timeout``."""
     timeout: float | None = None
@@ -337,6 +339,11 @@ class Measurement:
     reason: str | None = None
     """Why a trial did not finish (one line)."""
     output_tail: str | None = None
+    psnr_db: float | None = None
+    """Fidelity: PSNR in dB of the decoded output (first call) against the study's reference output;
+    ``inf`` when identical. With random weights this measures numerical deviation, not picture quality."""
+    latent_cosine: float | None = None
+    """Fidelity: cosine similarity of the final latents against the reference's."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def memory_for(self, metric: MemoryMetric) -> int | None:
@@ -474,6 +481,11 @@ class TrialRequest:
     """Where presets are materialised and compile caches live."""
     fault: FaultKind | None = None
     """Test-only: make the child fail this way after loading."""
+    reference_dir: str | None = None
+    """Folder of the study's reference output (``output.npy``, ``latents.npy``): fidelity is measured
+    against it when it is there."""
+    save_reference: bool = False
+    """This trial defines the reference: its first call's output is written to ``reference_dir``."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -489,7 +501,8 @@ class TrialRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialRequest:
-        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
         return cls(
             model=ModelInfo.from_dict(data.pop("model")),
             config=TrialConfig.from_dict(data.pop("config")),

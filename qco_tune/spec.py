@@ -7,7 +7,7 @@ The TOML format, every field optional except ``model`` in practice (the default 
     weights = "random"            # "random" (presets only) or "real"; default: random for presets, else real
     dtype = "bfloat16"            # bfloat16 | float16 | float32: what unquantized components run in
 
-    [workload]                    # what one pipeline call does
+    [workload]                    # what one pipeline call does; keys left out: the model's usual workload
     prompt = "a photo of an astronaut riding a horse on the moon"
     negative_prompt = "blurry"    # optional
     height = 1024                 # pixels, a positive multiple of 8
@@ -22,6 +22,7 @@ The TOML format, every field optional except ``model`` in practice (the default 
     vram = "16GiB"                # a size ("16GiB", "500MB") or bytes; on a CPU-only machine: host RAM
     counts = "device"             # device (NVML, includes the CUDA context) | reserved | allocated
     host_ram = "64GiB"            # optional host RAM budget
+    min_psnr = 30                 # optional: dB of a trial's output against the study's reference output
 
     [run]
     trials = 20                   # trials to run (baselines included); "unlimited": until timeout or Ctrl-C
@@ -44,6 +45,9 @@ The TOML format, every field optional except ``model`` in practice (the default 
 An unknown field, a wrong type or a bad value raises ``SpecError`` naming the field path and its line.
 The stored form (``config.spec_to_dict``) is read back by ``spec_from_dict`` with the same checks, and
 ``apply_overrides`` maps command-line flags onto a spec, again with the same checks.
+
+Workload keys left out take the model's defaults (``qco_tune.workloads.default_workload``: a preset's
+own workload, else its pipeline family's), so ``model = "flux.1-dev"`` alone times 1024x1024 in 28 steps.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from qco_tune.config import (
     parse_size,
 )
 from qco_tune.presets import is_preset, preset_names, suggest_preset
+from qco_tune.workloads import default_workload
 
 __all__ = [
     "SpecError",
@@ -79,6 +84,7 @@ __all__ = [
     "load_spec",
     "parse_duration",
     "parse_spec",
+    "spec_for_model",
     "spec_from_dict",
 ]
 
@@ -286,6 +292,7 @@ FIELDS: tuple[_Field, ...] = (
     _Field("budget.vram", "vram_budget", _size),
     _Field("budget.counts", "memory_metric", _choice(MEMORY_METRICS)),
     _Field("budget.host_ram", "host_ram_budget", _size),
+    _Field("budget.min_psnr", "min_psnr", _number, "float"),
     _Field("run.trials", "trials", _or_unlimited(_positive_int), "int"),
     _Field("run.timeout", "timeout", _or_unlimited(_duration)),
     _Field("run.trial_timeout", "trial_timeout", _duration),
@@ -347,7 +354,19 @@ def parse_spec(text: str, *, source: str = "<spec>") -> StudySpec:
             values[field.attr] = field.convert(raw)
         except _Bad as exc:
             raise fail(str(exc), toml_path) from None
-    return _assemble(values, lambda attr, problem: fail(problem, _BY_ATTR[attr].toml))
+    return _assemble(values, lambda attr, problem: fail(problem, _BY_ATTR[attr].toml), model_defaults=True)
+
+
+def spec_for_model(model: str) -> StudySpec:
+    """The spec of a study of ``model`` with every other field at its default (the model's usual workload).
+
+    What ``qco-tune run --model X`` starts from when no spec file is given.
+    """
+    return parse_spec(f"model = {_toml_string(model)}\n", source="--model")
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def spec_from_dict(data: dict[str, Any]) -> StudySpec:
@@ -395,12 +414,19 @@ def _unknown(path: str, known: dict[str, _Field], value: Any) -> str:
 # -- assembling and cross-field checks ----------------------------------------------------------------
 
 
-def _assemble(values: dict[str, Any], fail: Callable[[str, str], SpecError]) -> StudySpec:
-    """Build the spec from converted values keyed by attribute path; derive what was left out."""
+def _assemble(
+    values: dict[str, Any], fail: Callable[[str, str], SpecError], *, model_defaults: bool = False
+) -> StudySpec:
+    """Build the spec from converted values keyed by attribute path; derive what was left out.
+
+    With ``model_defaults`` workload fields left out take the model's defaults (a stored spec is read
+    back without them: it holds every field it had).
+    """
     top = {k: v for k, v in values.items() if "." not in k}
-    workload = Workload(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("workload.")})
-    space = SpaceRestriction(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("space.")})
     model = top.get("model", StudySpec.model)
+    given = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("workload.")}
+    workload = Workload(**({**default_workload(model), **given} if model_defaults else given))
+    space = SpaceRestriction(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("space.")})
     top.setdefault("weights", _default_weights(model))
     spec = StudySpec(name=top.pop("name", "") or "", workload=workload, space=space, **top)
     if spec.max_timed_calls < spec.timed_calls:
@@ -460,6 +486,7 @@ OVERRIDES: dict[str, str] = {
     "budget": "budget.vram",
     "counts": "budget.counts",
     "host_ram": "budget.host_ram",
+    "min_psnr": "budget.min_psnr",
     "trials": "run.trials",
     "timeout": "run.timeout",
     "trial_timeout": "run.trial_timeout",
@@ -498,6 +525,7 @@ def apply_overrides(
     budget: str | int | None = None,
     counts: str | None = None,
     host_ram: str | int | None = None,
+    min_psnr: float | str | None = None,
     trials: int | str | None = None,
     timeout: str | float | None = None,
     trial_timeout: str | float | None = None,
@@ -517,8 +545,9 @@ def apply_overrides(
     """``spec`` with every argument that is not None applied, validated like the TOML field it maps to.
 
     Values may be typed or command-line text (``"20"``, ``"true"``, ``"none,bnb_nf4"`` for lists).
-    ``trials``/``timeout`` accept ``"unlimited"``. A changed model re-derives ``weights`` unless given; a
-    derived name (or ``name=""``) is derived again from the new model and budget.
+    ``trials``/``timeout`` accept ``"unlimited"``. A changed model re-derives ``weights`` unless given, and
+    the workload fields that were the old model's defaults become the new model's; a derived name (or
+    ``name=""``) is derived again from the new model and budget.
     """
     # Every parameter is a flag: take those given (locals() holds exactly the parameters here).
     given = {key: value for key, value in locals().items() if key != "spec" and value is not None}
@@ -531,6 +560,8 @@ def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
         values["name"] = ""  # a derived name follows the model and budget
     if "model" in given and "weights" not in given:
         values.pop("weights")
+    if "model" in given:
+        _forget_default_workload(values, spec.model)
     flag_of: dict[str, str] = {}
     for key, raw in given.items():
         field = _BY_TOML[OVERRIDES[key]]
@@ -540,7 +571,19 @@ def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
             values[field.attr] = field.convert(_from_cli_text(raw, field.kind))
         except _Bad as exc:
             raise SpecError(str(exc), path=flag) from None
-    return _assemble(values, lambda attr, problem: SpecError(problem, path=flag_of.get(attr, _BY_ATTR[attr].toml)))
+    return _assemble(
+        values,
+        lambda attr, problem: SpecError(problem, path=flag_of.get(attr, _BY_ATTR[attr].toml)),
+        model_defaults=True,
+    )
+
+
+def _forget_default_workload(values: dict[str, Any], old_model: str) -> None:
+    """Drop the workload fields that equal ``old_model``'s defaults, so that a new model brings its own."""
+    defaults = {**dataclasses.asdict(Workload()), **default_workload(old_model)}
+    for key, default in defaults.items():
+        if values.get(f"workload.{key}", default) == default:
+            values.pop(f"workload.{key}", None)
 
 
 def _spec_values(spec: StudySpec) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CORE = ("config", "spec", "space", "memory", "modelref", "presets")
+CORE = ("config", "spec", "space", "memory", "modelref", "presets", "presets.cache", "workloads", "preset_report")
 HEAVY = ("torch", "diffusers", "transformers", "textual", "optuna")
 
 
