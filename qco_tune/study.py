@@ -8,15 +8,24 @@ Every trial Optuna hands out ends in one of three states:
 * PRUNED: it never ran because a rule of the space forbids it, the memory model predicts it clearly
   over budget, or it repeats a configuration already measured or failed. Its constraint is set
   positive so TPE (which ignores FAIL trials) learns to stay away from it.
+
+The seeded ``reference`` trial (bf16, no compile, no offload) runs without the budget cap and writes
+its output as the study's fidelity reference (``reference_dir``); every later trial reports its PSNR
+and latent cosine against it, and ``min_psnr`` in the spec makes PSNR a second constraint. Where the
+reference runs out of GPU memory it is measured again with model CPU offload, and marked so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qco_tune import memory
@@ -46,9 +55,11 @@ from qco_tune.pareto import (
     summarize,
 )
 from qco_tune.paths import cache_dir
+from qco_tune.presets.cache import check_disk, is_materialized
 from qco_tune.runner import TrialInterrupted, probe_capabilities, run_trial
 from qco_tune.space import SearchSpace
 from qco_tune.storage import Heartbeat, open_storage, owner_attrs, recover_stale_trials
+from qco_tune.workloads import check_workload
 
 if TYPE_CHECKING:
     import optuna
@@ -65,6 +76,12 @@ MAX_CONSECUTIVE_SKIPS = 25
 """After this many proposals in a row that cannot run, the next one is drawn from the untried rest."""
 FAULTS_ENV = "QCO_TEST_FAULTS"
 """Test-only hook: ``"2:abort,3:hang"`` makes trial 2's child abort and trial 3's hang."""
+REFERENCE = "reference"
+OFFLOAD_REFERENCE = "reference (model offload)"
+"""The reference measured again with model CPU offload, where it does not fit the GPU otherwise."""
+REFERENCE_BASELINES = (REFERENCE, OFFLOAD_REFERENCE)
+PSNR_CAP = 1000.0
+"""dB counted for an output identical to the reference (PSNR is infinite) in the ``psnr`` constraint."""
 
 
 class StudyError(RuntimeError):
@@ -143,9 +160,12 @@ def parse_faults(text: str | None) -> dict[int, str]:
 def prepare(spec: StudySpec, caps: Capabilities | None = None) -> tuple[ModelInfo, Capabilities, SearchSpace]:
     """Resolve the model, probe the machine, build the space and check that something can fit.
 
-    Raises ``StudyError`` (or the model/spec errors) before any GPU time is spent.
+    Raises ``StudyError`` (or the model, workload, disk and spec errors) before any GPU time is spent.
     """
     model = resolve_model(spec.model, spec.weights)
+    check_workload(spec.workload, model)
+    if model.source == "preset":
+        check_disk(model.reference, cache_dir())
     caps = caps or probe_capabilities()
     space = SearchSpace.build(spec, model, caps)
     if not space.enumerate():
@@ -348,21 +368,34 @@ def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
     return False
 
 
-def _request(ctx: _Context, config: TrialConfig, number: int) -> TrialRequest:
+def reference_dir(spec: StudySpec) -> Path:
+    """``<cache>/references/<study>-<hash>/``: the study's reference output, keyed by what shapes the output."""
+    shaping = {"model": spec.model, "weights": spec.weights, "dtype": spec.dtype, "workload": spec.workload.__dict__}
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name).strip("-") or "study"
+    return cache_dir() / "references" / f"{slug}-{digest}"
+
+
+def _request(ctx: _Context, config: TrialConfig, number: int, baseline: str | None = None) -> TrialRequest:
+    """The child's request. A reference trial runs without the budget cap (its measured peak still
+    decides feasibility), so that it defines the study's reference output wherever the GPU allows."""
     spec = ctx.spec
+    reference = baseline in REFERENCE_BASELINES
     return TrialRequest(
         model=ctx.model,
         config=config,
         workload=spec.workload,
         dtype=spec.dtype,
         device="cuda" if ctx.caps.cuda else "cpu",
-        memory_limit=spec.vram_budget if ctx.caps.cuda else None,
+        memory_limit=spec.vram_budget if ctx.caps.cuda and not reference else None,
         timed_calls=spec.timed_calls,
         max_timed_calls=spec.max_timed_calls,
         warmup_calls=spec.warmup_calls,
         trial_number=number,
         cache_dir=str(cache_dir()),
         fault=ctx.faults.get(number),  # type: ignore[arg-type]
+        reference_dir=str(reference_dir(spec)),
+        save_reference=reference,
     )
 
 
@@ -391,6 +424,10 @@ def _tell(ctx: _Context, trial: optuna.Trial, measurement: Measurement) -> bool:
         host_over = (measurement.peak_host_bytes - spec.host_ram_budget) / GIB
         trial.set_constraint("host_ram", host_over)
         feasible = feasible and host_over <= 0
+    if spec.min_psnr is not None and measurement.psnr_db is not None:
+        short = spec.min_psnr - min(measurement.psnr_db, PSNR_CAP)
+        trial.set_constraint("psnr", short)
+        feasible = feasible and short <= 0
     ctx.study.tell(trial, values=[measurement.latency_s, peak / GIB])
     return feasible
 
@@ -426,7 +463,7 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
     if prediction.device_bytes is not None:
         trial.set_user_attr(PREDICTED_ATTR, int(prediction.device_bytes))
     ctx.observer.trial_started(trial.number, config, baseline, index)
-    request = _request(ctx, config, trial.number)
+    request = _request(ctx, config, trial.number, baseline)
     with Heartbeat(ctx.study._storage, trial._trial_id):
         try:
             measurement = run_trial(request, timeout=spec.trial_timeout, on_phase=ctx.observer.phase)
@@ -436,7 +473,19 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
             raise
     feasible = _tell(ctx, trial, measurement)
     ctx.observer.trial_finished(trial.number, measurement, feasible, _best_latency(ctx.study))
+    if baseline == REFERENCE and measurement.status == "oom":
+        _enqueue_offload_reference(ctx)
     return measurement
+
+
+def _enqueue_offload_reference(ctx: _Context) -> None:
+    """The reference ran out of GPU memory: queue it again with model CPU offload, marked so."""
+    config = TrialConfig(offload="model")
+    if not ctx.caps.cuda or "model" not in ctx.space.knobs().get("offload", ()) or ctx.space.violations(config):
+        ctx.observer.message("the reference did not fit this GPU: fidelity (PSNR) will not be measured in this study")
+        return
+    ctx.study.enqueue_trial(ctx.space.params(config), user_attrs={BASELINE_ATTR: OFFLOAD_REFERENCE})
+    ctx.observer.message("the reference did not fit this GPU: it is measured again with model CPU offload (marked so)")
 
 
 def _is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
@@ -557,6 +606,8 @@ def run_study(
     observer = observer or SilentObserver()
     quiet_optuna()
     model, caps, space = prepare(spec, caps)
+    if not prepare_only:
+        ensure_materialized(model, caps, observer)
     storage = open_storage(storage_url)
     study, resumed = open_study(spec, storage, model, caps, space, allow_changed_spec=allow_changed_spec)
     result = RunResult(study_name=spec.name)
@@ -574,6 +625,21 @@ def run_study(
     finally:
         result.summary = summarize(study.get_trials(deepcopy=False), spec.vram_budget)
     return result
+
+
+def ensure_materialized(model: ModelInfo, caps: Capabilities, observer: Observer) -> None:
+    """Build a preset's local folder before the first trial (once per machine), showing its progress."""
+    if model.source != "preset" or is_materialized(model.reference, cache_dir()):
+        return
+    from qco_tune.materializing import materialize_in_child
+
+    where = "the GPU" if caps.cuda else "the CPU"
+    observer.message(f"materialising preset {model.reference} on {where} into {cache_dir() / 'presets'} (once)")
+    result = materialize_in_child(
+        model.reference, cache_dir(), device="cuda" if caps.cuda else "cpu", on_phase=observer.phase
+    )
+    took = f" in {result.seconds:.1f} s" if result.seconds is not None else ""
+    observer.message(f"materialised {model.reference}{took}: {result.path}")
 
 
 def load_summary(study: optuna.Study) -> ParetoSummary:

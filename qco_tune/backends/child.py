@@ -2,10 +2,12 @@
 
 Reads a ``TrialRequest``, loads and configures the pipeline, times it, and writes a
 ``Measurement`` as JSON to RESULT.json; the last output image (or video) goes to
-``RESULT.output.npy`` (path in ``extra["output_path"]``). Progress goes to stdout as flushed lines
-``QCO-PHASE import``, ``QCO-PHASE load``, ``QCO-PHASE apply``, ``QCO-PHASE first-call``, ``QCO-PHASE warmup``,
-``QCO-PHASE timed i/N`` (N is ``timed_calls``, then ``max_timed_calls`` once the spread asks for
-more calls) and ``QCO-PHASE done``.
+``RESULT.output.npy`` (path in ``extra["output_path"]``). The first call's output and final latents
+are compared with the study's reference (``request.reference_dir``), or become it
+(``request.save_reference``): ``psnr_db`` and ``latent_cosine``. Progress goes to stdout as flushed
+lines ``QCO-PHASE import``, ``QCO-PHASE materialize ...`` (a preset's first use only), ``QCO-PHASE load``,
+``QCO-PHASE apply``, ``QCO-PHASE first-call``, ``QCO-PHASE warmup``, ``QCO-PHASE timed i/N`` (N is
+``timed_calls``, then ``max_timed_calls`` once the spread asks for more calls) and ``QCO-PHASE done``.
 
 Exit status 0 whenever a result was written, failures included (OOM: status ``oom``; any other
 exception: status ``error`` with the traceback in ``output_tail``). A crash (abort, segfault) or a
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qco_tune.backends.fidelity import FinalLatents
 from qco_tune.config import Measurement, TrialRequest, Workload
 
 TOLERANCE = 0.05
@@ -87,6 +90,8 @@ class TrialRecord:
     warmup_s: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     step_time_s: float | None = None
+    psnr_db: float | None = None
+    latent_cosine: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def measurement(self, status: str, trackers: dict[str, Any], **kw: Any) -> Measurement:
@@ -111,6 +116,8 @@ class TrialRecord:
             peak_device_bytes=dev.peak_device_bytes if dev else None,
             peak_allocated_bytes=dev.peak_allocated_bytes if dev else None,
             peak_reserved_bytes=dev.peak_reserved_bytes if dev else None,
+            psnr_db=self.psnr_db,
+            latent_cosine=self.latent_cosine,
             extra=extra,
             **kw,
         )
@@ -190,6 +197,12 @@ def preload(request: TrialRequest) -> None:
 
     from qco_tune.backends.quantization import build_quantization_config
 
+    pipeline_class = request.model.pipeline_class
+    if pipeline_class != "DiffusionPipeline" and not _has_class(diffusers, pipeline_class):
+        raise ValueError(
+            f"{request.model.reference}: its model_index.json names {pipeline_class}, which diffusers "
+            f"{diffusers.__version__} does not have (a newer diffusers, or a custom pipeline, is needed)"
+        )
     for name in (request.model.pipeline_class, *(c.class_name for c in request.model.components)):
         for library in (diffusers, transformers):
             try:
@@ -198,6 +211,29 @@ def preload(request: TrialRequest) -> None:
             except (AttributeError, ImportError):  # not this library's class (or not importable: load says why)
                 continue
     build_quantization_config(request.config, request.model, request.dtype)
+
+
+def _has_class(library: Any, name: str) -> bool:
+    try:
+        getattr(library, name)
+    except (AttributeError, ImportError):
+        return False
+    return True
+
+
+def materialize(request: TrialRequest, record: TrialRecord) -> None:
+    """Build a preset's folder if this machine has none yet (normally done before the study starts)."""
+    if request.model.source != "preset":
+        return
+    from qco_tune import paths
+    from qco_tune.backends.materialize import PhaseProgress, materialize_preset
+    from qco_tune.presets.cache import is_materialized
+
+    cache = request.cache_dir or paths.cache_dir()
+    if is_materialized(request.model.reference, cache):
+        return
+    result = materialize_preset(request.model.reference, cache, progress=PhaseProgress())
+    record.extra["materialize_s"] = result.seconds
 
 
 def limit_device_memory(request: TrialRequest, baseline_used: int | None, handle: Any, record: TrialRecord) -> None:
@@ -236,6 +272,7 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
 
     device = request.device
     preload(request)
+    materialize(request, record)
     phase("load")
     with Stopwatch(device) as watch:
         pipe = load_pipeline(request.model, request.config, request.dtype, device, request.cache_dir)
@@ -247,16 +284,20 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
     record.extra["dynamo"] = dynamo_settings(request.config)
     pipe.set_progress_bar_config(disable=True)
     timer = StepTimer(device)
+    capture = FinalLatents(timer)
 
-    def call() -> tuple[float, Any]:
-        kwargs = call_kwargs(pipe, request.workload, request.model.is_video, timer)
+    def call(callback: Any = timer) -> tuple[float, Any]:
+        kwargs = call_kwargs(pipe, request.workload, request.model.is_video, callback)
         with Stopwatch(device) as w:
             result = pipe(**kwargs)
         assert w.elapsed is not None
         return w.elapsed, result
 
     phase("first-call")
-    record.first_call_s, result = call()
+    capture.enabled = True
+    record.first_call_s, result = call(capture)
+    capture.enabled = False
+    measure_fidelity(request, record, output_array(result), capture.latents())
     if request.warmup_calls > 0:
         phase("warmup")
         for _ in range(request.warmup_calls):
@@ -269,6 +310,44 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
         record.latencies.append(elapsed)
     record.step_time_s = timer.step_time_s
     _save_output(output_array(result), output_path, record)
+
+
+def measure_fidelity(request: TrialRequest, record: TrialRecord, output: Any, latents: Any | None) -> None:
+    """Save the reference (when this trial defines it) and compare the first call's output with it.
+
+    A failure here is recorded in ``extra["fidelity_error"]``; it never fails the trial.
+    """
+    import math
+
+    from qco_tune.backends.fidelity import compare, save_reference
+
+    if request.reference_dir is None:
+        return
+    try:
+        if request.save_reference:
+            meta = {
+                "trial": request.trial_number,
+                "config": request.config.describe(),
+                "offload": request.config.offload,
+                "device": request.device,
+                "dtype": request.dtype,
+                "workload": request.workload.__dict__,
+            }
+            save_reference(request.reference_dir, output, latents, meta)
+        found = compare(request.reference_dir, output, latents)
+    except Exception as exc:  # fidelity is a figure of the trial, not a condition of it
+        record.extra["fidelity_error"] = f"{type(exc).__name__}: {exc}"[:REASON_MAX_CHARS]
+        return
+    if found is None:
+        return
+    psnr = found["psnr_db"]
+    if math.isnan(psnr):
+        record.extra["fidelity_error"] = "the output is not finite (NaN or infinity)"
+    else:
+        record.psnr_db = psnr
+    record.latent_cosine = found["latent_cosine"]
+    reference = found["reference"]
+    record.extra["reference"] = {"trial": reference.get("trial"), "offload": reference.get("offload")}
 
 
 def _save_output(array: Any, path: Path, record: TrialRecord) -> None:

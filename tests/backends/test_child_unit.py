@@ -45,6 +45,7 @@ def test_faults_become_statuses(
     tiny_model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, status: str, reason: str
 ) -> None:
     monkeypatch.setattr("qco_tune.backends.models.load_pipeline", lambda *a, **k: object())
+    monkeypatch.setattr("qco_tune.backends.child.materialize", lambda *a, **k: None)
     request = TrialRequest(model=tiny_model, config=TrialConfig(), workload=Workload(), fault=fault)  # type: ignore[arg-type]
     m = child.measure(request, tmp_path / "result.json", None, None)
     assert (m.status, m.reason) == (status, reason)
@@ -58,6 +59,7 @@ def test_oom_raised_outside_the_allocator_is_an_oom(
         raise RuntimeError("CUDA error: out of memory\nmore detail")
 
     monkeypatch.setattr("qco_tune.backends.models.load_pipeline", fail)
+    monkeypatch.setattr("qco_tune.backends.child.materialize", lambda *a, **k: None)
     request = TrialRequest(model=tiny_model, config=TrialConfig(), workload=Workload())
     m = child.measure(request, tmp_path / "result.json", None, None)
     assert (m.status, m.reason) == ("oom", "CUDA error: out of memory")

@@ -61,6 +61,9 @@ def test_tiny_study_records_trials_baselines_and_front(tmp_path: Path, cpu_caps:
         assert m["step_time_s"] > 0 and m["first_call_s"] > 0 and m["load_s"] > 0
     # The guide's recipes come first, named; the unoptimised reference is trial 0.
     assert trials[0].user_attrs.get("qco.baseline") == "reference"
+    # It defines the fidelity reference: identical to itself, and every later trial is measured against it.
+    psnr = {t.number: t.user_attrs["qco.measurement"]["psnr_db"] for t in complete}
+    assert psnr.pop(0) == float("inf") and psnr and all(0 < p < float("inf") for p in psnr.values()), psnr
     assert result.summary is not None and result.summary.best is not None
     # The database is Optuna's own: its CLI reads it unchanged.
     out = subprocess.run(

@@ -1,0 +1,121 @@
+"""A local diffusers folder of a pipeline class no preset has (a UNet StableDiffusionPipeline) runs a trial.
+
+The folder is built here with random weights and local tokenizers and saved with ``save_pretrained``;
+``qco-tune run --model FOLDER`` then finds its denoiser (a UNet) and text encoder by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from backend_helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight StableDiffusionPipeline saved as a diffusers folder."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from qco_tune.backends.presets_build import build_tokenizer
+    from qco_tune.presets.tiny import CLIP_TOKENIZER
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=2,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=1000,
+        )
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=build_tokenizer(CLIP_TOKENIZER),
+        unet=unet,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    folder = tmp_path_factory.mktemp("local") / "tiny-sd"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _qco(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qco_tune", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "QCO_CACHE": str(tmp_path / "cache")},
+    )
+
+
+def test_a_local_unet_pipeline_runs_a_trial(sd_folder: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/qco.db"
+    result = _qco(
+        tmp_path,
+        "run",
+        "--model",
+        str(sd_folder),
+        *("--height", "64", "--width", "64", "--steps", "2", "--dtype", "float32"),
+        *("--trials", "1", "--study", "local-sd", "--storage", url),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="local-sd", storage=url)
+    (trial,) = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
+    m = trial.user_attrs["qco.measurement"]
+    assert m["status"] == "ok", (m["reason"], m["output_tail"])
+    assert m["extra"]["output_shape"] == [1, 64, 64, 3] and m["step_time_s"] > 0
+    assert trial.user_attrs["qco.baseline"] == "reference" and m["psnr_db"] == float("inf")
+    model = study.user_attrs["qco.model"]
+    assert model["pipeline_class"] == "StableDiffusionPipeline" and model["source"] == "local"
+    roles = {c["name"]: c["role"] for c in model["components"]}
+    assert roles == {"text_encoder": "text_encoder", "unet": "denoiser", "vae": "vae"}
+
+
+def test_a_local_folder_missing_a_component_is_refused_at_once(sd_folder: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(sd_folder, broken)
+    shutil.rmtree(broken / "vae")
+    result = _qco(tmp_path, "run", "--model", str(broken), "--storage", f"sqlite:///{tmp_path}/qco.db")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "is incomplete: vae (AutoencoderKL) has no folder" in line

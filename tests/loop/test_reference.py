@@ -1,0 +1,85 @@
+"""The study's fidelity reference: how its trial is requested, the PSNR constraint, and the offload fallback.
+
+In-process, with an in-memory Optuna study and no trial children.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from qco_tune.config import Capabilities, Measurement, TrialConfig
+from qco_tune.modelref import resolve_model
+from qco_tune.pareto import BASELINE_ATTR
+from qco_tune.space import SearchSpace
+from qco_tune.spec import spec_for_model
+from qco_tune.study import (
+    OFFLOAD_REFERENCE,
+    SilentObserver,
+    _Context,
+    _enqueue_offload_reference,
+    _request,
+    _tell,
+    reference_dir,
+)
+
+H100 = Capabilities(
+    cuda=True,
+    gpu_name="NVIDIA H100 80GB HBM3",
+    gpu_count=1,
+    total_memory=80 * 2**30,
+    compute_capability=(9, 0),
+    backends=("bitsandbytes", "torchao", "quanto"),
+)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Context:
+    monkeypatch.setenv("QCO_CACHE", str(tmp_path))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = dataclasses.replace(spec_for_model("flux.1-dev"), min_psnr=30.0)
+    model = resolve_model(spec.model, spec.weights)
+    space = SearchSpace.build(spec, model, H100)
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    return _Context(spec, model, H100, space, study, SilentObserver(), {})
+
+
+def test_the_reference_runs_uncapped_and_saves_the_output(ctx: _Context, tmp_path: Path) -> None:
+    reference = _request(ctx, TrialConfig(), 0, "reference")
+    assert reference.save_reference and reference.memory_limit is None
+    assert reference.reference_dir == str(reference_dir(ctx.spec))
+    assert Path(reference.reference_dir).parent == tmp_path / "references"
+    searched = _request(ctx, TrialConfig(compile="regional"), 5, None)
+    assert not searched.save_reference and searched.memory_limit == ctx.spec.vram_budget
+    assert searched.reference_dir == reference.reference_dir
+    # Another workload is another reference.
+    other = dataclasses.replace(ctx, spec=dataclasses.replace(ctx.spec, workload=ctx.spec.workload.__class__()))
+    assert reference_dir(other.spec) != reference_dir(ctx.spec)
+
+
+@pytest.mark.parametrize(
+    ("psnr", "feasible", "constraint"),
+    [(34.5, True, -4.5), (25.0, False, 5.0), (math.inf, True, -970.0), (None, True, None)],
+)
+def test_min_psnr_is_a_second_constraint(
+    ctx: _Context, psnr: float | None, feasible: bool, constraint: float | None
+) -> None:
+    trial = ctx.study.ask()
+    m = Measurement(status="ok", device="cuda", latency_s=5.0, peak_device_bytes=2**30, psnr_db=psnr)
+    assert _tell(ctx, trial, m) is feasible
+    constraints = ctx.study.trials[-1].system_attrs
+    assert constraints.get("constraints:psnr") == constraint
+    assert constraints["constraints:vram"] < 0
+
+
+def test_a_reference_that_does_not_fit_is_measured_again_with_model_offload(ctx: _Context) -> None:
+    _enqueue_offload_reference(ctx)
+    (waiting,) = ctx.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting.user_attrs[BASELINE_ATTR] == OFFLOAD_REFERENCE
+    params = waiting.system_attrs["fixed_params"]  # what the next ask() of the study will suggest
+    assert params["offload"] == "model" and params["compile"] == "none"
+    assert _request(ctx, TrialConfig(offload="model"), 1, OFFLOAD_REFERENCE).save_reference
