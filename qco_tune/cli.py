@@ -74,6 +74,7 @@ _FLAG_HELP = {
     "trials": "Trials to run in the study in total (seeded baselines included).",
     "timeout": 'Wall-clock limit for this run, e.g. "90m".',
     "trial_timeout": "Time limit of one trial (a hang is killed after it).",
+    "min_psnr": "Minimum PSNR (dB) of a trial's output against the study's reference output: a second constraint.",
 }
 
 
@@ -107,14 +108,22 @@ def run(
 ) -> None:
     """Run (or resume) a study. Without SPEC_FILE or --model: the embedded tiny default.
 
-    Every spec field has a flag (e.g. --steps 4, --compile none,regional) that overrides the file.
+    With --model and no SPEC_FILE the study times the model's usual workload (FLUX.1: 1024x1024 in 28
+    steps; Wan2.1: 480x832, 33 frames). Every spec field has a flag (e.g. --steps 4, --compile
+    none,regional) that overrides the file or those defaults.
     """
     from qco_tune.progress import LiveObserver
-    from qco_tune.spec import apply_overrides, load_default_spec, load_spec
+    from qco_tune.spec import apply_overrides, load_default_spec, load_spec, spec_for_model
     from qco_tune.storage import mask_url, storage_url
     from qco_tune.study import run_study
 
-    spec = load_spec(spec_file) if spec_file is not None else load_default_spec()
+    model = (flags.get("model") or "").strip()
+    if spec_file is not None:
+        spec = load_spec(spec_file)
+    elif model and model.lower() != load_default_spec().model:
+        spec = spec_for_model(model)
+    else:
+        spec = load_default_spec()
     given = {key: value for key, value in flags.items() if value is not None}
     spec = apply_overrides(spec, name=study_name, **given)
     url = storage_url(storage)
@@ -294,6 +303,38 @@ def compare(studies: tuple[str, ...], replay_from: str | None, replay_into: str 
     if len(studies) < 2:
         raise click.UsageError("name at least two studies to compare")
     print_comparison([load_stored_study(name, storage) for name in studies])
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+@friendly
+def presets(ctx: click.Context) -> None:
+    """Random-weight presets: parameters and bf16 size per component, and whether each is materialised here."""
+    if ctx.invoked_subcommand is None:
+        from qco_tune.preset_report import print_presets
+
+        print_presets()
+
+
+@presets.command("materialize")
+@click.argument("name")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cuda", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="Where the weights are created (auto: the GPU when there is one).",
+)
+@friendly
+def presets_materialize(name: str, device: str) -> None:
+    """Build (or find) preset NAME as a local diffusers folder and print its path.
+
+    The folder loads with plain diffusers: DiffusionPipeline.from_pretrained(PATH). It lives under
+    $QCO_CACHE (default: the XDG cache, ~/.cache/qco-tune) and is built once.
+    """
+    from qco_tune.preset_report import materialize
+
+    materialize(name, device)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from qco_tune.config import Capabilities, ModelInfo, format_size
+from qco_tune.config import Capabilities, Measurement, ModelInfo, format_size
 from qco_tune.pareto import ParetoSummary, TrialRow
 
 if TYPE_CHECKING:
@@ -42,6 +43,14 @@ def _seconds(value: float | None) -> str:
     return f"{value:.3f} s" if value is not None else "-"
 
 
+def _fidelity(m: Measurement | None) -> str:
+    """``34.5 dB · 0.99931``: PSNR of the output and cosine of the final latents against the reference."""
+    if m is None or m.psnr_db is None:
+        return "-"
+    psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.1f} dB"
+    return psnr + (f" · {m.latent_cosine:.5f}" if m.latent_cosine is not None else "")
+
+
 def _row_cells(row: TrialRow) -> list[str]:
     m = row.measurement
     return [
@@ -51,6 +60,7 @@ def _row_cells(row: TrialRow) -> list[str]:
         f"±{m.latency_spread_s:.3f}" if m and m.latency_spread_s is not None else "",
         _seconds(m.step_time_s if m else None),
         format_size(row.memory_bytes),
+        _fidelity(m),
         _seconds(m.first_call_s if m else None),
         row.baseline or "",
     ]
@@ -58,7 +68,8 @@ def _row_cells(row: TrialRow) -> list[str]:
 
 def _trial_table(title: str, rows: tuple[TrialRow, ...] | list[TrialRow]) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False)
-    for name in ("#", "configuration", "latency", "spread", "s/step", "peak mem", "cold start", "baseline"):
+    columns = ("#", "configuration", "latency", "spread", "s/step", "peak mem", "PSNR · cos", "cold start", "baseline")
+    for name in columns:
         table.add_column(name, no_wrap=name != "configuration")
     for row in rows:
         table.add_row(*_row_cells(row))
@@ -90,7 +101,9 @@ def print_study(name: str, url: str | None) -> None:
         console.print(_trial_table("dominated (feasible)", dominated))
     infeasible = summary.by_category("infeasible")
     if infeasible:
-        console.print(_trial_table("over budget", infeasible))
+        title = "over budget" + (f" or below {spec['min_psnr']:g} dB PSNR" if spec.get("min_psnr") is not None else "")
+        console.print(_trial_table(title, infeasible))
+    _print_fidelity_note(console, summary, spec)
     _print_reasons(console, "failed", summary.by_category("failed"))
     skipped = summary.by_category("skipped")
     if skipped:
@@ -138,6 +151,29 @@ def _print_baselines(console: Console, summary: ParetoSummary) -> None:
             f"{speedup:.2f}×" if speedup else "-",
         )
     console.print(table)
+
+
+def _print_fidelity_note(console: Console, summary: ParetoSummary, spec: dict[str, Any]) -> None:
+    """What the PSNR column compares, and that random weights make it a measure of numerical deviation."""
+    rows = [r for r in summary.rows if r.measurement and r.measurement.psnr_db is not None]
+    if not rows:
+        return
+    reference = next((r for r in rows if r.baseline and r.baseline.startswith("reference")), None)
+    which = f"trial #{reference.number}, " if reference else ""
+    offloaded = reference is not None and reference.config is not None and reference.config.offload == "model"
+    dtype = spec.get("dtype", "bfloat16")
+    how = f"{dtype}, no quantization or compile, " + (
+        "with model CPU offload as it does not fit otherwise" if offloaded else "no offload"
+    )
+    console.print(
+        f"PSNR · cos: decoded output (PSNR) and final latents (cosine) of each trial's first call against the "
+        f"reference output ({which}{how}; same seed)."
+    )
+    if spec.get("weights", "random") == "random":
+        console.print(
+            "[dim]With random weights this measures numerical deviation (quantization, kernels, compilation), "
+            "not picture quality: the images are noise either way.[/]"
+        )
 
 
 def _print_reasons(console: Console, title: str, rows: tuple[TrialRow, ...]) -> None:

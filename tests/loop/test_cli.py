@@ -89,3 +89,84 @@ def test_unreachable_storage_masks_credentials(tmp_path: Path) -> None:
 def test_budget_nothing_fits(tmp_path: Path) -> None:
     result = qco(tmp_path, "run", "--budget", "1MiB", "--storage", f"sqlite:///{tmp_path}/q.db")
     assert_one_line_error(result, "smallest predicted need")
+
+
+# -- presets, per-model workloads and fidelity -------------------------------------------------------------
+
+
+def test_presets_lists_sizes_without_torch(tmp_path: Path) -> None:
+    result = qco(tmp_path, "presets", env={"QCO_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for fragment in ("flux.1-dev", "11.90 B", "T5EncoderModel", "wan2.1-t2v-14b", "14.29 B", "tiny-wan", "noise"):
+        assert fragment in out, fragment
+
+
+def test_materializing_a_misspelt_preset_suggests_the_closest(tmp_path: Path) -> None:
+    assert_one_line_error(qco(tmp_path, "presets", "materialize", "flux-dev"), "did you mean 'flux.1-dev'")
+
+
+@pytest.mark.slow
+def test_presets_materialize_prints_a_folder_plain_diffusers_loads(tmp_path: Path) -> None:
+    result = qco(tmp_path, "presets", "materialize", "tiny-wan", env={"QCO_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "cache" / "presets" / "tiny-wan")
+    assert "tiny-wan: built in" in result.stderr
+    assert (tmp_path / "cache" / "presets" / "tiny-wan" / "model_index.json").is_file()
+    again = qco(tmp_path, "presets", "materialize", "tiny-wan", env={"QCO_CACHE": str(tmp_path / "cache")})
+    assert again.stdout == result.stdout and "found (it was built earlier in" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--model", "flux.1-dev", "--frames", "33"), "makes images, not videos"),
+        (("--model", "wan2.1-t2v-1.3b", "--frames", "32"), "1 + a multiple of 4 frames"),
+        (("--model", "flux.1-schnell", "--height", "1000"), "workload.height = 1000 is not a multiple of 16"),
+    ],
+)
+def test_a_workload_the_pipeline_rejects(tmp_path: Path, args: tuple[str, ...], fragment: str) -> None:
+    assert_one_line_error(qco(tmp_path, "run", *args, "--storage", f"sqlite:///{tmp_path}/q.db"), fragment)
+
+
+def test_too_little_disk_to_materialize(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from qco_tune.cli import cli
+    from qco_tune.presets import cache
+
+    usage = type("Usage", (), {"total": 2**40, "used": 2**40 - 2**30, "free": 2**30})
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setenv("QCO_CACHE", str(tmp_path / "cache"))
+    for args in (["presets", "materialize", "wan2.1-t2v-14b"], ["run", "--model", "flux.1-dev"]):
+        storage = ["--storage", f"sqlite:///{tmp_path}/q.db"] if args[0] == "run" else []
+        result = CliRunner().invoke(cli, [*args, *storage])
+        assert result.exit_code == 2, result.output
+        assert "needs" in result.output and "only 1.0 GiB is free" in result.output, result.output
+
+
+def test_show_has_a_fidelity_column(tmp_path: Path) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from qco_tune.config import TrialConfig, spec_to_dict
+    from qco_tune.spec import spec_for_model
+
+    url = f"sqlite:///{tmp_path}/q.db"
+    study = optuna.create_study(study_name="fid", storage=url, directions=["minimize", "minimize"])
+    study.set_user_attr("qco.spec", spec_to_dict(spec_for_model("flux.1-dev")))
+    nf4 = TrialConfig(quantization=(("transformer", "bnb_nf4"),))
+    for number, (config, psnr, baseline) in enumerate([(TrialConfig(), float("inf"), "reference"), (nf4, 34.5, None)]):
+        m = {"status": "ok", "device": "cuda", "latency_s": 5.0 + number, "psnr_db": psnr, "latent_cosine": 0.99931}
+        attrs = {"qco.config": config.to_dict(), "qco.measurement": m, "qco.memory_bytes": 2**30}
+        if baseline:
+            attrs["qco.baseline"] = baseline
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE, values=[5.0 + number, 1.0], user_attrs=attrs, constraints={"vram": -1.0}
+            )
+        )
+    result = qco(tmp_path, "show", "fid", "--storage", url, env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "PSNR · cos" in result.stdout and "34.5 dB · 0.99931" in result.stdout and "∞" in result.stdout
+    assert "numerical deviation" in result.stdout and "not picture quality" in result.stdout
