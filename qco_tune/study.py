@@ -606,8 +606,6 @@ def run_study(
     observer = observer or SilentObserver()
     quiet_optuna()
     model, caps, space = prepare(spec, caps)
-    if not prepare_only:
-        ensure_materialized(model, caps, observer)
     storage = open_storage(storage_url)
     study, resumed = open_study(spec, storage, model, caps, space, allow_changed_spec=allow_changed_spec)
     result = RunResult(study_name=spec.name)
@@ -620,6 +618,7 @@ def run_study(
         result.stopped = "prepared"
         result.summary = summarize(study.get_trials(deepcopy=False), spec.vram_budget)
         return result
+    ensure_materialized(model, caps, observer)
     try:
         run_loop(ctx, result, deadline=deadline, clock=clock)
     finally:
