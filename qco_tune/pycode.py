@@ -9,6 +9,7 @@ escapes, 88 columns) so a formatted snippet stays as it is.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -44,6 +45,24 @@ class Code:
 Value = None | bool | int | float | str | Name | Call | Code | list["Value"] | dict[str, "Value"]
 
 
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Mn", "Mc", "Me"})
+
+
+def _is_plain(char: str) -> bool:
+    """A character written as itself: printable, in the Basic Multilingual Plane, and of a width editors and
+    ruff agree on (no control, format, combining or unassigned characters, no line separators)."""
+    return char.isprintable() and ord(char) <= 0xFFFF and unicodedata.category(char) not in _UNSAFE_CATEGORIES
+
+
+def _char_width(char: str) -> int:
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def text_width(text: str) -> int:
+    """Columns ``text`` takes as ruff counts them (East Asian wide characters take two)."""
+    return sum(_char_width(c) for c in text)
+
+
 def _quote_for(text: str) -> str:
     """Double quotes unless the text holds more double than single quotes (as ``ruff format`` chooses)."""
     return "'" if text.count('"') > text.count("'") else '"'
@@ -60,10 +79,12 @@ def _escape(char: str, quote: str) -> str:
         return "\\r"
     if char == "\t":
         return "\\t"
-    if char.isprintable():
+    if _is_plain(char):
         return char
-    # Control characters, line and paragraph separators, lone surrogates: the escape ``repr`` writes.
-    return repr(char)[1:-1]
+    # Control characters, separators, combining marks, lone surrogates, characters outside the BMP:
+    # the escape ``repr`` writes (or \U escapes), so the literal's width is exactly its length.
+    escaped = repr(char)[1:-1]
+    return escaped if escaped != char else f"\\U{ord(char):08x}"
 
 
 def string_literal(text: str) -> str:
@@ -79,7 +100,7 @@ def _chunks(text: str, width: int) -> list[str]:
     word = ""
 
     def fits(candidate: str) -> bool:
-        return len(string_literal(candidate)) <= width
+        return text_width(string_literal(candidate)) <= width
 
     def push_word() -> None:
         nonlocal current, word
@@ -110,26 +131,34 @@ def _chunks(text: str, width: int) -> list[str]:
 def assign_string(name: str, text: str) -> str:
     """``name = "text"``, as parenthesised implicit concatenation when one line would be too long."""
     one_line = f"{name} = {string_literal(text)}"
-    if len(one_line) <= LINE_WIDTH:
-        return one_line  # ruff format joins pieces that fit on one line
-    parts = _chunks(text, LINE_WIDTH - len(INDENT))
+    if text_width(one_line) <= LINE_WIDTH:
+        return one_line
+    # ruff format joins the pieces wherever the whole literal fits on its own line in the parentheses.
+    whole = string_literal(text)
+    parts = [text] if text_width(INDENT + whole) <= LINE_WIDTH else _chunks(text, LINE_WIDTH - len(INDENT))
     body = "\n".join(INDENT + string_literal(p) for p in parts)
     return f"{name} = (\n{body}\n)"
 
 
 def comment(text: str) -> str:
-    """``# text`` on one line: characters that could end the comment (newlines, separators) become spaces."""
-    clean = "".join(c if c.isprintable() else " " for c in text)
+    """``# text`` on one line: whitespace (newlines, separators) becomes spaces, other unusual characters ``?``."""
+    clean = "".join(c if _is_plain(c) else " " if c.isspace() else "?" for c in text)
     return ("# " + " ".join(clean.split())).rstrip()
 
 
 def comment_lines(text: str, width: int = LINE_WIDTH) -> list[str]:
-    """``comment`` wrapped at word boundaries to ``width`` columns."""
-    words = comment(text)[2:].split()
+    """``comment`` wrapped at word boundaries to ``width`` columns (a longer word is cut)."""
+    words: list[str] = []
+    for word in comment(text)[2:].split():
+        while text_width(word) > width - 2:
+            cut = max(n for n in range(1, len(word) + 1) if n == 1 or text_width(word[:n]) <= width - 2)
+            words.append(word[:cut])
+            word = word[cut:]
+        words.append(word)
     lines: list[str] = []
     current = ""
     for word in words:
-        if current and len("# " + current + " " + word) > width:
+        if current and text_width("# " + current + " " + word) > width:
             lines.append("# " + current)
             current = word
         else:
@@ -221,11 +250,11 @@ def format_node(node: Node, indent: str = "", after: str = "") -> list[str]:
     between the brackets if that fits; else one item per line with a trailing comma, recursively.
     """
     one_line = indent + flat(node) + after
-    if isinstance(node, str) or len(one_line) <= LINE_WIDTH or not node.items:
+    if isinstance(node, str) or text_width(one_line) <= LINE_WIDTH or not node.items:
         return [one_line]
     inner = indent + INDENT
     hugged = inner + ", ".join(flat(i) for i in node.items)
-    if len(hugged) <= LINE_WIDTH:
+    if text_width(hugged) <= LINE_WIDTH:
         return [indent + node.head, hugged, indent + node.tail + after]
     lines = [indent + node.head]
     for item in node.items:

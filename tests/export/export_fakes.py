@@ -16,6 +16,7 @@ import datetime
 import enum
 import inspect
 import json
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -243,14 +244,24 @@ def run_snippet(source: str, namespace: dict[str, Any] | None = None) -> dict[st
     return scope
 
 
+EMPTY_SAFETENSORS = struct.pack("<Q", 2) + b"{}"
+"""A valid safetensors file holding no tensors."""
+
+
 def write_model_index(folder: Path, model: ModelInfo) -> Path:
-    """A diffusers pipeline folder with only ``model_index.json``: enough for ``resolve_model``, no weights."""
+    """A FAKE diffusers pipeline folder: ``model_index.json`` and component folders holding no tensors.
+
+    Enough for ``resolve_model`` (which checks that every part is there); nothing can load from it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     libraries = {"denoiser": "diffusers", "vae": "diffusers"}
     index: dict[str, Any] = {"_class_name": model.pipeline_class, "_diffusers_version": "0.42.1"}
     for component in model.components:
         index[component.name] = [libraries.get(component.role, "transformers"), component.class_name]
+        (folder / component.name).mkdir(exist_ok=True)
+        (folder / component.name / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     index["scheduler"] = ["diffusers", "FlowMatchEulerDiscreteScheduler"]
+    (folder / "scheduler").mkdir(exist_ok=True)
     (folder / "model_index.json").write_text(json.dumps(index))
     return folder
 

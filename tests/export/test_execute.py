@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_WORKLOAD
 from export_cases import CPU_CASES, Case
 from export_fakes import add_fake_trial, create_fake_study, run_snippet
+from export_helpers import TINY_WORKLOAD
 
 import qco_tune
 from qco_tune.cli import cli

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import ruff_problems
 from export_cases import CASES, Case
+from export_helpers import ruff_problems
 
 from qco_tune.export import render_python
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 import ast
 
 import pytest
+from export_helpers import ruff_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qco_tune.pycode import LINE_WIDTH, Imports, Name, assign_string, comment, comment_lines, string_literal
+from qco_tune.pycode import (
+    LINE_WIDTH,
+    Imports,
+    Name,
+    assign_string,
+    comment,
+    comment_lines,
+    string_literal,
+    text_width,
+)
 
 NASTY = [
     "",
@@ -45,7 +55,22 @@ def test_assigned_string_parses_to_one_assignment_of_the_text(text: str) -> None
     scope: dict[str, object] = {}
     exec(compile(tree, "x.py", "exec"), scope)
     assert scope["prompt"] == text
-    assert all(len(line) <= LINE_WIDTH for line in source.splitlines())
+    assert all(text_width(line) <= LINE_WIDTH for line in source.splitlines())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "一只猫在泳池里喝玛格丽特，电影剧照，" * 8,
+        "a cat 🐱 sipping a margarita 🍹 " * 6,
+        "e\u0301 combining accents and zero\u200bwidth spaces " * 5,
+        "x" * 85,
+        "word " * 17,
+        "ascii then 全角文字 " * 9,
+    ],
+)
+def test_long_and_wide_text_is_formatted_as_ruff_formats_it(text: str) -> None:
+    assert ruff_problems(assign_string("prompt", text) + "\n") == ""
 
 
 @settings(max_examples=300, deadline=None)
@@ -71,7 +96,7 @@ def test_comment_is_one_harmless_line(text: str) -> None:
 @given(st.text())
 def test_wrapped_comments_never_become_code(text: str) -> None:
     lines = comment_lines(text)
-    assert all(line.startswith("#") for line in lines)
+    assert all(line.startswith("#") and text_width(line) <= LINE_WIDTH for line in lines)
     assert ast.parse("\n".join(lines) + "\n").body == []
 
 

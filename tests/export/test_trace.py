@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ruff_problems
 from export_cases import CASES, Case, whole_space
 from export_fakes import Trace, recording, run_snippet, write_model_index
+from export_helpers import ruff_problems
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
