@@ -172,6 +172,12 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         "sequential CPU offload cannot move bitsandbytes weights",
     ),
     (
+        "group_offload_with_bitsandbytes_int8",
+        TrialConfig(quantization=(("transformer", "bnb_int8"),), offload="group_leaf", use_stream=True),
+        H100,
+        "group offloading leaves bitsandbytes int8 state on the CPU",
+    ),
+    (
         "sequential_offload_with_quanto",
         TrialConfig(quantization=(("transformer", "quanto_int8"),), offload="sequential"),
         H100,
