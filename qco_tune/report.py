@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    # Into a file or a pipe, tables keep their columns (a terminal's width applies on a terminal).
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def load_stored_study(name: str, url: str | None) -> optuna.Study:
@@ -70,7 +72,8 @@ def _trial_table(title: str, rows: tuple[TrialRow, ...] | list[TrialRow]) -> Tab
     table = Table(title=title, title_justify="left", show_lines=False)
     columns = ("#", "configuration", "latency", "spread", "s/step", "peak mem", "PSNR · cos", "cold start", "baseline")
     for name in columns:
-        table.add_column(name, no_wrap=name != "configuration")
+        # Only the configuration wraps; numbers keep their width on a narrow terminal.
+        table.add_column(name, no_wrap=name != "configuration", min_width=len(name) if name != "configuration" else 20)
     for row in rows:
         table.add_row(*_row_cells(row))
     return table
