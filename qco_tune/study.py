@@ -631,9 +631,14 @@ def ensure_materialized(model: ModelInfo, caps: Capabilities, observer: Observer
     if model.source != "preset" or is_materialized(model.reference, cache_dir()):
         return
     from qco_tune.materializing import materialize_in_child
+    from qco_tune.presets import get_preset
 
-    where = "the GPU" if caps.cuda else "the CPU"
-    observer.message(f"materialising preset {model.reference} on {where} into {cache_dir() / 'presets'} (once)")
+    preset = get_preset(model.reference)
+    where = "the GPU" if caps.cuda else "the CPU (minutes for a full-size model: a GPU builds it in seconds)"
+    observer.message(
+        f"materialising preset {preset.name} ({format_size(preset.saved_bytes())}) once, on {where}, "
+        f"into {cache_dir() / 'presets'}"
+    )
     result = materialize_in_child(
         model.reference, cache_dir(), device="cuda" if caps.cuda else "cpu", on_phase=observer.phase
     )
