@@ -2,8 +2,9 @@
 
 A tiny study runs on the GPU through the real study loop (child processes), its best trial is
 exported with ``--model`` pointing at the materialised tiny pipeline, and the snippet runs in a fresh
-process that times its pipeline call the way a trial does (``measure_snippet.py``): the median
-latency and torch's allocator peak must be within 10% of the trial's. Skipped without CUDA.
+process that times its pipeline call the way a trial does (``measure_snippet.py``: numpy output, no
+progress bar), then runs it as written to the end: the median latency and torch's allocator peak
+must be within 10% of the trial's. Skipped without CUDA.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def test_best_trial_snippet_reproduces_its_measurement(
         name="export-gpu",
         model="tiny-flux",
         workload=WORKLOAD,
-        vram_budget=8 * 2**30,
+        vram_budget=64 * 2**30,  # the memory model's prediction for 4096x4096 is generous (about 40 GiB)
         memory_metric="allocated",
         trials=2,
         timed_calls=TIMED_CALLS,
@@ -101,16 +102,14 @@ def test_best_trial_snippet_reproduces_its_measurement(
     )
     measured = json.loads(out.read_text())
     trial_memory = best.measurement.peak_allocated_bytes if best.measurement else None
-    # The trial timed calls returning numpy arrays; take off what converting them to PIL images adds.
-    latency = measured["latency_s"] - measured["pil_extra_s"]
     print(
         f"trial {best.number} {best.config.describe() if best.config else '?'}: {best.latency_s:.4f} s "
         f"{best.measurement.latencies_s if best.measurement else ''}, {trial_memory} B allocated; "
-        f"snippet: {measured['latency_s']:.4f} s {measured['latencies_s']} - PIL {measured['pil_extra_s']:.4f} s, "
-        f"{measured['peak_allocated_bytes']} B allocated"
+        f"snippet: {measured['latency_s']:.4f} s {measured['latencies_s']}, {measured['peak_allocated_bytes']} B "
+        f"allocated; PIL images instead of numpy arrays add {measured['pil_extra_s']:.4f} s"
     )
     assert best.latency_s is not None and trial_memory is not None
-    assert abs(latency - best.latency_s) <= TOLERANCE * best.latency_s
+    assert abs(measured["latency_s"] - best.latency_s) <= TOLERANCE * best.latency_s
     assert abs(measured["peak_allocated_bytes"] - trial_memory) <= TOLERANCE * trial_memory
 
 
