@@ -13,8 +13,9 @@ took, and the DESIGN.md figure it should be near. ``OUT/summary.md`` tabulates e
 Resumable: a configuration already recorded with status ok (in OUT or a ``--recorded`` folder,
 default ``studies/results/full_size``) is skipped; one whose expected duration does not fit in what
 is left of ``--budget-s`` is not started (the command stops cleanly, the next one goes on). The
-bf16 trial of a preset writes its reference output to ``OUT/reference-PRESET/``; later commands
-find it in a ``--recorded`` folder (copy OUT there between commands).
+bf16 trial of a preset writes its reference output into the cache and, when small (FLUX.1-dev: 14 MB),
+copies it to ``OUT/reference-PRESET/``; later commands find it in a ``--recorded`` folder (copy OUT
+there between commands). A case whose reference is nowhere runs its preset's bf16 case first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -110,13 +112,25 @@ def _recorded(name: str, folders: list[Path]) -> dict[str, Any] | None:
     return None
 
 
-def _reference_dir(preset: str, out: Path, recorded: list[Path]) -> Path:
-    """The bf16 reference of ``preset``: a recorded one if there is one, else OUT's (written by the bf16 case)."""
+CARRY_MAX_BYTES = 32 * 2**20
+"""References up to this size are copied into OUT, to be carried to the next command (FLUX: 14 MB;
+Wan's 33 frames are 160 MB and stay in the cache, so both Wan cases run in one command)."""
+
+
+def _reference_dir(preset: str, cache: Path, recorded: list[Path]) -> Path:
+    """The bf16 reference of ``preset``: a recorded one if there is one, else the cache's (the bf16 case writes it)."""
     for folder in recorded:
         candidate = folder / f"reference-{preset}"
         if (candidate / "reference.json").is_file():
             return candidate
-    return out / f"reference-{preset}"
+    return cache / "references" / f"gpu-full-size-{preset}"
+
+
+def _carry(reference: Path, out: Path, preset: str) -> None:
+    """Copy a small reference into OUT (``reference-PRESET/``) so that a later command finds it."""
+    size = sum(f.stat().st_size for f in reference.iterdir() if f.is_file())
+    if size <= CARRY_MAX_BYTES and reference.parent != out:
+        shutil.copytree(reference, out / f"reference-{preset}", dirs_exist_ok=True)
 
 
 def _materialize(preset: str, cache: Path, device: str, log: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     queue = list(cases)
     while queue:
         case = queue.pop(0)
-        reference = _reference_dir(case.preset, out, recorded)
+        reference = _reference_dir(case.preset, cache, [out, *recorded])
         is_reference = case.config == TrialConfig()
         if not args.rerun and _recorded(case.name, [out, *recorded]) and not (is_reference and case.name in needed):
             print(f"{case.name}: recorded already, skipped", flush=True)
@@ -288,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         data = _summary(m, case, workload)
         data.update(materialize=mat, gpu=caps.gpu_name, versions=dict(caps.versions), host=caps.host)
         (out / f"{case.name}.json").write_text(json.dumps(data, indent=2, default=str))
+        if request.save_reference and m.status == "ok":
+            _carry(reference, out, case.preset)
         keys = ("status", "latency_s", "s_per_step", "peak_device_gib", "first_call_s", "psnr_db", "reason")
         print(f"{case.name}: " + ", ".join(f"{k}={data[k]}" for k in keys), flush=True)
     _write_summary(out, recorded)
