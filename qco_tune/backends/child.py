@@ -323,6 +323,7 @@ def measure_fidelity(request: TrialRequest, record: TrialRecord, output: Any, la
 
     if request.reference_dir is None:
         return
+    weights = _weights_fingerprint(request)
     try:
         if request.save_reference:
             meta = {
@@ -332,6 +333,7 @@ def measure_fidelity(request: TrialRequest, record: TrialRecord, output: Any, la
                 "device": request.device,
                 "dtype": request.dtype,
                 "workload": request.workload.__dict__,
+                "weights": weights,
             }
             save_reference(request.reference_dir, output, latents, meta)
         found = compare(request.reference_dir, output, latents)
@@ -339,6 +341,10 @@ def measure_fidelity(request: TrialRequest, record: TrialRecord, output: Any, la
         record.extra["fidelity_error"] = f"{type(exc).__name__}: {exc}"[:REASON_MAX_CHARS]
         return
     if found is None:
+        return
+    made_with = found["reference"].get("weights")
+    if weights and made_with and weights != made_with:
+        record.extra["fidelity_error"] = "the reference was made from other random weights (a rebuilt preset)"
         return
     psnr = found["psnr_db"]
     if math.isnan(psnr):
@@ -348,6 +354,18 @@ def measure_fidelity(request: TrialRequest, record: TrialRecord, output: Any, la
     record.latent_cosine = found["latent_cosine"]
     reference = found["reference"]
     record.extra["reference"] = {"trial": reference.get("trial"), "offload": reference.get("offload")}
+
+
+def _weights_fingerprint(request: TrialRequest) -> str | None:
+    """The materialised preset's weights fingerprint (None for real weights, which do not change)."""
+    if request.model.source != "preset":
+        return None
+    from qco_tune import paths
+    from qco_tune.presets.cache import marker, preset_folder
+
+    data = marker(preset_folder(request.model.reference, request.cache_dir or paths.cache_dir())) or {}
+    value = data.get("fingerprint")
+    return value if isinstance(value, str) else None
 
 
 def _save_output(array: Any, path: Path, record: TrialRecord) -> None:

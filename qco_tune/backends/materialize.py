@@ -183,7 +183,27 @@ def _write(name: str, folder: Path, device: str, progress: Progress) -> dict[str
         "components": counts,
         "timings": timings,
         "bytes": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()),
+        "fingerprint": weights_fingerprint(folder, [m.name for m in blueprint.models]),
     }
+
+
+FINGERPRINT_BYTES = 4 * 2**20
+
+
+def weights_fingerprint(folder: Path, components: list[str]) -> str:
+    """A short hash of the first bytes of each component's weights: equal folders, equal outputs.
+
+    Random weights depend on the device and library versions they were drawn with; a fidelity
+    reference made from other weights would compare noise with noise, so references record this.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in components:
+        for path in sorted((folder / name).glob("*.safetensors"))[:1]:
+            with path.open("rb") as f:
+                digest.update(f.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()[:16]
 
 
 def _synchronize(device: str) -> None:

@@ -30,7 +30,7 @@ __all__ = [
 
 MARKER = ".qco-preset.json"
 """Written last into a materialised preset; its presence means the folder is complete."""
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 """Bump when what the builder makes changes (weights, tokenizers, layout), so stale folders are rebuilt."""
 DISK_MARGIN = 1.05
 DISK_EXTRA_BYTES = 256 * 2**20

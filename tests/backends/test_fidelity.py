@@ -82,3 +82,25 @@ def test_the_reference_trial_and_a_quantized_one(tmp_path: Path, qco_cache_dir: 
     assert quantized.psnr_db is not None and 10 < quantized.psnr_db < math.inf
     assert quantized.latent_cosine is not None and 0.9 < quantized.latent_cosine < 1.0
     assert "fidelity_error" not in quantized.extra
+
+
+def test_a_reference_from_other_random_weights_is_not_compared(tmp_path: Path, qco_cache_dir: Path) -> None:
+    from qco_tune.backends import child
+    from qco_tune.backends.materialize import materialize_preset
+    from qco_tune.presets.cache import marker
+
+    preset = get_preset("tiny-wan")
+    folder = materialize_preset(preset.name, qco_cache_dir).path
+    assert len((marker(folder) or {})["fingerprint"]) == 16
+    out, lat = np.full((1, 5, 8, 8, 3), 0.5), np.ones((1, 16, 2, 2, 2))
+    fidelity.save_reference(tmp_path, out, lat, {"trial": 0, "weights": "from-another-build"})
+    request = TrialRequest(
+        model=preset.model_info(),
+        config=TrialConfig(),
+        workload=preset.workload,
+        cache_dir=str(qco_cache_dir),
+        reference_dir=str(tmp_path),
+    )
+    record = child.TrialRecord(device="cpu")
+    child.measure_fidelity(request, record, out, lat)
+    assert record.psnr_db is None and "other random weights" in record.extra["fidelity_error"]
