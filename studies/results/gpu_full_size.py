@@ -33,12 +33,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from qco_tune.config import TrialConfig, TrialRequest, Workload  # noqa: E402
+from qco_tune.config import QuantBackend, TrialConfig, TrialRequest, Workload  # noqa: E402
 from qco_tune.presets import get_preset  # noqa: E402
 
 GIB = 2**30
-NF4_FLUX = (("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4"))
-NF4_WAN = (("text_encoder", "bnb_nf4"), ("transformer", "bnb_nf4"))
+NF4_FLUX: tuple[tuple[str, QuantBackend], ...] = (("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4"))
+NF4_WAN: tuple[tuple[str, QuantBackend], ...] = (("text_encoder", "bnb_nf4"), ("transformer", "bnb_nf4"))
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,25 @@ CARRY_MAX_BYTES = 32 * 2**20
 Wan's 33 frames are 160 MB and stay in the cache, so both Wan cases run in one command)."""
 
 
-def _reference_dir(preset: str, cache: Path, recorded: list[Path]) -> Path:
-    """The bf16 reference of ``preset``: a recorded one if there is one, else the cache's (the bf16 case writes it)."""
-    for folder in recorded:
-        candidate = folder / f"reference-{preset}"
-        if (candidate / "reference.json").is_file():
-            return candidate
-    return cache / "references" / f"gpu-full-size-{preset}"
+def _reference_dir(preset: str, cache: Path, recorded: list[Path]) -> tuple[Path, bool]:
+    """(where the bf16 reference of ``preset`` is, whether it is there and made from these weights).
+
+    A recorded one made from the same random weights (the preset's fingerprint) wins; else the
+    cache's, which the bf16 case writes.
+    """
+    from qco_tune.presets.cache import marker, preset_folder
+
+    weights = (marker(preset_folder(preset, cache)) or {}).get("fingerprint")
+    own = cache / "references" / f"gpu-full-size-{preset}"
+    for folder in (*[f / f"reference-{preset}" for f in recorded], own):
+        try:
+            made_with = json.loads((folder / "reference.json").read_text()).get("weights")
+        except (OSError, ValueError):
+            continue
+        if made_with == weights or not (made_with and weights):
+            return folder, True
+        print(f"  {folder}: made from other random weights ({made_with} != {weights}), not used", flush=True)
+    return own, False
 
 
 def _carry(reference: Path, out: Path, preset: str) -> None:
@@ -214,6 +226,15 @@ def _write_summary(out: Path, folders: list[Path]) -> None:
     (out / "summary.md").write_text(header + "\n".join(rows) + "\n")
 
 
+def _printer(name: str) -> Any:
+    """Prints a trial's phases as they come."""
+
+    def show(phase: str) -> None:
+        print(f"  [{name}] {phase}", flush=True)
+
+    return show
+
+
 TINY = {"flux.1-dev": "tiny-flux", "wan2.1-t2v-1.3b": "tiny-wan"}
 
 
@@ -258,18 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     queue = list(cases)
     while queue:
         case = queue.pop(0)
-        reference = _reference_dir(case.preset, cache, [out, *recorded])
         is_reference = case.config == TrialConfig()
         if not args.rerun and _recorded(case.name, [out, *recorded]) and not (is_reference and case.name in needed):
             print(f"{case.name}: recorded already, skipped", flush=True)
             continue
-        if not is_reference and not (reference / "reference.json").is_file():
-            maker = next(c for c in pool if c.preset == case.preset and c.config == TrialConfig())
-            if maker.name not in needed:  # once: without it, this case records no fidelity
-                print(f"{case.name}: no reference output of {case.preset} here: {maker.name} runs first", flush=True)
-                needed.add(maker.name)
-                queue[:0] = [maker, case]
-                continue
         need = case.expected_s + (0 if is_materialized(case.preset, cache) else MATERIALIZE_S.get(case.preset, 30))
         left = deadline - time.monotonic()
         if need > left:
@@ -280,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, RuntimeError) as exc:  # no room, or the build failed: nothing runs
             print(f"stopping: {exc}", file=sys.stderr, flush=True)
             break
+        reference, have_reference = _reference_dir(case.preset, cache, [out, *recorded])
+        if not is_reference and not have_reference:
+            maker = next(c for c in pool if c.preset == case.preset and c.config == TrialConfig())
+            if maker.name not in needed:  # once: without it, this case records no fidelity
+                print(f"{case.name}: no reference output of {case.preset} here: {maker.name} runs first", flush=True)
+                needed.add(maker.name)
+                queue[:0] = [maker, case]
+                continue
         preset = get_preset(case.preset)
         workload = case.workload or preset.workload
         request = TrialRequest(
@@ -294,11 +315,11 @@ def main(argv: list[str] | None = None) -> int:
             warmup_calls=1,
             cache_dir=str(cache),
             reference_dir=str(reference),
-            save_reference=is_reference and not (reference / "reference.json").is_file(),
+            save_reference=is_reference and not have_reference,
         )
         timeout = max(60.0, deadline - time.monotonic() - MARGIN_S)
         print(f"{case.name}: {case.config.describe()} on {case.preset} (limit {timeout:.0f} s)", flush=True)
-        m = run_trial(request, timeout=timeout, on_phase=lambda p, n=case.name: print(f"  [{n}] {p}", flush=True))
+        m = run_trial(request, timeout=timeout, on_phase=_printer(case.name))
         data = _summary(m, case, workload)
         data.update(materialize=mat, gpu=caps.gpu_name, versions=dict(caps.versions), host=caps.host)
         (out / f"{case.name}.json").write_text(json.dumps(data, indent=2, default=str))
