@@ -178,6 +178,12 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         "group offloading leaves bitsandbytes int8 state on the CPU",
     ),
     (
+        "group_offload_with_quanto",
+        TrialConfig(quantization=(("transformer", "quanto_int8"),), offload="group_block"),
+        H100,
+        "group offloading does not onload quanto weights",
+    ),
+    (
         "sequential_offload_with_quanto",
         TrialConfig(quantization=(("transformer", "quanto_int8"),), offload="sequential"),
         H100,
