@@ -1,4 +1,4 @@
-"""A ``TrialConfig`` as code a user pastes into a project, or as JSON/TOML. Pure: stdlib and config only.
+"""A ``TrialConfig`` as code a user pastes into a project, or as JSON/TOML. Pure: stdlib only, no torch.
 
 ``plan_export`` computes what the snippet does (an ``ExportPlan``: Dynamo settings, quantization,
 loading, offloading, compilation and the pipeline call, in the order that works); ``render_plan``
@@ -18,9 +18,9 @@ import keyword
 import os
 import tomllib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from qco_tune.backends.dynamo import dynamo_settings
 from qco_tune.config import ModelInfo, TrialConfig, Workload, format_size
@@ -39,7 +39,6 @@ from qco_tune.pycode import (
 )
 from qco_tune.quantconfigs import BACKEND_CONFIGS, config_call, library_of
 
-Format = Literal["python", "json", "toml"]
 FORMATS: tuple[str, ...] = ("python", "json", "toml")
 DTYPES = ("bfloat16", "float16", "float32")
 DEVICE_VARIABLE = "device"
@@ -149,7 +148,6 @@ class ExportPlan:
     video: bool = False
     fps: int = DEFAULT_FPS
     device: str = "cuda"
-    header: tuple[str, ...] = field(default_factory=tuple)
 
 
 # -- planning --------------------------------------------------------------------------------------
@@ -176,15 +174,11 @@ def plan_quantization(config: TrialConfig, model: ModelInfo) -> QuantPlan | None
         if component not in names:
             raise ValueError(f"cannot quantize {component!r}: the model has no such component ({', '.join(names)})")
         libraries[component] = library_of(model.component(component))
+    ordered = _in_model_order(model, [c for c, _ in config.quantization])
     backends = {b for _, b in config.quantization}
     shared = BACKEND_CONFIGS[next(iter(backends))] if len(backends) == 1 else None
     if shared is not None and shared.pipeline_backend is not None and shared.transformers_kwargs is None:
-        return QuantPlan(
-            quant_backend=shared.pipeline_backend,
-            quant_kwargs=shared.kwargs,
-            components=tuple(_in_model_order(model, [c for c, _ in config.quantization])),
-        )
-    ordered = _in_model_order(model, [c for c, _ in config.quantization])
+        return QuantPlan(quant_backend=shared.pipeline_backend, quant_kwargs=shared.kwargs, components=tuple(ordered))
     return QuantPlan(mapping=tuple((c, config_call(config.backend_for(c), libraries[c])) for c in ordered))
 
 
