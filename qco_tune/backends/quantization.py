@@ -3,23 +3,21 @@
 diffusers components (the denoiser, the VAE) get diffusers' config classes; transformers
 components (the text encoders) get transformers' classes of the same name. ``quant_mapping`` is
 used throughout because ``PipelineQuantizationConfig(quant_backend="quanto")`` is refused (the
-diffusers and transformers ``QuantoConfig`` signatures differ).
+diffusers and transformers ``QuantoConfig`` signatures differ). The config objects come from
+``qco_tune.quantconfigs``, the table the exporter writes its snippets from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from qco_tune.config import ModelInfo, TrialConfig
+from qco_tune.quantconfigs import Library, build_config, library_of
 
 if TYPE_CHECKING:
     import torch
     from diffusers import PipelineQuantizationConfig
 
-Library = Literal["diffusers", "transformers"]
-
-_QUANTIZABLE_ROLES = {"denoiser": "diffusers", "vae": "diffusers", "text_encoder": "transformers"}
 _DTYPES = ("bfloat16", "float16", "float32")
 FP8_MIN_CAPABILITY = (8, 9)
 
@@ -40,7 +38,7 @@ def build_quantization_config(
     for component, backend in config.quantization:
         library = _library_of(model, component)
         _check_environment(backend, component)
-        mapping[component] = _BUILDERS[backend](library)
+        mapping[component] = build_config(backend, library)
 
     from diffusers import PipelineQuantizationConfig
 
@@ -61,11 +59,7 @@ def _library_of(model: ModelInfo, component: str) -> Library:
         raise ValueError(
             f"cannot quantize {component!r}: {model.reference} has no such component (it has {', '.join(names)})"
         )
-    role = model.component(component).role
-    if role not in _QUANTIZABLE_ROLES:
-        raise ValueError(f"cannot quantize {component!r}: its role is {role!r}, not a model with weights to quantize")
-    library: Library = _QUANTIZABLE_ROLES[role]  # type: ignore[assignment]
-    return library
+    return library_of(model.component(component))
 
 
 def _check_environment(backend: str, component: str) -> None:
@@ -88,61 +82,3 @@ def _check_environment(backend: str, component: str) -> None:
         __import__(module)
     except ImportError as exc:
         raise ValueError(f"{component}: {backend} needs {module}, which does not import here: {exc}") from exc
-
-
-# -- one builder per backend: (library) -> that library's quantization config ---------------------
-
-
-def _config_class(library: Library, name: str) -> Any:
-    if library == "diffusers":
-        import diffusers
-
-        return getattr(diffusers, name)
-    import transformers
-
-    return getattr(transformers, name)
-
-
-def _bnb_4bit(quant_type: str) -> Callable[[Library], Any]:
-    def build(library: Library) -> Any:
-        import torch
-
-        # bf16 compute as in the diffusers docs; the 4-bit storage is what saves memory.
-        return _config_class(library, "BitsAndBytesConfig")(
-            load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_compute_dtype=torch.bfloat16
-        )
-
-    return build
-
-
-def _bnb_int8(library: Library) -> Any:
-    return _config_class(library, "BitsAndBytesConfig")(load_in_8bit=True)
-
-
-def _torchao_int8wo(library: Library) -> Any:
-    from torchao.quantization import Int8WeightOnlyConfig
-
-    # Both libraries take a torchao config object (strings are refused).
-    return _config_class(library, "TorchAoConfig")(Int8WeightOnlyConfig())
-
-
-def _torchao_fp8dq(library: Library) -> Any:
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
-
-    return _config_class(library, "TorchAoConfig")(Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
-
-
-def _quanto_int8(library: Library) -> Any:
-    cls = _config_class(library, "QuantoConfig")
-    # The two QuantoConfig classes name the weight dtype differently.
-    return cls(weights_dtype="int8") if library == "diffusers" else cls(weights="int8")
-
-
-_BUILDERS: dict[str, Callable[[Library], Any]] = {
-    "bnb_nf4": _bnb_4bit("nf4"),
-    "bnb_fp4": _bnb_4bit("fp4"),
-    "bnb_int8": _bnb_int8,
-    "torchao_int8wo": _torchao_int8wo,
-    "torchao_fp8dq": _torchao_fp8dq,
-    "quanto_int8": _quanto_int8,
-}
