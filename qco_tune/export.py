@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qco_tune.backends.dynamo import dynamo_settings
+from qco_tune.backends.dynamo import DENOISER_NAMES, dynamo_settings
 from qco_tune.config import ModelInfo, TrialConfig, Workload, format_size
 from qco_tune.pycode import (
     Call,
@@ -43,8 +43,6 @@ FORMATS: tuple[str, ...] = ("python", "json", "toml")
 DTYPES = ("bfloat16", "float16", "float32")
 DEVICE_VARIABLE = "device"
 """The snippet's module-level variable naming the device it runs on (``"cuda"``: where it was measured)."""
-DENOISER_PREFERENCE = ("transformer", "unet")
-"""The denoiser that ``backends.compile`` compiles when a pipeline has several (Wan 2.2: transformer_2)."""
 VIDEO_FPS = {"Wan": 16, "LTX": 24, "CogVideoX": 8, "HunyuanVideo": 15, "Mochi": 30}
 """Frames per second of ``export_to_video`` by pipeline class prefix (the model's native rate)."""
 DEFAULT_FPS = 16
@@ -190,8 +188,9 @@ def _in_model_order(model: ModelInfo, components: list[str]) -> list[str]:
 
 
 def _denoiser(model: ModelInfo) -> str:
+    """The denoiser that ``backends.compile`` compiles when a pipeline has several (Wan 2.2: transformer_2)."""
     names = [c.name for c in model.components]
-    return next((n for n in DENOISER_PREFERENCE if n in names), model.denoiser)
+    return next((n for n in DENOISER_NAMES if n in names), model.denoiser)
 
 
 def plan_offload(config: TrialConfig, model: ModelInfo) -> tuple[str, tuple[Statement, ...]]:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from qco_tune.backends.dynamo import dynamo_settings
+from qco_tune.backends.dynamo import DENOISER_NAMES, dynamo_settings
 from qco_tune.config import TrialConfig
-
-DENOISER_NAMES = ("transformer", "unet")
 
 
 def find_denoiser(pipe: Any) -> str:

@@ -1,8 +1,14 @@
-"""Which ``torch._dynamo.config`` settings a configuration needs. Stdlib only: the exporter reuses it."""
+"""Which ``torch._dynamo.config`` settings a configuration needs, and which denoiser is compiled.
+
+Stdlib only: the exporter reuses it.
+"""
 
 from __future__ import annotations
 
 from qco_tune.config import TrialConfig
+
+DENOISER_NAMES = ("transformer", "unet")
+"""The pipeline attributes ``backends.compile`` compiles, in order of preference (Wan 2.2 also has transformer_2)."""
 
 BITSANDBYTES_BACKENDS = frozenset({"bnb_nf4", "bnb_fp4", "bnb_int8"})
 
