@@ -112,6 +112,16 @@ def _role(name: str) -> ComponentRole:
 
 _FLUX_COUNTS = (("text_encoder", 123_060_480), ("text_encoder_2", 4_762_310_656), ("vae", 83_819_683))
 _WAN_COUNTS = (("text_encoder", 5_680_910_336), ("vae", 126_892_531))
+# Both Wan2.1 sizes: 480p (480x832), 33 frames (1 + a multiple of 4), the guide's guidance.
+_WAN_WORKLOAD = Workload(
+    prompt="a cat walks on the grass, realistic",
+    height=480,
+    width=832,
+    frames=33,
+    steps=30,
+    guidance=5.0,
+    max_sequence_length=512,
+)
 _FLUX_WIDTH, _FLUX_BLOCKS = 3072, 57  # 24 heads x 128; 19 double + 38 single blocks
 
 PRESETS: dict[str, Preset] = {
@@ -150,15 +160,7 @@ PRESETS: dict[str, Preset] = {
             name="wan2.1-t2v-1.3b",
             blueprint=WAN_1_3B,
             params=(("transformer", 1_418_996_800), *_WAN_COUNTS),
-            workload=Workload(
-                prompt="a cat walks on the grass, realistic",
-                height=480,
-                width=832,
-                frames=33,
-                steps=30,
-                guidance=5.0,
-                max_sequence_length=512,
-            ),
+            workload=_WAN_WORKLOAD,
             is_video=True,
             hub_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
             description="Wan2.1 text-to-video 1.3B, random weights",
@@ -170,15 +172,7 @@ PRESETS: dict[str, Preset] = {
             name="wan2.1-t2v-14b",
             blueprint=WAN_14B,
             params=(("transformer", 14_288_491_584), *_WAN_COUNTS),
-            workload=Workload(
-                prompt="a cat walks on the grass, realistic",
-                height=480,
-                width=832,
-                frames=33,
-                steps=30,
-                guidance=5.0,
-                max_sequence_length=512,
-            ),
+            workload=_WAN_WORKLOAD,
             is_video=True,
             hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers",
             description="Wan2.1 text-to-video 14B, random weights",
