@@ -346,8 +346,9 @@ def _why_not_run(ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, 
     violations = ctx.space.violations(config)
     if violations:
         return "invalid: " + "; ".join(violations), 1.0
-    if ctx.local_space is not None and ctx.local_space.violations(config):
-        return "cannot run on this worker: " + "; ".join(ctx.local_space.violations(config)), 1.0
+    local = ctx.local_space.violations(config) if ctx.local_space is not None else []
+    if local:
+        return "cannot run on this machine: " + "; ".join(local), 1.0
     previous = done.get(config.key())
     if previous is not None:
         number, state = previous
