@@ -34,6 +34,12 @@ TOLERANCE = 0.05
 CONTEXT_FALLBACK_BYTES = 512 * 2**20
 """CUDA context size assumed when NVML cannot measure it (for enforcing ``memory_limit``)."""
 REASON_MAX_CHARS = 500
+CALL_KWARGS_KEY = "call_kwargs"
+"""``extra`` key of the pipeline call's argument names (``export_study.CALL_PARAMETERS_KEY`` reads it)."""
+UNRECORDED_CALL_KWARGS = frozenset(
+    {"generator", "output_type", "callback_on_step_end", "callback_on_step_end_tensor_inputs"}
+)
+"""Arguments every trial passes for its own measuring, left out of ``extra[CALL_KWARGS_KEY]``."""
 
 
 def phase(name: str) -> None:
@@ -151,6 +157,11 @@ def call_kwargs(pipe: Any, workload: Workload, is_video: bool, callback: Any) ->
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None and k in accepted})
     return kwargs
+
+
+def recorded_call_kwargs(kwargs: dict[str, Any]) -> list[str]:
+    """The sorted names of the workload's arguments in ``kwargs``, for ``extra[CALL_KWARGS_KEY]``."""
+    return sorted(k for k in kwargs if k not in UNRECORDED_CALL_KWARGS)
 
 
 def output_array(result: Any) -> Any:
@@ -288,6 +299,7 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
 
     def call(callback: Any = timer) -> tuple[float, Any]:
         kwargs = call_kwargs(pipe, request.workload, request.model.is_video, callback)
+        record.extra[CALL_KWARGS_KEY] = recorded_call_kwargs(kwargs)
         with Stopwatch(device) as w:
             result = pipe(**kwargs)
         assert w.elapsed is not None

@@ -56,6 +56,14 @@ def test_trial_measures_on_cpu(runs: dict[str, ChildRun]) -> None:
     assert m.peak_host_bytes is not None and m.peak_host_bytes > 100 * 2**20  # torch alone is bigger
     assert m.peak_device_bytes is None and m.peak_allocated_bytes is None and m.peak_reserved_bytes is None
     assert len(m.extra["warmup_s"]) == 1
+    assert m.extra["call_kwargs"] == [
+        "guidance_scale",
+        "height",
+        "max_sequence_length",
+        "num_inference_steps",
+        "prompt",
+        "width",
+    ]
 
 
 def test_trial_reports_phases(runs: dict[str, ChildRun]) -> None:

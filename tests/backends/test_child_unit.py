@@ -37,6 +37,15 @@ def test_call_kwargs_pass_only_what_the_pipeline_accepts() -> None:
     assert kwargs["generator"].initial_seed() == 7 and kwargs["generator"].device.type == "cpu"
 
 
+def test_recorded_call_kwargs_are_what_the_exporter_reads() -> None:
+    from qco_tune.export_study import CALL_PARAMETERS_KEY
+
+    assert child.CALL_KWARGS_KEY == CALL_PARAMETERS_KEY
+    kwargs = child.call_kwargs(_ImagePipe(), Workload(guidance=4.0, max_sequence_length=64), False, print)
+    kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+    assert child.recorded_call_kwargs(kwargs) == ["guidance_scale", "height", "num_inference_steps", "prompt", "width"]
+
+
 @pytest.mark.parametrize(
     ("fault", "status", "reason"),
     [("oom", "oom", "test fault"), ("error", "error", "RuntimeError: injected test fault")],
