@@ -296,6 +296,18 @@ RUN_ONLY_FIELDS = ("trials", "timeout", "trial_timeout", "name", "mix_gpus")
 """Spec fields that may change between runs of one study without making its results incomparable."""
 
 
+def dict_differences(a: dict[str, Any], b: dict[str, Any], sep: str = " → ", prefix: str = "") -> list[str]:
+    """``"workload.steps: 28 → 4"`` for every leaf where two nested dicts differ, in key order."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += dict_differences(x, y, sep, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}: {x!r}{sep}{y!r}")
+    return out
+
+
 def identity_of(spec_data: dict[str, Any]) -> dict[str, Any]:
     """The comparable part of a spec in dict form (``spec_to_dict``), e.g. as stored in a study."""
     return {k: v for k, v in spec_data.items() if k not in RUN_ONLY_FIELDS}

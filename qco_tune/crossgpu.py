@@ -3,10 +3,10 @@ Pareto configurations into another so that they are measured on its GPU."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qco_tune.compare import Comparison, compare_summaries
-from qco_tune.config import TrialConfig
+from qco_tune.config import TrialConfig, dict_differences
 from qco_tune.study import SPEC_ATTR, StudyError, load_summary
 
 if TYPE_CHECKING:
@@ -15,17 +15,6 @@ if TYPE_CHECKING:
 REPLAYED_FROM_ATTR = "qco.replayed_from"
 COMPARABLE_FIELDS = ("model", "weights", "dtype", "workload", "memory_metric")
 """What two studies must share for their configurations to be compared."""
-
-
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _differences(x, y, f"{prefix}{key}.")
-        elif x != y:
-            out.append(f"{prefix}{key}: {x!r} vs {y!r}")
-    return out
 
 
 def check_comparable(studies: list[optuna.Study]) -> None:
@@ -38,8 +27,8 @@ def check_comparable(studies: list[optuna.Study]) -> None:
                 f"({first.metric_names} vs {other.metric_names})"
             )
         spec_a, spec_b = first.user_attrs.get(SPEC_ATTR) or {}, other.user_attrs.get(SPEC_ATTR) or {}
-        diffs = _differences(
-            {k: spec_a.get(k) for k in COMPARABLE_FIELDS}, {k: spec_b.get(k) for k in COMPARABLE_FIELDS}
+        diffs = dict_differences(
+            {k: spec_a.get(k) for k in COMPARABLE_FIELDS}, {k: spec_b.get(k) for k in COMPARABLE_FIELDS}, sep=" vs "
         )
         if diffs:
             raise StudyError(

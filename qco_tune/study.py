@@ -36,6 +36,7 @@ from qco_tune.config import (
     StudySpec,
     TrialConfig,
     TrialRequest,
+    dict_differences,
     format_size,
     identity_of,
     spec_to_dict,
@@ -202,17 +203,6 @@ def record_gpu_kind(study: optuna.Study, caps: Capabilities) -> None:
         study.set_user_attr(GPU_KINDS_ATTR, [*kinds, gpu_kind(caps)])
 
 
-def _identity_diff(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(stored) | set(current)):
-        a, b = stored.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _identity_diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: {a!r} → {b!r}")
-    return diffs
-
-
 def open_study(
     spec: StudySpec,
     storage: Any,
@@ -235,7 +225,7 @@ def open_study(
     if study is not None:
         stored = study.user_attrs.get(SPEC_ATTR)
         if isinstance(stored, dict) and not allow_changed_spec:
-            diffs = _identity_diff(identity_of(stored), spec.identity())
+            diffs = dict_differences(identity_of(stored), spec.identity())
             if diffs:
                 raise StudyError(
                     f"study {spec.name!r} exists with a different spec ({'; '.join(diffs[:3])}); "
