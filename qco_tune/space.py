@@ -519,6 +519,18 @@ RULES: tuple[Rule, ...] = (
         "both",
     ),
     Rule(
+        "fullgraph_with_group_offload",
+        lambda c, s: c.fullgraph and c.compile != "none" and c.is_group_offload,
+        # Group offloading onloads each group in a hook that diffusers wraps in torch.compiler.disable:
+        # a graph break, which fullgraph forbids. Observed on an H100 (torch 2.11, diffusers 0.42.1,
+        # 2026-11-24): bf16 regional fullgraph compile with block-level group offload failed with
+        # "torch._dynamo.exc.Unsupported: Skip inlining `torch.compiler.disable()`d function
+        # ModuleGroup.onload_"; no fullgraph trial under group offloading has ever run to the end.
+        lambda c, s: (
+            "fullgraph compilation cannot trace group offloading's onload hooks (torch.compiler.disable: a graph break)"
+        ),
+    ),
+    Rule(
         "sequential_offload_with_quanto",
         lambda c, s: c.offload == "sequential" and "quanto_int8" in _backends(c),
         # diffusers issue 10526: accelerate cannot rebuild quanto's WeightQBytesTensor on the meta device.

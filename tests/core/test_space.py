@@ -184,6 +184,12 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         "group offloading does not onload quanto weights",
     ),
     (
+        "fullgraph_with_group_offload",
+        TrialConfig(compile="regional", fullgraph=True, offload="group_block"),
+        H100,
+        "fullgraph compilation cannot trace group offloading's onload hooks",
+    ),
+    (
         "sequential_offload_with_quanto",
         TrialConfig(quantization=(("transformer", "quanto_int8"),), offload="sequential"),
         H100,

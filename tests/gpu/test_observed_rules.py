@@ -1,0 +1,59 @@
+"""Rules of the space that rest on an observed failure, re-checked on a CUDA GPU (skipped without one).
+
+Each case runs the rule's combination with the tiny preset through the real runner and expects the
+failure the rule quotes. When a release of torch, diffusers or a quantization library fixes it, the
+case fails here, and the rule should leave `qco_tune/space.py`: combinations that work must not be
+excluded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from qco_tune.config import TrialConfig, TrialRequest, Workload
+from qco_tune.presets import get_preset
+from qco_tune.runner import run_trial
+from qco_tune.space import RULES
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+WORKLOAD = Workload(height=128, width=128, steps=2, guidance=3.5, max_sequence_length=32)
+
+OBSERVED = {
+    "group_offload_with_bitsandbytes_int8": (
+        TrialConfig(quantization=(("transformer", "bnb_int8"),), offload="group_leaf", use_stream=True),
+        "Expected a cuda device",
+    ),
+    "group_offload_with_quanto": (
+        # Without compilation: the first observations were all fullgraph trials as well.
+        TrialConfig(quantization=(("transformer", "quanto_int8"),), offload="group_block"),
+        "mat2 is on cpu",
+    ),
+    "fullgraph_with_group_offload": (
+        TrialConfig(compile="regional", fullgraph=True, offload="group_block"),
+        "torch.compiler.disable",
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(OBSERVED))
+def test_the_observed_failure_still_happens(rule: str, qco_cache_dir: Path) -> None:
+    assert rule in {r.name for r in RULES}, f"{rule} is no longer a rule of the space"
+    config, fragment = OBSERVED[rule]
+    request = TrialRequest(
+        model=get_preset("tiny-flux").model_info(),
+        config=config,
+        workload=WORKLOAD,
+        dtype="bfloat16",
+        device="cuda",
+        timed_calls=1,
+        max_timed_calls=2,
+        warmup_calls=0,
+        cache_dir=str(qco_cache_dir),
+    )
+    m = run_trial(request, timeout=300)
+    assert m.status == "error", f"{rule}: the combination ran ({m.status}); the rule may be obsolete"
+    assert fragment in f"{m.reason}\n{m.output_tail}", (m.reason, m.output_tail)
