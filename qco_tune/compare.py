@@ -84,6 +84,10 @@ class Comparison:
             if c.on_front(i) and not any(c.on_front(j) for j in range(len(self.studies)) if j != i)
         )
 
+    def front_unmeasured_in(self, i: int, j: int) -> tuple[ComparedConfig, ...]:
+        """On study ``i``'s front and not (successfully) measured in study ``j``: what a replay would add."""
+        return tuple(c for c in self.configs if c.on_front(i) and c.latency(j) is None)
+
     def best(self, i: int) -> TrialRow | None:
         return self.summaries[i].best
 

@@ -316,7 +316,11 @@ def print_comparison(studies: list[optuna.Study]) -> None:
             console.print(f"  on {name}'s front only: " + "; ".join(c.config.describe() for c in only))
     unmatched = len(comparison.configs) - len(comparison.matched)
     if unmatched:
-        console.print(
-            f"{unmatched} configuration(s) were measured in only some studies; "
-            f"`qco-tune compare --replay {names[0]} --into {names[1]}` queues {names[0]}'s front in {names[1]}"
-        )
+        console.print(f"{unmatched} configuration(s) were measured in only some studies")
+    for i, j in ((i, j) for i in range(len(names)) for j in range(len(names)) if i != j):
+        missing = len(comparison.front_unmeasured_in(i, j))
+        if missing:
+            console.print(
+                f"  {missing} of {names[i]}'s front not measured in {names[j]}: "
+                f"`qco-tune compare --replay {names[i]} --into {names[j]}` queues them there"
+            )

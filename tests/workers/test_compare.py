@@ -84,3 +84,21 @@ def test_replay_needs_both_flags(tmp_path: Path) -> None:
     url = two_gpus(tmp_path)
     result = qco(tmp_path, "compare", "--replay", "on-h100", "--storage", url)
     assert result.returncode == 2 and "--replay and --into go together" in result.stderr
+
+
+def test_compare_suggests_a_replay_only_for_front_configurations_missing_elsewhere(tmp_path: Path) -> None:
+    from qco_tune.compare import compare_summaries
+    from qco_tune.study import load_summary
+
+    url = two_gpus(tmp_path)
+    names = ("on-h100", "on-h200")
+    comparison = compare_summaries([(n, load_summary(optuna.load_study(study_name=n, storage=url))) for n in names])
+    missing = comparison.front_unmeasured_in(0, 1)
+    assert missing  # 30 against 12 trials: part of the larger study's front was never tried on the other GPU
+    assert all(c.on_front(0) and c.latency(1) is None for c in missing)
+    assert not {c.key for c in missing} & {c.key for c in comparison.matched}
+    out = qco(tmp_path, "compare", *names, "--storage", url).stdout
+    assert f"{len(missing)} of on-h100's front not measured in on-h200" in out
+    assert "--replay on-h100 --into on-h200" in out
+    if not comparison.front_unmeasured_in(1, 0):
+        assert "--replay on-h200 --into on-h100" not in out
