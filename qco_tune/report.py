@@ -121,6 +121,19 @@ def print_study(name: str, url: str | None) -> None:
     _print_missing(console, attrs.get(SPEC_ATTR), attrs.get(MODEL_ATTR), attrs.get(CAPABILITIES_ATTR))
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with infinite and NaN floats as the strings "inf", "-inf" and "nan": plain JSON has no
+    such numbers (Python would write ``Infinity``, which jq and browsers reject). An identical output's
+    PSNR is infinite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def print_study_json(name: str, url: str | None) -> None:
     """``qco-tune show --json``: the summary plus the study's spec, model and machine."""
     import json
@@ -134,7 +147,7 @@ def print_study_json(name: str, url: str | None) -> None:
         **{key.removeprefix("qco."): value for key, value in study.user_attrs.items() if key.startswith("qco.")},
         **summary_to_dict(load_summary(study)),
     }
-    click.echo(json.dumps(data, indent=2, default=str))
+    click.echo(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False))
 
 
 def _print_baselines(console: Console, summary: ParetoSummary) -> None:

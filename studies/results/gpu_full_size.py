@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from qco_tune.config import QuantBackend, TrialConfig, TrialRequest, Workload  # noqa: E402
 from qco_tune.presets import get_preset  # noqa: E402
+from qco_tune.report import strict_json  # noqa: E402
 
 GIB = 2**30
 NF4_FLUX: tuple[tuple[str, QuantBackend], ...] = (("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4"))
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         m = run_trial(request, timeout=timeout, on_phase=_printer(case.name))
         data = _summary(m, case, workload)
         data.update(materialize=mat, gpu=caps.gpu_name, versions=dict(caps.versions), host=caps.host)
-        (out / f"{case.name}.json").write_text(json.dumps(data, indent=2, default=str))
+        (out / f"{case.name}.json").write_text(json.dumps(strict_json(data), indent=2, default=str))
         if request.save_reference and m.status == "ok":
             _carry(reference, out, case.preset)
         keys = ("status", "latency_s", "s_per_step", "peak_device_gib", "first_call_s", "psnr_db", "reason")

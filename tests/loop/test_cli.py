@@ -170,3 +170,14 @@ def test_show_has_a_fidelity_column(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "PSNR · cos" in result.stdout and "34.5 dB · 0.99931" in result.stdout and "∞" in result.stdout
     assert "numerical deviation" in result.stdout and "not picture quality" in result.stdout
+    as_json = qco(tmp_path, "show", "fid", "--json", "--storage", url)
+    assert as_json.returncode == 0, as_json.stderr
+
+    def no_infinity(constant: str) -> None:
+        raise AssertionError(f"not plain JSON: {constant}")
+
+    import json
+
+    data = json.loads(as_json.stdout, parse_constant=no_infinity)
+    psnr = {t["number"]: t["measurement"]["psnr_db"] for t in data["trials"]}
+    assert psnr == {0: "inf", 1: 34.5}
