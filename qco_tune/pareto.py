@@ -24,6 +24,7 @@ STATUS_ATTR = "qco.status"
 PREDICTED_ATTR = "qco.predicted_device_bytes"
 MEMORY_ATTR = "qco.memory_bytes"
 RETRY_OF_ATTR = "qco.retry_of"
+ATTEMPT_ATTR = "qco.attempt"
 FINGERPRINT_ATTR = "qco.fingerprint"
 
 

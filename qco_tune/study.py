@@ -43,6 +43,7 @@ from qco_tune.config import (
 )
 from qco_tune.modelref import resolve_model
 from qco_tune.pareto import (
+    ATTEMPT_ATTR,
     BASELINE_ATTR,
     CONFIG_ATTR,
     FINGERPRINT_ATTR,
@@ -74,6 +75,9 @@ VERSION_ATTR = "qco.version"
 GPU_KINDS_ATTR = "qco.gpu_kinds"
 METRIC_NAMES = ["latency_s", "peak_memory_gib"]
 MAX_CONSECUTIVE_SKIPS = 25
+MAX_ATTEMPTS = 3
+"""Runs of one configuration that may end interrupted before it is given up: a configuration whose
+cold start outlasts every run it is given (a time-limited session, say) must not come back forever."""
 """After this many proposals in a row that cannot run, the next one is drawn from the untried rest."""
 FAULTS_ENV = "QCO_TEST_FAULTS"
 """Test-only hook: ``"2:abort,3:hang"`` makes trial 2's child abort and trial 3's hang."""
@@ -291,7 +295,7 @@ def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
     book = Ledger()
     label = {TrialState.COMPLETE: "measured", TrialState.FAIL: "failed", TrialState.RUNNING: "running"}
     for trial in study.get_trials(deepcopy=False, states=tuple(label)):
-        if trial.number == exclude or trial.user_attrs.get(STATUS_ATTR) == "interrupted":
+        if trial.number == exclude or (trial.user_attrs.get(STATUS_ATTR) == "interrupted" and not _given_up(trial)):
             continue
         data = trial.user_attrs.get(CONFIG_ATTR)
         if trial.state == TrialState.RUNNING and not isinstance(data, dict):
@@ -305,16 +309,23 @@ def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
     return book
 
 
+def _given_up(trial: Any) -> bool:
+    """An interrupted trial that was its configuration's last attempt: it counts, as a failure."""
+    return int(trial.user_attrs.get(ATTEMPT_ATTR, 1)) >= MAX_ATTEMPTS
+
+
 def requeue(study: optuna.Study, trial_id: int) -> None:
-    """Hand an interrupted trial's configuration back to the queue so that it is measured later.
+    """Hand an interrupted trial's configuration back to the queue so that it is measured later,
+    unless it was the configuration's ``MAX_ATTEMPTS``-th interrupted run.
 
     Call it once, from the process whose state change failed the trial (a state change is atomic in
     the storage, so no two processes both requeue one trial).
     """
     frozen = study._storage.get_trial(trial_id)
-    if not frozen.params:
+    if not frozen.params or _given_up(frozen):
         return
-    attrs: dict[str, Any] = {RETRY_OF_ATTR: frozen.number}
+    attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1)) + 1
+    attrs: dict[str, Any] = {RETRY_OF_ATTR: frozen.number, ATTEMPT_ATTR: attempt}
     if frozen.user_attrs.get(BASELINE_ATTR):
         attrs[BASELINE_ATTR] = frozen.user_attrs[BASELINE_ATTR]
     study.enqueue_trial(dict(frozen.params), user_attrs=attrs)
