@@ -75,6 +75,8 @@ _FLAG_HELP = {
     "timeout": 'Wall-clock limit for this run, e.g. "90m".',
     "trial_timeout": "Time limit of one trial (a hang is killed after it).",
     "min_psnr": "Minimum PSNR (dB) of a trial's output against the study's reference output: a second constraint.",
+    "measure_steps": "Trials run this many denoising steps; latency is extrapolated to --steps, the front re-measured.",
+    "compile_cache": "true (default): the study's trials share Inductor's compilation caches; false: compile afresh.",
 }
 
 

@@ -282,6 +282,13 @@ class StudySpec:
     max_timed_calls: int = 10
     warmup_calls: int = 1
     seed_baselines: bool = True
+    measure_steps: int | None = None
+    """Denoising steps each searched trial runs (fewer than ``workload.steps``): its latency is extrapolated
+    to ``workload.steps`` from its per-step time, and the final Pareto front is measured again at the full
+    step count. None: every trial runs the full workload."""
+    compile_cache: bool = True
+    """Share Inductor's compilation caches between the study's trials (per GPU kind and torch version);
+    off: every trial compiles from scratch in a fresh cache."""
     mix_gpus: bool = False
     """Let workers on another GPU kind add trials (each trial still records its GPU). Off: a study is
     tied to the GPU kind that created it."""
@@ -292,7 +299,7 @@ class StudySpec:
         return identity_of(spec_to_dict(self))
 
 
-RUN_ONLY_FIELDS = ("trials", "timeout", "trial_timeout", "name", "mix_gpus")
+RUN_ONLY_FIELDS = ("trials", "timeout", "trial_timeout", "name", "mix_gpus", "compile_cache")
 """Spec fields that may change between runs of one study without making its results incomparable."""
 
 
@@ -490,7 +497,12 @@ class TrialRequest:
     warmup_calls: int = 1
     trial_number: int = 0
     cache_dir: str | None = None
-    """Where presets are materialised and compile caches live."""
+    """Where presets are materialised."""
+    compile_cache_dir: str | None = None
+    """Inductor's and Triton's persistent caches for this trial (shared by a study's trials); None: torch's
+    own default, or a fresh cache with ``fresh_compile_cache``."""
+    fresh_compile_cache: bool = False
+    """Compile in a new, empty cache that is removed afterwards (a cold start from scratch)."""
     fault: FaultKind | None = None
     """Test-only: make the child fail this way after loading."""
     reference_dir: str | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 CACHE_ENV = "QCO_CACHE"
@@ -15,3 +17,18 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "qco-tune"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+
+
+def compile_cache_dir(study: str, gpu: str, torch_version: str | None, root: Path | None = None) -> Path:
+    """``<cache>/compile/<study>/<gpu>-torch-<version>``: Inductor's and Triton's caches of one study's trials.
+
+    Keyed by study, GPU kind and torch version, as compiled artefacts are valid for one GPU kind and one
+    torch (and Triton) build. A short hash keeps two names that slug alike apart.
+    """
+    digest = hashlib.sha256(study.encode()).hexdigest()[:8]
+    kind = f"{_slug(gpu)}-torch-{_slug(torch_version or 'unknown')}"
+    return (root if root is not None else cache_dir()) / "compile" / f"{_slug(study)}-{digest}" / kind

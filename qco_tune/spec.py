@@ -32,6 +32,9 @@ The TOML format, every field optional except ``model`` in practice (the default 
     max_timed_calls = 10          # more while the spread is large, up to this
     warmup_calls = 1
     seed_baselines = true         # start with the recipes of the diffusers guide
+    measure_steps = 8             # optional: trials run this many steps (at least 2, at most workload.steps);
+                                  # latency is extrapolated to workload.steps, the final front re-measured
+    compile_cache = true          # share Inductor's compilation caches between the study's trials
 
     [space]                       # restricts the search; a key left out means "everything that runs here"
     quantization = ["none", "bnb_nf4", "torchao_fp8dq"]
@@ -163,6 +166,10 @@ def _integer(value: Any, *, minimum: int) -> int:
 
 def _positive_int(value: Any) -> int:
     return _integer(value, minimum=1)
+
+
+def _step_count(value: Any) -> int:
+    return _integer(value, minimum=2)
 
 
 def _non_negative_int(value: Any) -> int:
@@ -301,6 +308,8 @@ FIELDS: tuple[_Field, ...] = (
     _Field("run.warmup_calls", "warmup_calls", _non_negative_int, "int"),
     _Field("run.seed_baselines", "seed_baselines", _boolean, "bool"),
     _Field("run.mix_gpus", "mix_gpus", _boolean, "bool"),
+    _Field("run.measure_steps", "measure_steps", _step_count, "int"),
+    _Field("run.compile_cache", "compile_cache", _boolean, "bool"),
     _Field("space.quantization", "space.quantization", _list_of(_choice(QUANT_BACKENDS)), "list"),
     _Field("space.quantize_components", "space.quantize_components", _list_of(_text), "list"),
     _Field("space.compile", "space.compile", _list_of(_choice(COMPILE_SCOPES)), "list"),
@@ -431,6 +440,10 @@ def _assemble(
     spec = StudySpec(name=top.pop("name", "") or "", workload=workload, space=space, **top)
     if spec.max_timed_calls < spec.timed_calls:
         raise fail("max_timed_calls", f"must be at least timed_calls ({spec.timed_calls}), got {spec.max_timed_calls}")
+    if spec.measure_steps is not None and spec.measure_steps > spec.workload.steps:
+        raise fail(
+            "measure_steps", f"must be at most workload.steps ({spec.workload.steps}), got {spec.measure_steps}"
+        )
     if spec.weights == "random" and not is_preset(spec.model):
         close = suggest_preset(spec.model)
         if close is not None:
@@ -502,6 +515,8 @@ OVERRIDES: dict[str, str] = {
     "offload": "space.offload",
     "blocks_per_group": "space.blocks_per_group",
     "mix_gpus": "run.mix_gpus",
+    "measure_steps": "run.measure_steps",
+    "compile_cache": "run.compile_cache",
 }
 """Keyword of ``apply_overrides`` (the CLI flag, ``--trial-timeout`` for ``trial_timeout``) → TOML path."""
 
@@ -541,6 +556,8 @@ def apply_overrides(
     offload: str | list[str] | tuple[str, ...] | None = None,
     blocks_per_group: str | list[int] | tuple[int, ...] | None = None,
     mix_gpus: bool | str | None = None,
+    measure_steps: int | str | None = None,
+    compile_cache: bool | str | None = None,
 ) -> StudySpec:
     """``spec`` with every argument that is not None applied, validated like the TOML field it maps to.
 

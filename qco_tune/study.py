@@ -56,7 +56,7 @@ from qco_tune.pareto import (
     ParetoSummary,
     summarize,
 )
-from qco_tune.paths import cache_dir
+from qco_tune.paths import cache_dir, compile_cache_dir
 from qco_tune.presets.cache import check_disk, is_materialized
 from qco_tune.runner import TrialInterrupted, probe_capabilities, run_trial
 from qco_tune.space import SearchSpace
@@ -378,6 +378,11 @@ def reference_dir(spec: StudySpec) -> Path:
     return cache_dir() / "references" / f"{slug}-{digest}"
 
 
+def study_compile_cache(study: str, caps: Capabilities) -> Path:
+    """The compilation cache shared by ``study``'s trials on this GPU kind with this torch version."""
+    return compile_cache_dir(study, gpu_kind(caps), dict(caps.versions).get("torch"))
+
+
 def _request(ctx: _Context, config: TrialConfig, number: int, baseline: str | None = None) -> TrialRequest:
     """The child's request. A reference trial runs without the budget cap (its measured peak still
     decides feasibility), so that it defines the study's reference output wherever the GPU allows."""
@@ -395,6 +400,8 @@ def _request(ctx: _Context, config: TrialConfig, number: int, baseline: str | No
         warmup_calls=spec.warmup_calls,
         trial_number=number,
         cache_dir=str(cache_dir()),
+        compile_cache_dir=str(study_compile_cache(spec.name, ctx.caps)) if spec.compile_cache else None,
+        fresh_compile_cache=not spec.compile_cache,
         fault=ctx.faults.get(number),  # type: ignore[arg-type]
         reference_dir=str(reference_dir(spec)),
         save_reference=reference,

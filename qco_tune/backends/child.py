@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qco_tune.backends import compile_cache
 from qco_tune.backends.fidelity import FinalLatents
 from qco_tune.config import Measurement, TrialRequest, Workload
 
@@ -36,6 +37,8 @@ CONTEXT_FALLBACK_BYTES = 512 * 2**20
 REASON_MAX_CHARS = 500
 CALL_KWARGS_KEY = "call_kwargs"
 """``extra`` key of the pipeline call's argument names (``export_study.CALL_PARAMETERS_KEY`` reads it)."""
+COMPILE_CACHE_KEY = "compile_cache"
+"""``extra`` key of a compiling trial's cache: where, ``cold`` or ``warm``, files and hit/miss counters."""
 UNRECORDED_CALL_KWARGS = frozenset(
     {"generator", "output_type", "callback_on_step_end", "callback_on_step_end_tensor_inputs"}
 )
@@ -444,11 +447,16 @@ def main(argv: list[str] | None = None) -> int:
         # Read before torch initialises CUDA: the difference later is this process's footprint.
         handle = nvml_handle(0)
         baseline_used = nvml_used_bytes(handle)
+    cache = compile_cache.configure(request)  # before torch is imported: it reads the variables then
     phase("import")
     quiet_libraries()
     import_libraries()
     measurement = measure(request, result_path, baseline_used, handle)
+    if cache is not None and request.config.compile != "none":
+        measurement.extra[COMPILE_CACHE_KEY] = cache.report()
     write_result(result_path, measurement)
+    if cache is not None:
+        cache.cleanup()
     phase("done")
     return 0
 
