@@ -1,19 +1,23 @@
-"""Predict the peak memory of a configuration before it runs, from parameter counts and the workload.
+"""Predict the peak memory of a configuration before it runs, and correct the prediction with the study's trials.
 
-Stdlib only, deliberately simple, and uncalibrated for now: the study uses it only to skip
-configurations predicted *clearly* over budget (``over_budget`` with a 1.5x margin), so being off by
-a quarter costs nothing but a trial. The model:
+Stdlib only. The study skips configurations predicted *clearly* over budget (``over_budget``, a 1.5x
+margin), so an error costs at most a trial. A prediction is a sum of terms (``MemoryTerms``):
 
-- weights: parameters of each component x bytes per parameter of its quantization (bf16 2,
-  int8 and fp8 about 1, NF4/FP4 about 0.56 with the block scales and the layers left unquantized);
-- activations: the denoiser's tokens (latent patches + text) x its width x about 24 live tensors,
-  and the VAE decode at full resolution (about 10 tensors of 128 channels), whichever is larger;
+- weights resident on the device at the peak, split into unquantized ones (the study's dtype) and
+  quantized ones (bytes per parameter of the backend, scales included; embeddings, which the
+  backends leave unquantized, at the dtype);
+- activations: the denoiser's tokens (latent patches + text) x its width x about 24 live tensors, or
+  the VAE decode at full resolution (about 5.5 tensors of the channels entering the full-resolution
+  stage, read from the VAE's configuration; a few frames at a time for video), whichever is larger.
+  Torch's caching allocator keeps about as much again reserved around them (``ACTIVATION_RESERVED``);
 - offloading: none keeps everything resident; model offload one component at a time; sequential and
   group offloading a few layers or blocks (twice that with a prefetch stream);
-- the allocator reserves about 10% more than it allocates, and NVML also sees the CUDA context.
+- overhead: what NVML sees beyond the allocator (the CUDA context, library workspaces, kernels), or
+  on a machine without CUDA the trial process itself.
 
-Checked against the FLUX.1-dev measurements in DESIGN.md (bf16 33.9 GiB allocated, NF4 13.1 GiB):
-it predicts 34.0 and 11.6 GiB.
+Host RAM is predicted the same way (offloaded weights live there). ``Calibration`` corrects both:
+a scale per term and a constant, fitted robustly on the study's finished trials
+(``qco_tune.calibration``), so predictions improve as the study runs.
 """
 
 from __future__ import annotations
@@ -38,7 +42,16 @@ from qco_tune.presets import Preset, get_preset, is_preset, preset_for_hub_id
 if TYPE_CHECKING:
     from qco_tune.space import SearchSpace
 
-__all__ = ["MemoryPrediction", "over_budget", "over_budget_bytes", "predict", "smallest_need"]
+__all__ = [
+    "Calibration",
+    "Correction",
+    "MemoryPrediction",
+    "MemoryTerms",
+    "over_budget",
+    "over_budget_bytes",
+    "predict",
+    "smallest_need",
+]
 
 GIB = 2**30
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -53,20 +66,93 @@ QUANT_BYTES_PER_PARAM = {
 """Bytes per parameter of a quantized component, scales and unquantized layers included."""
 ACTIVATION_TENSORS = 24
 """Live tensors of token x width size at the peak of a transformer block (MLP 4x, q/k/v, residuals)."""
-VAE_TENSORS = 10
-VAE_CHANNELS = 128
+VAE_TENSORS = 5.5
+"""Live full-resolution tensors of the VAE decode, in units of the channels entering that stage."""
+VAE_CHANNELS = 256
+"""Channels entering a VAE's full-resolution stage when its configuration is unknown (FLUX.1's VAE)."""
 VAE_CHUNK_FRAMES = 4
 """Video VAEs decode a few frames at a time."""
 DEFAULT_TEXT_TOKENS = 512
 LAYER_FRACTION = 0.02
 """Share of a component resident at a time under sequential or leaf-level offloading."""
-ALLOCATOR_SLACK = 1.10
-"""Reserved / allocated."""
-CUDA_CONTEXT = GIB // 2
-"""What NVML sees beyond torch's allocator: the CUDA context and the kernels loaded."""
+ACTIVATION_RESERVED = 1.9
+"""Reserved / allocated of activations: the caching allocator keeps freed blocks of the denoiser's and the
+VAE's transient tensors (FLUX.1-dev at 1024x1024 on an H100: about 2.4 GiB reserved beyond the allocated
+peak, bf16 or NF4 alike). Weights are allocated once, at their size."""
+CUDA_CONTEXT = int(0.6 * GIB)
+"""What NVML sees beyond torch's allocator: the CUDA context (0.51 GiB measured on an H100), library
+workspaces and the kernels loaded."""
 PROCESS_BASE = GIB
 """Host memory of a trial process with torch and diffusers imported."""
 DEFAULT_MARGIN = 1.5
+
+
+@dataclass(frozen=True)
+class MemoryTerms:
+    """The parts of one predicted peak, in bytes, as the counted metric sees them."""
+
+    weights: float = 0.0
+    """Unquantized weights resident at the peak."""
+    quantized: float = 0.0
+    """Quantized weights resident at the peak."""
+    activations: float = 0.0
+    """Activations at the peak (with the allocator's reserve when the metric counts it)."""
+    overhead: float = 0.0
+    """CUDA context and workspaces (device), or the process itself (host)."""
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.quantized + self.activations + self.overhead
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "weights": self.weights,
+            "quantized": self.quantized,
+            "activations": self.activations,
+            "overhead": self.overhead,
+        }
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A fitted correction of one kind of prediction: ``sum(scale x term) + overhead + offset``."""
+
+    weights: float = 1.0
+    quantized: float = 1.0
+    activations: float = 1.0
+    offset: float = 0.0
+    """Bytes added to every prediction (e.g. a larger CUDA context than assumed)."""
+    trials: int = 0
+    """Finished trials it was fitted on (0: the uncorrected model)."""
+
+    def apply(self, terms: MemoryTerms) -> float:
+        value = (
+            self.weights * terms.weights
+            + self.quantized * terms.quantized
+            + self.activations * terms.activations
+            + terms.overhead
+            + self.offset
+        )
+        return max(value, 0.0)
+
+    def describe(self) -> str:
+        if not self.trials:
+            return "uncalibrated"
+        return (
+            f"calibrated on {self.trials} trial(s): weights x{self.weights:.2f}, quantized x{self.quantized:.2f}, "
+            f"activations x{self.activations:.2f}, {self.offset / GIB:+.2f} GiB"
+        )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Corrections of the device (counted metric) and host predictions, fitted on a study's trials."""
+
+    device: Correction = Correction()
+    host: Correction = Correction()
+
+
+UNCALIBRATED = Calibration()
 
 
 @dataclass(frozen=True)
@@ -75,11 +161,15 @@ class MemoryPrediction:
 
     device_bytes: int | None
     """The peak the budget counts: device memory as ``spec.memory_metric`` counts it, or host RAM
-    on a machine without CUDA (where the trial runs on the CPU)."""
+    on a machine without CUDA (where the trial runs on the CPU). Calibrated when a calibration was given."""
     host_bytes: int | None
     """Peak host RAM of the trial process (offloaded and pinned weights count)."""
     detail: str
     """One line on how the number was made, for trial attributes and the TUI."""
+    raw_device_bytes: int | None = None
+    """``device_bytes`` before calibration."""
+    device_terms: MemoryTerms | None = None
+    host_terms: MemoryTerms | None = None
 
 
 @dataclass(frozen=True)
@@ -91,64 +181,115 @@ class _Shape:
     vae_scale_factor: int = 8
     patch_size: int = 2
     temporal_compression: int = 1
+    vae_channels: int = VAE_CHANNELS
 
 
-def predict(model: ModelInfo, config: TrialConfig, spec: StudySpec, caps: Capabilities) -> MemoryPrediction:
+def predict(
+    model: ModelInfo,
+    config: TrialConfig,
+    spec: StudySpec,
+    caps: Capabilities,
+    calibration: Calibration | None = None,
+) -> MemoryPrediction:
     """Predicted peak memory of running ``config`` of ``model`` on ``spec``'s workload here."""
-    unknown = [c.name for c in model.components if c.params is None]
-    if unknown:
+    terms = predict_terms(model, config, spec, caps)
+    if terms is None:
+        unknown = [c.name for c in model.components if c.params is None]
         return MemoryPrediction(None, None, f"parameter count unknown for {', '.join(unknown)}")
+    device_terms, host_terms, how = terms
+    calibration = calibration or UNCALIBRATED
+    raw = device_terms.total
+    device = (calibration.host if not caps.cuda else calibration.device).apply(device_terms)
+    host = calibration.host.apply(host_terms)
+    metric = spec.memory_metric if caps.cuda else "host RAM"
+    correction = calibration.device if caps.cuda else calibration.host
+    detail = f"{how}; {metric} ≈ {format_size(device)} ({correction.describe()})"
+    return MemoryPrediction(int(device), int(host), detail, int(raw), device_terms, host_terms)
+
+
+def predict_terms(
+    model: ModelInfo, config: TrialConfig, spec: StudySpec, caps: Capabilities
+) -> tuple[MemoryTerms, MemoryTerms, str] | None:
+    """(device terms in the counted metric, host terms, a short account); None when counts are unknown.
+
+    On a machine without CUDA the device terms are the host terms (the budget counts host RAM).
+    """
+    if any(c.params is None for c in model.components):
+        return None
     config = config.canonical()
-    weights = {c.name: _weight_bytes(c, config, spec.dtype) for c in model.components}
     shape = _shape(model)
+    weights = {c.name: _weight_bytes(model, c, config, spec.dtype) for c in model.components}
     acts = _activations(model, spec, shape)
     if config.compile != "none" and config.compile_mode in CUDA_GRAPH_MODES:
         acts[model.denoiser] *= 2  # CUDA graphs keep static copies of inputs and outputs
-    peak_act = max(acts.values())
-    total = sum(weights.values())
+    total_plain = sum(plain for plain, _ in weights.values())
+    total_quant = sum(quant for _, quant in weights.values())
     if not caps.cuda:
-        host = int(PROCESS_BASE + total + peak_act)
-        return MemoryPrediction(host, host, f"CPU: weights {format_size(total)} + activations {format_size(peak_act)}")
-    allocated, how = _resident(model, config, weights, acts, shape)
-    device = _as_counted(allocated, spec.memory_metric)
+        host = MemoryTerms(total_plain, total_quant, max(acts.values()), PROCESS_BASE)
+        how = f"CPU: weights {format_size(total_plain + total_quant)} + activations {format_size(host.activations)}"
+        return host, host, how
+    device, how = _resident(model, config, weights, acts, shape, spec.memory_metric)
     # Offloaded weights live in host memory; otherwise the largest component passes through it while loading.
-    host_bytes = PROCESS_BASE + (total if config.offload != "none" else max(weights.values()))
-    detail = f"{how}; {spec.memory_metric} ≈ {format_size(device)}"
-    return MemoryPrediction(int(device), int(host_bytes), detail)
+    if config.offload != "none":
+        host = MemoryTerms(total_plain, total_quant, 0.0, PROCESS_BASE)
+    else:
+        name = max(weights, key=lambda n: sum(weights[n]))
+        host = MemoryTerms(weights[name][0], weights[name][1], 0.0, PROCESS_BASE)
+    return device, host, how
 
 
-def _as_counted(allocated: float, metric: str) -> float:
+def _as_counted(resident: tuple[float, float], activations: float, metric: str) -> MemoryTerms:
+    plain, quant = resident
     if metric == "allocated":
-        return allocated
-    reserved = allocated * ALLOCATOR_SLACK
-    return reserved if metric == "reserved" else reserved + CUDA_CONTEXT
+        return MemoryTerms(plain, quant, activations, 0.0)
+    reserved = activations * ACTIVATION_RESERVED
+    return MemoryTerms(plain, quant, reserved, CUDA_CONTEXT if metric == "device" else 0.0)
 
 
-def _weight_bytes(component: ComponentInfo, config: TrialConfig, dtype: str) -> float:
+def _weight_bytes(model: ModelInfo, component: ComponentInfo, config: TrialConfig, dtype: str) -> tuple[float, float]:
+    """(unquantized bytes, quantized bytes) of a component's weights."""
     backend = config.backend_for(component.name)
-    per_param = QUANT_BYTES_PER_PARAM.get(backend, DTYPE_BYTES.get(dtype, 2))
-    return (component.params or 0) * per_param
+    params = component.params or 0
+    dtype_bytes = DTYPE_BYTES.get(dtype, 2)
+    per_param = QUANT_BYTES_PER_PARAM.get(backend)
+    if per_param is None:
+        return params * dtype_bytes, 0.0
+    kept = min(_embedding_params(model, component), params)  # the backends quantize linear layers only
+    return kept * dtype_bytes, (params - kept) * per_param
 
 
 def _resident(
-    model: ModelInfo, config: TrialConfig, weights: dict[str, float], acts: dict[str, float], shape: _Shape
-) -> tuple[float, str]:
-    """Allocated bytes at the peak and a short account of them."""
+    model: ModelInfo,
+    config: TrialConfig,
+    weights: dict[str, tuple[float, float]],
+    acts: dict[str, float],
+    shape: _Shape,
+    metric: str,
+) -> tuple[MemoryTerms, str]:
+    """The counted terms at the peak (the phase that needs most), and a short account of them."""
     peak_act = max(acts.values())
     if config.offload == "none":
-        total = sum(weights.values())
-        return total + peak_act, f"all weights resident {format_size(total)} + activations {format_size(peak_act)}"
+        plain = sum(p for p, _ in weights.values())
+        quant = sum(q for _, q in weights.values())
+        how = f"all weights resident {format_size(plain + quant)} + activations {format_size(peak_act)}"
+        return _as_counted((plain, quant), peak_act, metric), how
     if config.offload == "model":
-        # One component on the device at a time, with its own activations.
-        phase = max(weights[n] + acts.get(n, 0.0) for n in weights)
-        return phase, f"model offload: largest component with its activations {format_size(phase)}"
-    prefetch = 2 if config.use_stream else 1
-    share = {n: w * LAYER_FRACTION * prefetch for n, w in weights.items()}
-    if config.offload == "group_block":
-        blocks = max(shape.num_blocks, 1)
-        share[model.denoiser] = weights[model.denoiser] * min(1.0, prefetch * config.blocks_per_group / blocks)
-    phase = max(share[n] + acts.get(n, 0.0) for n in weights)
-    return phase, f"{config.offload}: resident share with activations {format_size(phase)}"
+        share = dict.fromkeys(weights, 1.0)  # one component on the device at a time, with its own activations
+    else:
+        prefetch = 2 if config.use_stream else 1
+        share = dict.fromkeys(weights, LAYER_FRACTION * prefetch)
+        if config.offload == "group_block":
+            blocks = max(shape.num_blocks, 1)
+            share[model.denoiser] = min(1.0, prefetch * config.blocks_per_group / blocks)
+    phases = {
+        name: _as_counted((w[0] * share[name], w[1] * share[name]), acts.get(name, 0.0), metric)
+        for name, w in weights.items()
+    }
+    name = max(phases, key=lambda n: phases[n].total)
+    what = "model offload" if config.offload == "model" else f"{config.offload}: resident share of"
+    return phases[
+        name
+    ], f"{what} {name} with its activations {format_size(sum(weights[name]) * share[name] + acts.get(name, 0.0))}"
 
 
 def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape) -> dict[str, float]:
@@ -162,7 +303,7 @@ def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape) -> dict[str, 
     text_tokens = w.max_sequence_length or DEFAULT_TEXT_TOKENS
     denoiser = (image_tokens + text_tokens) * shape.hidden_size * act_bytes * ACTIVATION_TENSORS
     decode_frames = min(frames, VAE_CHUNK_FRAMES)
-    vae = w.height * w.width * decode_frames * VAE_CHANNELS * act_bytes * VAE_TENSORS
+    vae = w.height * w.width * decode_frames * shape.vae_channels * act_bytes * VAE_TENSORS
     acts = {model.denoiser: float(denoiser)}
     vae_name = next((c.name for c in model.components if c.role == "vae"), None)
     if vae_name is not None:
@@ -173,6 +314,8 @@ def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape) -> dict[str, 
 def _shape(model: ModelInfo) -> _Shape:
     """Architecture hints from the preset, else from the denoiser's config.json, else typical values."""
     preset = _preset_of(model)
+    vae = _component_config(model, next((c.name for c in model.components if c.role == "vae"), None))
+    channels = _vae_channels(vae) or VAE_CHANNELS
     if preset is not None:
         return _Shape(
             hidden_size=preset.hidden_size or _Shape.hidden_size,
@@ -180,11 +323,51 @@ def _shape(model: ModelInfo) -> _Shape:
             vae_scale_factor=preset.vae_scale_factor,
             patch_size=preset.patch_size,
             temporal_compression=preset.temporal_compression,
+            vae_channels=channels,
         )
-    default = _Shape(temporal_compression=4 if model.is_video else 1)
+    default = _Shape(temporal_compression=4 if model.is_video else 1, vae_channels=channels)
     if model.path is None:
         return default
     return _shape_from_config(Path(model.path) / model.denoiser / "config.json", default)
+
+
+def _component_config(model: ModelInfo, name: str | None) -> dict[str, Any]:
+    """A component's configuration: the preset's blueprint, else its ``config.json`` in the model folder."""
+    if name is None:
+        return {}
+    preset = _preset_of(model)
+    if preset is not None:
+        part = next((m for m in preset.blueprint.models if m.name == name), None)
+        return dict(part.config) if part is not None else {}
+    if model.path is None:
+        return {}
+    try:
+        data = json.loads((Path(model.path) / name / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _vae_channels(config: dict[str, Any]) -> int | None:
+    """Channels entering the decoder's full-resolution stage: the second of ``block_out_channels``
+    (AutoencoderKL: the last upsampler's output), or ``base_dim x dim_mult[1]`` (Wan's VAE)."""
+    blocks = config.get("block_out_channels")
+    if isinstance(blocks, (list, tuple)) and blocks and all(isinstance(b, int) for b in blocks):
+        return int(blocks[1] if len(blocks) > 1 else blocks[0])
+    base, mult = config.get("base_dim"), config.get("dim_mult")
+    if isinstance(base, int) and isinstance(mult, (list, tuple)) and mult and all(isinstance(m, int) for m in mult):
+        return int(base * (mult[1] if len(mult) > 1 else mult[0]))
+    return None
+
+
+def _embedding_params(model: ModelInfo, component: ComponentInfo) -> int:
+    """Parameters of a text encoder's token embedding (``vocab_size x width``), which quantization keeps."""
+    if component.role != "text_encoder":
+        return 0
+    config = _component_config(model, component.name)
+    vocab = config.get("vocab_size")
+    width = config.get("d_model") or config.get("hidden_size")
+    return vocab * width if isinstance(vocab, int) and isinstance(width, int) else 0
 
 
 def _preset_of(model: ModelInfo) -> Preset | None:
@@ -209,6 +392,7 @@ def _shape_from_config(path: Path, default: _Shape) -> _Shape:
         vae_scale_factor=default.vae_scale_factor,
         patch_size=patch if isinstance(patch, int) and patch > 0 else default.patch_size,
         temporal_compression=default.temporal_compression,
+        vae_channels=default.vae_channels,
     )
 
 
@@ -225,7 +409,9 @@ def over_budget_bytes(need: int, budget: int, margin: float = DEFAULT_MARGIN) ->
     return need > budget * margin
 
 
-def smallest_need(space: SearchSpace, model: ModelInfo, spec: StudySpec, caps: Capabilities) -> int | None:
+def smallest_need(
+    space: SearchSpace, model: ModelInfo, spec: StudySpec, caps: Capabilities, calibration: Calibration | None = None
+) -> int | None:
     """The smallest predicted need over every valid configuration of ``space``; None when unknown or empty.
 
     For the error "nothing in the space can fit the budget (smallest predicted need X)".
@@ -237,7 +423,7 @@ def smallest_need(space: SearchSpace, model: ModelInfo, spec: StudySpec, caps: C
         if signature in seen:
             continue  # compile scope and stream flags other than use_stream change nothing here
         seen.add(signature)
-        need = predict(model, config, spec, caps).device_bytes
+        need = predict(model, config, spec, caps, calibration).device_bytes
         if need is None:
             return None
         best = need if best is None else min(best, need)

@@ -22,6 +22,9 @@ BASELINE_ATTR = "qco.baseline"
 REASON_ATTR = "qco.reason"
 STATUS_ATTR = "qco.status"
 PREDICTED_ATTR = "qco.predicted_device_bytes"
+"""The memory model's prediction of the counted peak when the trial started (calibrated on the trials before it)."""
+PREDICTED_RAW_ATTR = "qco.predicted_raw_bytes"
+"""The same prediction before calibration."""
 MEMORY_ATTR = "qco.memory_bytes"
 RETRY_OF_ATTR = "qco.retry_of"
 ATTEMPT_ATTR = "qco.attempt"
@@ -54,6 +57,8 @@ class TrialRow:
     """Name of the seeded guide recipe, when this trial is one."""
     reason: str | None
     predicted_bytes: int | None
+    predicted_raw_bytes: int | None = None
+    """The prediction before calibration (trials recorded before the model calibrated itself have none)."""
 
     @property
     def feasible(self) -> bool:
@@ -120,6 +125,7 @@ def row_from_trial(trial: TrialLike) -> TrialRow:
     memory = trial.user_attrs.get(MEMORY_ATTR)
     reason = trial.user_attrs.get(REASON_ATTR) or (measurement.reason if measurement else None)
     predicted = trial.user_attrs.get(PREDICTED_ATTR)
+    raw = trial.user_attrs.get(PREDICTED_RAW_ATTR)
     return TrialRow(
         number=trial.number,
         category=_base_category(trial),
@@ -130,6 +136,7 @@ def row_from_trial(trial: TrialLike) -> TrialRow:
         baseline=trial.user_attrs.get(BASELINE_ATTR),
         reason=reason,
         predicted_bytes=int(predicted) if isinstance(predicted, (int, float)) else None,
+        predicted_raw_bytes=int(raw) if isinstance(raw, (int, float)) else None,
     )
 
 
@@ -201,6 +208,10 @@ def row_to_dict(row: TrialRow) -> dict[str, Any]:
         "latency_s": row.latency_s,
         "memory_bytes": row.memory_bytes,
         "predicted_bytes": row.predicted_bytes,
+        "predicted_raw_bytes": row.predicted_raw_bytes,
+        "predicted_error": row.predicted_bytes / row.memory_bytes - 1
+        if row.predicted_bytes is not None and row.memory_bytes
+        else None,
         "reason": row.reason,
         "measurement": row.measurement.to_dict() if row.measurement else None,
     }

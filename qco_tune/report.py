@@ -107,6 +107,7 @@ def print_study(name: str, url: str | None) -> None:
         title = "over budget" + (f" or below {spec['min_psnr']:g} dB PSNR" if spec.get("min_psnr") is not None else "")
         console.print(_trial_table(title, infeasible))
     _print_fidelity_note(console, summary, spec)
+    _print_memory_model(console, summary)
     _print_reasons(console, "failed", summary.by_category("failed"))
     skipped = summary.by_category("skipped")
     if skipped:
@@ -142,10 +143,12 @@ def print_study_json(name: str, url: str | None) -> None:
     from qco_tune.study import load_summary
 
     study = load_stored_study(name, url)
+    summary = load_summary(study)
     data = {
         "study": name,
         **{key.removeprefix("qco."): value for key, value in study.user_attrs.items() if key.startswith("qco.")},
-        **summary_to_dict(load_summary(study)),
+        **summary_to_dict(summary),
+        "memory_model": memory_model_dict(summary),
     }
     click.echo(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False))
 
@@ -190,6 +193,66 @@ def _print_fidelity_note(console: Console, summary: ParetoSummary, spec: dict[st
             "[dim]With random weights this measures numerical deviation (quantization, kernels, compilation), "
             "not picture quality: the images are noise either way.[/]"
         )
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:+.1%}" if value is not None else "-"
+
+
+def _print_memory_model(console: Console, summary: ParetoSummary) -> None:
+    """The memory model's prediction (made before each trial ran) against what the trial measured."""
+    from qco_tune.calibration import relative_error, row_errors
+
+    rows = [r for r in summary.rows if r.category in MEASURED and r.memory_bytes and r.predicted_bytes is not None]
+    if not rows:
+        return
+    table = Table(title="memory model: predicted before running against measured", title_justify="left")
+    for name in ("#", "configuration", "predicted", "measured", "error", "uncalibrated", "error "):
+        table.add_column(name, no_wrap=name != "configuration", min_width=20 if name == "configuration" else None)
+    for row in rows:
+        table.add_row(
+            str(row.number),
+            row.config.describe() if row.config else "?",
+            format_size(row.predicted_bytes),
+            format_size(row.memory_bytes),
+            _percent(relative_error(row.predicted_bytes, row.memory_bytes)),
+            format_size(row.predicted_raw_bytes),
+            _percent(relative_error(row.predicted_raw_bytes, row.memory_bytes)),
+        )
+    console.print(table)
+    console.print(f"memory model error, feasible trials: {row_errors(summary.rows, feasible_only=True).describe()}")
+    raw = row_errors(summary.rows, feasible_only=True, raw=True)
+    if raw.trials:
+        console.print(f"  the same trials before calibration: {raw.describe()}")
+
+
+MEASURED = ("front", "dominated", "infeasible")
+
+
+def memory_model_dict(summary: ParetoSummary) -> dict[str, Any]:
+    """``show --json``'s ``memory_model``: error summaries (feasible and all finished trials, calibrated
+    and not) and each finished trial's prediction against its measurement."""
+    from qco_tune.calibration import relative_error, row_errors
+
+    return {
+        "feasible": row_errors(summary.rows, feasible_only=True).to_dict(),
+        "feasible_uncalibrated": row_errors(summary.rows, feasible_only=True, raw=True).to_dict(),
+        "finished": row_errors(summary.rows).to_dict(),
+        "finished_uncalibrated": row_errors(summary.rows, raw=True).to_dict(),
+        "trials": [
+            {
+                "number": r.number,
+                "category": r.category,
+                "predicted_bytes": r.predicted_bytes,
+                "predicted_raw_bytes": r.predicted_raw_bytes,
+                "measured_bytes": r.memory_bytes,
+                "error": relative_error(r.predicted_bytes, r.memory_bytes),
+                "raw_error": relative_error(r.predicted_raw_bytes, r.memory_bytes),
+            }
+            for r in summary.rows
+            if r.category in MEASURED and r.memory_bytes
+        ],
+    }
 
 
 def _print_reasons(console: Console, title: str, rows: tuple[TrialRow, ...]) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qco_tune import memory
+from qco_tune.calibration import calibrate
 from qco_tune.config import (
     Capabilities,
     Measurement,
@@ -50,10 +51,12 @@ from qco_tune.pareto import (
     MEASUREMENT_ATTR,
     MEMORY_ATTR,
     PREDICTED_ATTR,
+    PREDICTED_RAW_ATTR,
     REASON_ATTR,
     RETRY_OF_ATTR,
     STATUS_ATTR,
     ParetoSummary,
+    row_from_trial,
     summarize,
 )
 from qco_tune.paths import cache_dir, compile_cache_dir
@@ -73,6 +76,7 @@ CAPABILITIES_ATTR = "qco.capabilities"
 GPU_ATTR = "qco.gpu"
 VERSION_ATTR = "qco.version"
 GPU_KINDS_ATTR = "qco.gpu_kinds"
+PREDICTED_HOST_ATTR = "qco.predicted_host_bytes"
 METRIC_NAMES = ["latency_s", "peak_memory_gib"]
 MAX_CONSECUTIVE_SKIPS = 25
 MAX_ATTEMPTS = 3
@@ -150,6 +154,8 @@ class _Context:
     faults: dict[int, str]
     local_space: SearchSpace | None = None
     """What this machine can run, when the study's space was built on another (a worker's GPU)."""
+    calibration: memory.Calibration = field(default_factory=memory.Calibration)
+    """The memory model's corrections, fitted on the study's finished trials (``recalibrate``)."""
 
 
 def parse_faults(text: str | None) -> dict[int, str]:
@@ -354,11 +360,24 @@ def _why_not_run(ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, 
     if previous is not None:
         number, state = previous
         return f"duplicate of trial {number} ({state})", 1.0
-    prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps)
+    prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps, ctx.calibration)
     if prediction.device_bytes is not None and memory.over_budget_bytes(prediction.device_bytes, ctx.spec.vram_budget):
         excess = (prediction.device_bytes - ctx.spec.vram_budget) / GIB
-        return f"predicted {format_size(prediction.device_bytes)} is clearly over the budget", excess
+        trials = ctx.calibration.device.trials
+        how = f"calibrated on {trials} trial(s)" if trials else "uncalibrated"
+        return (
+            f"predicted {format_size(prediction.device_bytes)} ({how}) is clearly over the "
+            f"{format_size(ctx.spec.vram_budget)} budget"
+        ), excess
     return None
+
+
+def recalibrate(ctx: _Context) -> None:
+    """Fit the memory model's corrections on the study's finished trials (cheap: a few small sums)."""
+    from optuna.trial import TrialState
+
+    trials = ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ctx.calibration = calibrate(map(row_from_trial, trials), ctx.model, ctx.spec, ctx.caps)
 
 
 def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
@@ -468,9 +487,11 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
     trial.set_user_attr(FINGERPRINT_ATTR, fingerprint(ctx.caps))
     for key, value in owner_attrs().items():
         trial.set_user_attr(key, value)
-    prediction = memory.predict(ctx.model, config, spec, ctx.caps)
+    prediction = memory.predict(ctx.model, config, spec, ctx.caps, ctx.calibration)
     if prediction.device_bytes is not None:
         trial.set_user_attr(PREDICTED_ATTR, int(prediction.device_bytes))
+        trial.set_user_attr(PREDICTED_RAW_ATTR, prediction.raw_device_bytes)
+        trial.set_user_attr(PREDICTED_HOST_ATTR, prediction.host_bytes)
     ctx.observer.trial_started(trial.number, config, baseline, index)
     request = _request(ctx, config, trial.number, baseline)
     with Heartbeat(ctx.study._storage, trial._trial_id):
@@ -562,6 +583,7 @@ def run_loop(
             # Another worker may have died since the last trial: its trial goes back to the queue.
             result.recovered += recover(study, ctx.observer)
             book = ledger(study)
+            recalibrate(ctx)
             if target is not None and book.counted >= target:
                 result.stopped = "trials"
                 return
