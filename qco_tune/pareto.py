@@ -14,7 +14,9 @@ from typing import Any, Literal, Protocol
 
 from qco_tune.config import Measurement, TrialConfig
 
-Category = Literal["front", "dominated", "infeasible", "failed", "skipped", "running", "waiting"]
+Category = Literal["front", "dominated", "infeasible", "failed", "skipped", "running", "waiting", "superseded"]
+"""``superseded``: a trial measured with fewer steps and extrapolated, since measured again at the full
+step count (the later trial, with ``remeasure_of`` set, holds the authoritative figures)."""
 
 CONFIG_ATTR = "qco.config"
 MEASUREMENT_ATTR = "qco.measurement"
@@ -29,6 +31,8 @@ MEMORY_ATTR = "qco.memory_bytes"
 RETRY_OF_ATTR = "qco.retry_of"
 ATTEMPT_ATTR = "qco.attempt"
 FINGERPRINT_ATTR = "qco.fingerprint"
+REMEASURE_OF_ATTR = "qco.remeasure_of"
+"""On a trial that measured an extrapolated trial's configuration again at the full step count: its number."""
 
 
 class TrialLike(Protocol):
@@ -59,6 +63,8 @@ class TrialRow:
     predicted_bytes: int | None
     predicted_raw_bytes: int | None = None
     """The prediction before calibration (trials recorded before the model calibrated itself have none)."""
+    remeasure_of: int | None = None
+    """The extrapolated trial this one measured again at the full step count."""
 
     @property
     def feasible(self) -> bool:
@@ -126,6 +132,7 @@ def row_from_trial(trial: TrialLike) -> TrialRow:
     reason = trial.user_attrs.get(REASON_ATTR) or (measurement.reason if measurement else None)
     predicted = trial.user_attrs.get(PREDICTED_ATTR)
     raw = trial.user_attrs.get(PREDICTED_RAW_ATTR)
+    remeasure_of = trial.user_attrs.get(REMEASURE_OF_ATTR)
     return TrialRow(
         number=trial.number,
         category=_base_category(trial),
@@ -137,6 +144,7 @@ def row_from_trial(trial: TrialLike) -> TrialRow:
         reason=reason,
         predicted_bytes=int(predicted) if isinstance(predicted, (int, float)) else None,
         predicted_raw_bytes=int(raw) if isinstance(raw, (int, float)) else None,
+        remeasure_of=remeasure_of if isinstance(remeasure_of, int) else None,
     )
 
 
@@ -172,6 +180,8 @@ def _front_numbers(rows: list[TrialRow]) -> set[int]:
 def summarize(trials: Iterable[TrialLike], budget_bytes: int | None = None) -> ParetoSummary:
     """Sort trials into front, dominated, infeasible, failed, skipped and running; find the best."""
     rows = [row_from_trial(t) for t in trials]
+    superseded = {r.remeasure_of for r in rows if r.remeasure_of is not None and r.category in _FINISHED}
+    rows = [_with_category(r, "superseded") if r.number in superseded else r for r in rows]
     feasible = [r for r in rows if r.category == "front" and r.latency_s is not None]
     front_numbers = _front_numbers(feasible)
     final = tuple(
@@ -180,7 +190,7 @@ def summarize(trials: Iterable[TrialLike], budget_bytes: int | None = None) -> P
     )
     front = tuple(sorted((r for r in final if r.category == "front"), key=lambda r: r.latency_s or 0.0))
     best = front[0] if front else None
-    baselines = {r.baseline: r for r in final if r.baseline}
+    baselines = {r.baseline: r for r in final if r.baseline and r.category != "superseded"}
     speedups = {
         name: row.latency_s / best.latency_s
         for name, row in baselines.items()
@@ -189,6 +199,10 @@ def summarize(trials: Iterable[TrialLike], budget_bytes: int | None = None) -> P
     return ParetoSummary(
         rows=final, budget_bytes=budget_bytes, front=front, best=best, baselines=baselines, speedups=speedups
     )
+
+
+_FINISHED = ("front", "infeasible", "failed")
+"""Base categories of a finished trial (before the front is sorted out)."""
 
 
 def _with_category(row: TrialRow, category: Category) -> TrialRow:
@@ -213,6 +227,7 @@ def row_to_dict(row: TrialRow) -> dict[str, Any]:
         if row.predicted_bytes is not None and row.memory_bytes
         else None,
         "reason": row.reason,
+        "remeasure_of": row.remeasure_of,
         "measurement": row.measurement.to_dict() if row.measurement else None,
     }
 

@@ -53,12 +53,19 @@ def _fidelity(m: Measurement | None) -> str:
     return psnr + (f" · {m.latent_cosine:.5f}" if m.latent_cosine is not None else "")
 
 
+def _latency(row: TrialRow) -> str:
+    """The latency; ``~`` marks one extrapolated from fewer denoising steps."""
+    from qco_tune.steps import is_extrapolated
+
+    return ("~" if is_extrapolated(row.measurement) else "") + _seconds(row.latency_s)
+
+
 def _row_cells(row: TrialRow) -> list[str]:
     m = row.measurement
     return [
         str(row.number),
         row.config.describe() if row.config else "?",
-        _seconds(row.latency_s),
+        _latency(row),
         f"±{m.latency_spread_s:.3f}" if m and m.latency_spread_s is not None else "",
         _seconds(m.step_time_s if m else None),
         format_size(row.memory_bytes),
@@ -107,6 +114,7 @@ def print_study(name: str, url: str | None) -> None:
         title = "over budget" + (f" or below {spec['min_psnr']:g} dB PSNR" if spec.get("min_psnr") is not None else "")
         console.print(_trial_table(title, infeasible))
     _print_fidelity_note(console, summary, spec)
+    _print_extrapolation(console, summary)
     _print_memory_model(console, summary)
     _print_reasons(console, "failed", summary.by_category("failed"))
     skipped = summary.by_category("skipped")
@@ -174,7 +182,9 @@ def _print_baselines(console: Console, summary: ParetoSummary) -> None:
 
 def _print_fidelity_note(console: Console, summary: ParetoSummary, spec: dict[str, Any]) -> None:
     """What the PSNR column compares, and that random weights make it a measure of numerical deviation."""
-    rows = [r for r in summary.rows if r.measurement and r.measurement.psnr_db is not None]
+    rows = [
+        r for r in summary.rows if r.measurement and r.measurement.psnr_db is not None and r.category != "superseded"
+    ]
     if not rows:
         return
     reference = next((r for r in rows if r.baseline and r.baseline.startswith("reference")), None)
@@ -193,6 +203,37 @@ def _print_fidelity_note(console: Console, summary: ParetoSummary, spec: dict[st
             "[dim]With random weights this measures numerical deviation (quantization, kernels, compilation), "
             "not picture quality: the images are noise either way.[/]"
         )
+
+
+def _print_extrapolation(console: Console, summary: ParetoSummary) -> None:
+    """Which latencies are extrapolated, and how the re-measured ones compare with their extrapolation."""
+    from qco_tune.steps import extrapolation_of
+
+    notes = [n for r in summary.rows if (n := extrapolation_of(r.measurement)) and r.category != "superseded"]
+    if notes:
+        console.print(
+            f"~ latency extrapolated from {notes[0]['measured_steps']} to {notes[0]['steps']} denoising steps "
+            "(fixed part + steps x per-step time); the final front is measured again at the full step count"
+        )
+    by_number = {r.number: r for r in summary.rows}
+    pairs = [
+        (old, r)
+        for r in summary.rows
+        if r.remeasure_of is not None and (old := by_number.get(r.remeasure_of)) is not None
+    ]
+    if not pairs:
+        return
+    console.print("[bold]measured again at the full step count[/] (authoritative; extrapolated → measured)")
+    for old, new in pairs:
+        error = _percent(relative(old.latency_s, new.latency_s))
+        console.print(
+            f"  #{old.number} → #{new.number} {old.config.describe() if old.config else '?'}: "
+            f"{_seconds(old.latency_s)} → {_seconds(new.latency_s)} ({error})"
+        )
+
+
+def relative(value: float | None, reference: float | None) -> float | None:
+    return value / reference - 1 if value is not None and reference else None
 
 
 def _percent(value: float | None) -> str:
@@ -330,6 +371,9 @@ def print_run_result(result: RunResult) -> None:
         "prepared": "prepared for workers (`qco-tune worker`)",
     }.get(result.stopped, result.stopped)
     console.print(f"study {result.study_name!r}: ran {result.ran} trial(s), skipped {result.skipped}; {why}")
+    if result.remeasured:
+        pairs = ", ".join(f"#{a} → #{b}" for a, b in result.remeasured)
+        console.print(f"measured again at the full step count: {pairs}")
     summary = result.summary
     if summary is None:
         return

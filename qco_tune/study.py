@@ -17,6 +17,7 @@ reference runs out of GPU memory it is measured again with model CPU offload, an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -37,6 +38,7 @@ from qco_tune.config import (
     StudySpec,
     TrialConfig,
     TrialRequest,
+    Workload,
     dict_differences,
     format_size,
     identity_of,
@@ -53,6 +55,7 @@ from qco_tune.pareto import (
     PREDICTED_ATTR,
     PREDICTED_RAW_ATTR,
     REASON_ATTR,
+    REMEASURE_OF_ATTR,
     RETRY_OF_ATTR,
     STATUS_ATTR,
     ParetoSummary,
@@ -63,6 +66,7 @@ from qco_tune.paths import cache_dir, compile_cache_dir
 from qco_tune.presets.cache import check_disk, is_materialized
 from qco_tune.runner import TrialInterrupted, probe_capabilities, run_trial
 from qco_tune.space import SearchSpace
+from qco_tune.steps import extrapolate, is_extrapolated
 from qco_tune.storage import Heartbeat, open_storage, owner_attrs, recover_stale_trials
 from qco_tune.workloads import check_workload
 
@@ -140,6 +144,8 @@ class RunResult:
     stopped: str = ""
     """Why the loop ended: ``trials``, ``timeout``, ``exhausted`` or ``interrupted``."""
     recovered: list[int] = field(default_factory=list)
+    remeasured: list[tuple[int, int]] = field(default_factory=list)
+    """(extrapolated trial, its re-measurement at the full step count) pairs of this run."""
     summary: ParetoSummary | None = None
 
 
@@ -303,6 +309,8 @@ def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
     for trial in study.get_trials(deepcopy=False, states=tuple(label)):
         if trial.number == exclude or (trial.user_attrs.get(STATUS_ATTR) == "interrupted" and not _given_up(trial)):
             continue
+        if trial.user_attrs.get(REMEASURE_OF_ATTR) is not None:
+            continue  # a measurement at the full step count after the search: not a trial of the target
         data = trial.user_attrs.get(CONFIG_ATTR)
         if trial.state == TrialState.RUNNING and not isinstance(data, dict):
             continue  # asked by another process, not yet decided: may still be skipped
@@ -389,9 +397,11 @@ def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
     return False
 
 
-def reference_dir(spec: StudySpec) -> Path:
-    """``<cache>/references/<study>-<hash>/``: the study's reference output, keyed by what shapes the output."""
-    shaping = {"model": spec.model, "weights": spec.weights, "dtype": spec.dtype, "workload": spec.workload.__dict__}
+def reference_dir(spec: StudySpec, workload: Workload | None = None) -> Path:
+    """``<cache>/references/<study>-<hash>/``: the study's reference output, keyed by what shapes the output
+    (``workload``: the one trials run, when they measure fewer steps than the spec's)."""
+    workload = workload or spec.workload
+    shaping = {"model": spec.model, "weights": spec.weights, "dtype": spec.dtype, "workload": workload.__dict__}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name).strip("-") or "study"
     return cache_dir() / "references" / f"{slug}-{digest}"
@@ -402,15 +412,30 @@ def study_compile_cache(study: str, caps: Capabilities) -> Path:
     return compile_cache_dir(study, gpu_kind(caps), dict(caps.versions).get("torch"))
 
 
-def _request(ctx: _Context, config: TrialConfig, number: int, baseline: str | None = None) -> TrialRequest:
+def measured_steps(spec: StudySpec) -> int | None:
+    """The steps searched trials run when fewer than the workload's (``run.measure_steps``), else None."""
+    steps = spec.measure_steps
+    return steps if steps is not None and steps < spec.workload.steps else None
+
+
+def trial_workload(spec: StudySpec, full: bool = False) -> Workload:
+    """The workload a trial runs: the spec's, with ``measure_steps`` steps unless ``full``."""
+    steps = None if full else measured_steps(spec)
+    return spec.workload if steps is None else dataclasses.replace(spec.workload, steps=steps)
+
+
+def _request(
+    ctx: _Context, config: TrialConfig, number: int, baseline: str | None = None, full: bool = False
+) -> TrialRequest:
     """The child's request. A reference trial runs without the budget cap (its measured peak still
     decides feasibility), so that it defines the study's reference output wherever the GPU allows."""
     spec = ctx.spec
     reference = baseline in REFERENCE_BASELINES
+    workload = trial_workload(spec, full)
     return TrialRequest(
         model=ctx.model,
         config=config,
-        workload=spec.workload,
+        workload=workload,
         dtype=spec.dtype,
         device="cuda" if ctx.caps.cuda else "cpu",
         memory_limit=spec.vram_budget if ctx.caps.cuda and not reference else None,
@@ -422,42 +447,61 @@ def _request(ctx: _Context, config: TrialConfig, number: int, baseline: str | No
         compile_cache_dir=str(study_compile_cache(spec.name, ctx.caps)) if spec.compile_cache else None,
         fresh_compile_cache=not spec.compile_cache,
         fault=ctx.faults.get(number),  # type: ignore[arg-type]
-        reference_dir=str(reference_dir(spec)),
+        reference_dir=str(reference_dir(spec, workload)),
         save_reference=reference,
     )
+
+
+@dataclass
+class _Outcome:
+    """What a measurement means for its trial: attributes, constraints, objective values, feasibility."""
+
+    attrs: dict[str, Any]
+    constraints: dict[str, float] = field(default_factory=dict)
+    values: list[float] | None = None
+    """None: the trial failed."""
+    feasible: bool = False
+
+
+def _outcome(spec: StudySpec, measurement: Measurement) -> _Outcome:
+    attrs: dict[str, Any] = {MEASUREMENT_ATTR: measurement.to_dict(), STATUS_ATTR: measurement.status}
+    if measurement.reason:
+        attrs[REASON_ATTR] = measurement.reason
+    peak = measurement.memory_for(spec.memory_metric)
+    if peak is None and measurement.device == "cuda":
+        peak = measurement.peak_reserved_bytes
+    if measurement.status != "ok" or measurement.latency_s is None or peak is None:
+        if measurement.status == "ok":
+            attrs[REASON_ATTR] = "the trial returned no latency or memory figure"
+        return _Outcome(attrs)
+    attrs[MEMORY_ATTR] = int(peak)
+    over = (peak - spec.vram_budget) / GIB
+    outcome = _Outcome(attrs, {"vram": over}, [measurement.latency_s, peak / GIB], over <= 0)
+    if spec.host_ram_budget is not None and measurement.peak_host_bytes is not None:
+        host_over = (measurement.peak_host_bytes - spec.host_ram_budget) / GIB
+        outcome.constraints["host_ram"] = host_over
+        outcome.feasible = outcome.feasible and host_over <= 0
+    if spec.min_psnr is not None and measurement.psnr_db is not None:
+        short = spec.min_psnr - min(measurement.psnr_db, PSNR_CAP)
+        outcome.constraints["psnr"] = short
+        outcome.feasible = outcome.feasible and short <= 0
+    return outcome
 
 
 def _tell(ctx: _Context, trial: optuna.Trial, measurement: Measurement) -> bool:
     """Record a measurement on its trial; True when it finished within every budget."""
     from optuna.trial import TrialState
 
-    spec = ctx.spec
-    trial.set_user_attr(MEASUREMENT_ATTR, measurement.to_dict())
-    trial.set_user_attr(STATUS_ATTR, measurement.status)
-    if measurement.reason:
-        trial.set_user_attr(REASON_ATTR, measurement.reason)
-    peak = measurement.memory_for(spec.memory_metric)
-    if peak is None and measurement.device == "cuda":
-        peak = measurement.peak_reserved_bytes
-    if measurement.status != "ok" or measurement.latency_s is None or peak is None:
-        if measurement.status == "ok":
-            trial.set_user_attr(REASON_ATTR, "the trial returned no latency or memory figure")
+    outcome = _outcome(ctx.spec, measurement)
+    for key, value in outcome.attrs.items():
+        trial.set_user_attr(key, value)
+    if outcome.values is None:
         ctx.study.tell(trial, state=TrialState.FAIL)
         return False
-    trial.set_user_attr(MEMORY_ATTR, int(peak))
-    over = (peak - spec.vram_budget) / GIB
-    trial.set_constraint("vram", over)
-    feasible = over <= 0
-    if spec.host_ram_budget is not None and measurement.peak_host_bytes is not None:
-        host_over = (measurement.peak_host_bytes - spec.host_ram_budget) / GIB
-        trial.set_constraint("host_ram", host_over)
-        feasible = feasible and host_over <= 0
-    if spec.min_psnr is not None and measurement.psnr_db is not None:
-        short = spec.min_psnr - min(measurement.psnr_db, PSNR_CAP)
-        trial.set_constraint("psnr", short)
-        feasible = feasible and short <= 0
-    ctx.study.tell(trial, values=[measurement.latency_s, peak / GIB])
-    return feasible
+    for key, value in outcome.constraints.items():
+        trial.set_constraint(key, value)
+    ctx.study.tell(trial, values=outcome.values)
+    return outcome.feasible
 
 
 def _best_latency(study: optuna.Study) -> float | None:
@@ -501,6 +545,7 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
             _tell(ctx, trial, interrupted.measurement)
             requeue(ctx.study, trial._trial_id)
             raise
+    measurement = extrapolate(measurement, request.workload.steps, spec.workload.steps)
     feasible = _tell(ctx, trial, measurement)
     ctx.observer.trial_finished(trial.number, measurement, feasible, _best_latency(ctx.study))
     if baseline == REFERENCE and measurement.status == "oom":
@@ -616,6 +661,85 @@ def run_loop(
         raise
 
 
+REMEASURE_ROUNDS = 10
+"""Bound on rounds of re-measuring: each can bring trials of the front that were dominated before."""
+
+
+def remeasure_front(ctx: _Context, result: RunResult) -> None:
+    """Measure the extrapolated trials of the final Pareto front (and the feasible seeded recipes, which
+    the summary compares it with) again at the full step count; those measurements are authoritative.
+
+    Each becomes a new finished trial with ``qco.remeasure_of`` set; the extrapolated one is then
+    ``superseded`` in the summary. The study's reference is measured again first when it was
+    extrapolated, so that fidelity compares outputs of the same step count. Repeats until the front
+    holds no extrapolated trial (a re-measured trial may leave it and let another in).
+    Ctrl-C stops the running re-measurement without recording it; the next run does it again.
+    """
+    if measured_steps(ctx.spec) is None:
+        return
+    for _ in range(REMEASURE_ROUNDS):
+        summary = summarize(ctx.study.get_trials(deepcopy=False), ctx.spec.vram_budget)
+        done = {r.remeasure_of for r in summary.rows if r.remeasure_of is not None}
+        wanted = [*summary.front, *(r for r in summary.baselines.values() if r.feasible)]
+        todo = {r.number: r for r in wanted if is_extrapolated(r.measurement) and r.number not in done}
+        if not todo:
+            return
+        reference = next((r for r in summary.baselines.values() if r.baseline in REFERENCE_BASELINES), None)
+        if reference is not None and is_extrapolated(reference.measurement) and reference.number not in done:
+            todo = {reference.number: reference, **todo}
+        ctx.observer.message(
+            f"re-measuring {len(todo)} trial(s) of the front at the full {ctx.spec.workload.steps} steps: "
+            + ", ".join(f"#{n}" for n in todo)
+        )
+        for number in todo:
+            result.remeasured.append((number, _remeasure(ctx, number)))
+
+
+def _remeasure(ctx: _Context, number: int) -> int:
+    """Run trial ``number``'s configuration at the full step count; record it as a new trial. Its number."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = ctx.study._storage
+    original = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(ctx.study._study_id, number))
+    config = TrialConfig.from_dict(original.user_attrs[CONFIG_ATTR])
+    baseline = original.user_attrs.get(BASELINE_ATTR)
+    request = _request(ctx, config, number, baseline, full=True)
+    recalibrate(ctx)
+    prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps, ctx.calibration)
+    ctx.observer.phase(f"re-measure #{number}")
+    measurement = run_trial(request, timeout=ctx.spec.trial_timeout, on_phase=ctx.observer.phase)
+    outcome = _outcome(ctx.spec, measurement)
+    attrs: dict[str, Any] = {
+        CONFIG_ATTR: config.to_dict(),
+        FINGERPRINT_ATTR: fingerprint(ctx.caps),
+        REMEASURE_OF_ATTR: number,
+        **outcome.attrs,
+    }
+    if BASELINE_ATTR in original.user_attrs:
+        attrs[BASELINE_ATTR] = original.user_attrs[BASELINE_ATTR]
+    if prediction.device_bytes is not None:
+        attrs.update(
+            {
+                PREDICTED_ATTR: prediction.device_bytes,
+                PREDICTED_RAW_ATTR: prediction.raw_device_bytes,
+                PREDICTED_HOST_ATTR: prediction.host_bytes,
+            }
+        )
+    frozen = optuna.trial.create_trial(
+        state=TrialState.COMPLETE if outcome.values is not None else TrialState.FAIL,
+        values=outcome.values,
+        params=dict(original.params),
+        distributions=dict(original.distributions),
+        user_attrs=attrs,
+        constraints=outcome.constraints if outcome.values is not None else None,
+    )
+    ctx.study.add_trial(frozen)
+    added = max(t.number for t in ctx.study.get_trials(deepcopy=False) if t.user_attrs.get(REMEASURE_OF_ATTR) == number)
+    ctx.observer.trial_finished(added, measurement, outcome.feasible, _best_latency(ctx.study))
+    return added
+
+
 def run_study(
     spec: StudySpec,
     *,
@@ -652,6 +776,8 @@ def run_study(
     ensure_materialized(model, caps, observer)
     try:
         run_loop(ctx, result, deadline=deadline, clock=clock)
+        if result.stopped in ("trials", "timeout", "exhausted"):
+            remeasure_front(ctx, result)
     finally:
         result.summary = summarize(study.get_trials(deepcopy=False), spec.vram_budget)
     return result

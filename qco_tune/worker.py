@@ -34,12 +34,14 @@ from qco_tune.study import (
     parse_faults,
     quiet_optuna,
     record_gpu_kind,
+    remeasure_front,
     run_loop,
     study_spaces,
 )
 
 if TYPE_CHECKING:
     import optuna
+
 
 @dataclass
 class WorkerResult:
@@ -132,6 +134,8 @@ def run_worker(
                     ctx = _context_for(study, caps, observer)
                     run = RunResult(study_name=name)
                     run_loop(ctx, run)
+                    if run.stopped in ("trials", "exhausted"):
+                        remeasure_front(ctx, run)
                     result.ran[name] = result.ran.get(name, 0) + run.ran
                     worked = worked or run.ran > 0
                 if not worked:

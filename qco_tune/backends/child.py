@@ -296,6 +296,7 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
     phase("apply")
     apply_config(pipe, request.config, device)
     record.extra["dynamo"] = dynamo_settings(request.config)
+    record.extra["steps"] = request.workload.steps
     pipe.set_progress_bar_config(disable=True)
     timer = StepTimer(device)
     capture = FinalLatents(timer)
