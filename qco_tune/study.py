@@ -684,8 +684,18 @@ def remeasure_front(ctx: _Context, result: RunResult) -> None:
         todo = {r.number: r for r in wanted if is_extrapolated(r.measurement) and r.number not in done}
         if not todo:
             return
-        reference = next((r for r in summary.baselines.values() if r.baseline in REFERENCE_BASELINES), None)
-        if reference is not None and is_extrapolated(reference.measurement) and reference.number not in done:
+        reference = next(
+            (
+                r
+                for r in summary.baselines.values()
+                if r.baseline in REFERENCE_BASELINES
+                and r.category in ("front", "dominated", "infeasible")  # it ran to the end (not the OOM one)
+                and is_extrapolated(r.measurement)
+                and r.number not in done
+            ),
+            None,
+        )
+        if reference is not None:
             todo = {reference.number: reference, **todo}
         ctx.observer.message(
             f"re-measuring {len(todo)} trial(s) of the front at the full {ctx.spec.workload.steps} steps: "
