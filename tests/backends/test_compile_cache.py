@@ -33,7 +33,8 @@ def test_the_cache_is_keyed_by_study_gpu_kind_and_torch_version(tmp_path: Path) 
 
 
 def _request(model: ModelInfo, **kw: object) -> TrialRequest:
-    return TrialRequest(model=model, config=TrialConfig(compile="regional"), workload=TINY_WORKLOAD, **kw)  # type: ignore[arg-type]
+    # Whole-denoiser compilation: one graph, the quickest to compile on two CPU cores (about 30 s cold).
+    return TrialRequest(model=model, config=TrialConfig(compile="full"), workload=TINY_WORKLOAD, **kw)  # type: ignore[arg-type]
 
 
 def test_configure_points_inductor_and_triton_at_the_cache(
@@ -86,3 +87,28 @@ def test_a_repeated_compile_configuration_starts_warm(
     assert cold["fx_graph_misses"] > 0 and warm["fx_graph_hits"] > 0 and warm["fx_graph_misses"] == 0
     assert first.first_call_s is not None and second.first_call_s is not None
     assert second.first_call_s < first.first_call_s
+
+
+@pytest.mark.slow
+def test_the_gpu_cold_start_script_dry_run(tmp_path: Path, tiny_flux_path: Path, qco_cache_dir: Path) -> None:
+    """``studies/results/gpu_cold_start.py --tiny``: both runs recorded, the repeat warm; a second command skips."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "studies" / "results" / "gpu_cold_start.py"
+    out = tmp_path / "out"
+    command = [sys.executable, str(script), str(out), "--tiny", "--only", "flux-nf4-full", "--recorded", str(tmp_path)]
+    env = {**os.environ, "QCO_CACHE": str(qco_cache_dir)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((out / "flux-nf4-full.json").read_text())
+    assert data["status"] == "ok" and data["preset"] == "tiny-flux"
+    first, repeat = data["first"]["compile_cache"], data["repeat"]["compile_cache"]
+    assert first["state"] == "cold" and repeat["state"] == "warm" and first["dir"] == repeat["dir"]
+    assert repeat["fx_graph_hits"] > 0 and data["cold_start_speedup"] > 1
+    assert data["first_call_s"] == data["first"]["first_call_s"] > data["repeat_first_call_s"]
+    assert "| flux-nf4-full |" in (out / "summary.md").read_text()
+    assert json.loads((out / "summary.json").read_text())[0]["name"] == "flux-nf4-full"
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "flux-nf4-full: recorded already, skipped" in again.stdout
