@@ -22,6 +22,7 @@ a scale per term and a constant, fitted robustly on the study's finished trials
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -331,8 +332,12 @@ def _shape(model: ModelInfo) -> _Shape:
     return _shape_from_config(Path(model.path) / model.denoiser / "config.json", default)
 
 
+@functools.lru_cache(maxsize=256)
 def _component_config(model: ModelInfo, name: str | None) -> dict[str, Any]:
-    """A component's configuration: the preset's blueprint, else its ``config.json`` in the model folder."""
+    """A component's configuration: the preset's blueprint, else its ``config.json`` in the model folder.
+
+    Cached: the study predicts many configurations of one model. Callers must not modify the result.
+    """
     if name is None:
         return {}
     preset = _preset_of(model)
