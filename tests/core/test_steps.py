@@ -109,3 +109,35 @@ def test_a_re_measured_trial_supersedes_its_extrapolation() -> None:
     assert summary.best is not None and summary.best.number == 0
     before = summarize(trials[:2], 16 * GIB)
     assert [r.number for r in before.front] == [1, 0]
+
+
+def test_compile_cache_is_a_strict_run_only_switch() -> None:
+    spec = parse_spec('model = "flux.1-dev"\n[run]\ncompile_cache = false\n')
+    assert spec.compile_cache is False and parse_spec('model = "flux.1-dev"\n').compile_cache is True
+    # Switching it does not make a study's results incomparable (it changes cold starts, not what is measured).
+    assert spec.identity() == dataclasses.replace(spec, compile_cache=True).identity()
+    with pytest.raises(SpecError, match=r"run\.compile_cache: expected true or false"):
+        parse_spec('model = "flux.1-dev"\n[run]\ncompile_cache = "no"\n')
+    assert apply_overrides(spec, compile_cache="true").compile_cache is True
+    with pytest.raises(SpecError, match="--compile-cache: expected true or false"):
+        apply_overrides(spec, compile_cache="maybe")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--measure-steps", "1"], "--measure-steps: must be at least 2"),
+        (["--measure-steps", "40", "--steps", "28"], "--measure-steps: must be at most workload.steps (28)"),
+        (["--compile-cache", "sometimes"], "--compile-cache: expected true or false"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(tmp_path: Any, args: list[str], fragment: str) -> None:
+    from click.testing import CliRunner
+
+    from qco_tune.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", *args, "--storage", f"sqlite:///{tmp_path}/q.db"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
+    assert "Traceback" not in result.output
