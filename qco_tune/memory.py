@@ -80,9 +80,10 @@ ACTIVATION_RESERVED = 1.9
 """Reserved / allocated of activations: the caching allocator keeps freed blocks of the denoiser's and the
 VAE's transient tensors (FLUX.1-dev at 1024x1024 on an H100: about 2.4 GiB reserved beyond the allocated
 peak, bf16 or NF4 alike). Weights are allocated once, at their size."""
-CUDA_CONTEXT = int(0.6 * GIB)
+CUDA_CONTEXT = int(0.7 * GIB)
 """What NVML sees beyond torch's allocator: the CUDA context (0.51 GiB measured on an H100), library
-workspaces and the kernels loaded."""
+workspaces and the kernels loaded (NVML minus reserved on an H100: 0.7 GiB for FLUX.1-dev NF4, 0.65 to
+0.75 GiB for the tiny pipeline)."""
 PROCESS_BASE = GIB
 """Host memory of a trial process with torch and diffusers imported."""
 DEFAULT_MARGIN = 1.5

@@ -127,10 +127,14 @@ def test_calibration_learns_what_the_tiny_gpu_studies_measured(tiny: ModelInfo, 
         (i, (1 + e) * v, v)
         for i, (e, (_, v)) in enumerate(zip(leave_one_out(tiny, study, points), points, strict=True))
     )
-    assert raw.within is not None and raw.within < 0.5
-    assert calibrated.within == 1.0 and calibrated.median_abs is not None and calibrated.median_abs < 0.08
+    assert raw.median_abs is not None and raw.worst_abs is not None and raw.within is not None
+    assert calibrated.median_abs is not None and calibrated.worst_abs is not None
+    assert calibrated.within == 1.0 and raw.within < 1.0
+    assert calibrated.median_abs < raw.median_abs and calibrated.worst_abs < raw.worst_abs
     fitted = fit_configs(tiny, study, H100, [(c, v * GIB) for c, v in points])
-    assert 0.05 * GIB < fitted.offset < 0.3 * GIB  # learnt as a constant, not as a scale of tiny weights
+    # Learnt as a constant (more context than assumed), not as a scale of the tiny weights.
+    assert fitted.offset > 0.02 * GIB
+    assert fitted.weights == pytest.approx(1, abs=0.02) and fitted.activations == pytest.approx(1, abs=0.02)
 
 
 def test_one_odd_trial_does_not_drag_the_others(tiny: ModelInfo) -> None:
