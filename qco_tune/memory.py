@@ -86,6 +86,9 @@ workspaces and the kernels loaded (NVML minus reserved on an H100: 0.7 GiB for F
 0.75 GiB for the tiny pipeline)."""
 PROCESS_BASE = GIB
 """Host memory of a trial process with torch and diffusers imported."""
+LOAD_SHARD_BYTES = 10 * 10**9
+"""Loading passes one checkpoint shard through host memory (``save_pretrained``'s default ``max_shard_size``
+of diffusers models: 10 GB)."""
 DEFAULT_MARGIN = 1.5
 
 
@@ -231,13 +234,19 @@ def predict_terms(
         how = f"CPU: weights {format_size(total_plain + total_quant)} + activations {format_size(host.activations)}"
         return host, host, how
     device, how = _resident(model, config, weights, acts, shape, spec.memory_metric)
-    # Offloaded weights live in host memory; otherwise the largest component passes through it while loading.
-    if config.offload != "none":
-        host = MemoryTerms(total_plain, total_quant, 0.0, PROCESS_BASE)
-    else:
-        name = max(weights, key=lambda n: sum(weights[n]))
-        host = MemoryTerms(weights[name][0], weights[name][1], 0.0, PROCESS_BASE)
+    host = _host_terms(weights, config, max(c.params or 0 for c in model.components) * DTYPE_BYTES.get(spec.dtype, 2))
     return device, host, how
+
+
+def _host_terms(weights: dict[str, tuple[float, float]], config: TrialConfig, largest: float) -> MemoryTerms:
+    """Host RAM of a CUDA trial: the process, plus offloaded weights (twice over when group offloading
+    prefetches on a stream from pinned copies made up front), else one checkpoint shard being loaded."""
+    plain = sum(p for p, _ in weights.values())
+    quant = sum(q for _, q in weights.values())
+    if config.offload == "none":
+        return MemoryTerms(min(largest, LOAD_SHARD_BYTES), 0.0, 0.0, PROCESS_BASE)
+    copies = 2.0 if config.is_group_offload and config.use_stream and not config.low_cpu_mem_usage else 1.0
+    return MemoryTerms(plain * copies, quant * copies, 0.0, PROCESS_BASE)
 
 
 def _as_counted(resident: tuple[float, float], activations: float, metric: str) -> MemoryTerms:
@@ -256,7 +265,7 @@ def _weight_bytes(model: ModelInfo, component: ComponentInfo, config: TrialConfi
     per_param = QUANT_BYTES_PER_PARAM.get(backend)
     if per_param is None:
         return params * dtype_bytes, 0.0
-    kept = min(_embedding_params(model, component), params)  # the backends quantize linear layers only
+    kept = min(_kept_params(model, component), params)
     return kept * dtype_bytes, (params - kept) * per_param
 
 
@@ -366,14 +375,23 @@ def _vae_channels(config: dict[str, Any]) -> int | None:
     return None
 
 
-def _embedding_params(model: ModelInfo, component: ComponentInfo) -> int:
-    """Parameters of a text encoder's token embedding (``vocab_size x width``), which quantization keeps."""
+def _kept_params(model: ModelInfo, component: ComponentInfo) -> int:
+    """Parameters of a text encoder that quantization leaves at the dtype: the token embedding
+    (``vocab_size x width``; the backends quantize linear layers) and, in T5-family encoders, the
+    feed-forward output projections ``wo`` (transformers keeps them out of quantization:
+    ``_keep_in_fp32_modules``), 1.0 B parameters of T5-XXL and UMT5-XXL."""
     if component.role != "text_encoder":
         return 0
     config = _component_config(model, component.name)
     vocab = config.get("vocab_size")
     width = config.get("d_model") or config.get("hidden_size")
-    return vocab * width if isinstance(vocab, int) and isinstance(width, int) else 0
+    if not isinstance(vocab, int) or not isinstance(width, int):
+        return 0
+    kept = vocab * width
+    d_ff, layers = config.get("d_ff"), config.get("num_layers")
+    if isinstance(d_ff, int) and isinstance(layers, int):  # T5, UMT5
+        kept += d_ff * width * layers
+    return kept
 
 
 def _preset_of(model: ModelInfo) -> Preset | None:

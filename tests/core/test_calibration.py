@@ -7,6 +7,7 @@ pipeline's GPU studies and its 4096x4096 export check).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from optuna.trial import TrialState
 
 from qco_tune import memory
 from qco_tune.calibration import Sample, calibrate, error_summary, fit, fit_configs, row_errors
-from qco_tune.config import ModelInfo, StudySpec, TrialConfig
+from qco_tune.config import Measurement, ModelInfo, StudySpec, TrialConfig, Workload
 from qco_tune.memory import Calibration, Correction, MemoryTerms, predict, predict_terms
 from qco_tune.pareto import row_from_trial
 from qco_tune.spec import parse_spec, spec_from_dict
@@ -78,13 +79,58 @@ def test_the_tiny_model_at_4096_is_no_longer_over_predicted(tiny: ModelInfo) -> 
     assert terms is not None and terms[0].activations < 2 * GIB
 
 
-def test_quantization_keeps_text_embeddings_at_the_dtype(wan: ModelInfo) -> None:
-    # UMT5's 256384 x 4096 embedding stays bf16 under bnb: 2.1 GB that 4-bit would put at 0.6 GB.
+def test_quantization_keeps_text_embeddings_and_t5_output_projections_at_the_dtype(wan: ModelInfo) -> None:
+    # UMT5's 256384 x 4096 embedding stays bf16 under bnb (2.1 GB that 4-bit would put at 0.6 GB), and so do
+    # the 24 feed-forward output projections (10240 x 4096) transformers keeps out of quantization.
     terms = predict_terms(wan, NF4_WAN, spec("wan2.1-t2v-1.3b", "allocated"), H100)
     assert terms is not None
-    embedding = 256_384 * 4_096 * 2
-    vae = 126_892_531 * 2
-    assert terms[0].weights == pytest.approx(embedding + vae, rel=1e-6)
+    embedding, wo, vae = 256_384 * 4_096 * 2, 24 * 10_240 * 4_096 * 2, 126_892_531 * 2
+    assert terms[0].weights == pytest.approx(embedding + wo + vae, rel=1e-6)
+
+
+FULL_SIZE = sorted((RESULTS.parent / "full_size").glob("*.json"))
+
+
+def _full_size(path: Path, metric: str) -> tuple[ModelInfo, TrialConfig, StudySpec, Measurement]:
+    from qco_tune.modelref import resolve_model
+
+    data = json.loads(path.read_text())
+    study = dataclasses.replace(spec(data["preset"], metric), workload=Workload(**data["workload"]))
+    config = TrialConfig.from_dict(data["config"])
+    return resolve_model(data["preset"], "random"), config, study, Measurement.from_dict(data["measurement"])
+
+
+@pytest.mark.parametrize("path", FULL_SIZE, ids=lambda p: p.stem)
+def test_uncalibrated_within_15_percent_of_each_full_size_run_in_every_metric(path: Path) -> None:
+    """studies/results/full_size: FLUX.1-dev and Wan2.1-1.3B trials through the real runner on an H100."""
+    errors = {}
+    for metric in ("device", "reserved", "allocated"):
+        model, config, study, m = _full_size(path, metric)
+        prediction = predict(model, config, study, H100)
+        assert prediction.device_bytes is not None and prediction.host_bytes is not None
+        errors[metric] = prediction.device_bytes / (m.memory_for(metric) or 1) - 1  # type: ignore[arg-type]
+    errors["host"] = prediction.host_bytes / (m.peak_host_bytes or 1) - 1
+    assert all(abs(e) <= 0.15 for e in errors.values()), errors
+
+
+def test_host_ram_calibrates_too() -> None:
+    from qco_tune.pareto import TrialRow
+
+    assert len(FULL_SIZE) >= 3
+    flux = [p for p in FULL_SIZE if p.stem.startswith("flux")]
+    rows = []
+    for number, path in enumerate(flux):
+        model, config, study, m = _full_size(path, "device")
+        rows.append(TrialRow(number, "front", config, m, m.latency_s, m.peak_device_bytes, None, None, None))
+    calibration = calibrate(rows, model, study, H100)
+    assert calibration.host.trials == calibration.device.trials == len(flux)
+    for row in rows:
+        assert row.config is not None and row.measurement is not None
+        raw = predict(model, row.config, study, H100)
+        fitted = predict(model, row.config, study, H100, calibration)
+        measured = row.measurement.peak_host_bytes
+        assert raw.host_bytes is not None and fitted.host_bytes is not None and measured
+        assert abs(fitted.host_bytes / measured - 1) <= max(0.03, abs(raw.host_bytes / measured - 1))
 
 
 def leave_one_out(model: ModelInfo, study: StudySpec, points: list[tuple[TrialConfig, float]]) -> list[float]:
@@ -108,7 +154,7 @@ def test_calibrated_on_the_other_flux_trials_each_is_within_5_percent(flux: Mode
 
 
 def _recorded_study(name: str) -> tuple[StudySpec, list[tuple[TrialConfig, float]]]:
-    data = json.loads((RESULTS / name).read_text())
+    data = json.loads((RESULTS.parent / name).read_text())
     points = [
         (TrialConfig.from_dict(t["config"]), t["memory_bytes"] / GIB)
         for t in data["trials"]
@@ -117,11 +163,19 @@ def _recorded_study(name: str) -> tuple[StudySpec, list[tuple[TrialConfig, float
     return spec_from_dict(data["spec"]), points
 
 
-@pytest.mark.parametrize("name", ["default-gpu.json", "tiny-gpu.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "issue2-h100/default-gpu.json",
+        "issue2-h100/tiny-gpu.json",
+        "issue2-h100/tiny-gpu-first-visits.json",
+        "tiny-h100-h200/tiny-gpu-h200.json",
+    ],
+)
 def test_calibration_learns_what_the_tiny_gpu_studies_measured(tiny: ModelInfo, name: str) -> None:
     """Tiny models are all overhead: the CUDA context, workspaces and kernels that no term predicts exactly."""
     study, points = _recorded_study(name)
-    assert len(points) >= 7
+    assert len(points) >= 6
     raw = error_summary((i, (1 + error(tiny, c, study, v)) * v, v) for i, (c, v) in enumerate(points))
     calibrated = error_summary(
         (i, (1 + e) * v, v)
@@ -138,7 +192,7 @@ def test_calibration_learns_what_the_tiny_gpu_studies_measured(tiny: ModelInfo, 
 
 
 def test_one_odd_trial_does_not_drag_the_others(tiny: ModelInfo) -> None:
-    study, points = _recorded_study("tiny-gpu.json")
+    study, points = _recorded_study("issue2-h100/tiny-gpu.json")
     odd = [*points, (points[0][0], points[0][1] * 3)]
     correction = fit_configs(tiny, study, H100, [(c, v * GIB) for c, v in odd])
     for config, measured in points:
