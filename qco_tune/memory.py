@@ -4,8 +4,8 @@ Stdlib only. The study skips configurations predicted *clearly* over budget (``o
 margin), so an error costs at most a trial. A prediction is a sum of terms (``MemoryTerms``):
 
 - weights resident on the device at the peak, split into unquantized ones (the study's dtype) and
-  quantized ones (bytes per parameter of the backend, scales included; embeddings, which the
-  backends leave unquantized, at the dtype);
+  quantized ones (bytes per parameter of the backend, scales included; what the backends leave
+  unquantized, text encoders' token embeddings and T5's feed-forward output projections, at the dtype);
 - activations: the denoiser's tokens (latent patches + text) x its width x about 24 live tensors, or
   the VAE decode at full resolution (about 5.5 tensors of the channels entering the full-resolution
   stage, read from the VAE's configuration; a few frames at a time for video), whichever is larger.
