@@ -115,6 +115,7 @@ def print_study(name: str, url: str | None) -> None:
         console.print(_trial_table(title, infeasible))
     _print_fidelity_note(console, summary, spec)
     _print_extrapolation(console, summary)
+    _print_compile_cache(console, summary)
     _print_memory_model(console, summary)
     _print_reasons(console, "failed", summary.by_category("failed"))
     skipped = summary.by_category("skipped")
@@ -230,6 +231,34 @@ def _print_extrapolation(console: Console, summary: ParetoSummary) -> None:
             f"  #{old.number} → #{new.number} {old.config.describe() if old.config else '?'}: "
             f"{_seconds(old.latency_s)} → {_seconds(new.latency_s)} ({error})"
         )
+
+
+def compile_cache_starts(rows: tuple[TrialRow, ...]) -> dict[str, list[float]]:
+    """First-call seconds of the compiling trials that finished, by the state of their compilation cache
+    (``cold``: empty when the trial started; ``warm``: it held artefacts)."""
+    starts: dict[str, list[float]] = {"cold": [], "warm": []}
+    for row in rows:
+        m = row.measurement
+        cache = m.extra.get("compile_cache") if m is not None else None
+        if m is None or m.status != "ok" or not isinstance(cache, dict) or m.first_call_s is None:
+            continue
+        if cache.get("state") in starts:
+            starts[cache["state"]].append(m.first_call_s)
+    return starts
+
+
+def _print_compile_cache(console: Console, summary: ParetoSummary) -> None:
+    import statistics
+
+    starts = compile_cache_starts(summary.rows)
+    if not starts["cold"] and not starts["warm"]:
+        return
+    parts = [
+        f"{len(values)} {state} (median first call {statistics.median(values):.1f} s)"
+        for state, values in starts.items()
+        if values
+    ]
+    console.print("compiling trials' cache: " + ", ".join(parts))
 
 
 def relative(value: float | None, reference: float | None) -> float | None:

@@ -112,3 +112,17 @@ def test_the_gpu_cold_start_script_dry_run(tmp_path: Path, tiny_flux_path: Path,
     assert json.loads((out / "summary.json").read_text())[0]["name"] == "flux-nf4-full"
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "flux-nf4-full: recorded already, skipped" in again.stdout
+
+
+def test_show_counts_cold_and_warm_starts() -> None:
+    from qco_tune.config import Measurement
+    from qco_tune.pareto import TrialRow
+    from qco_tune.report import compile_cache_starts
+
+    def row(number: int, state: str | None, first: float, status: str = "ok") -> TrialRow:
+        extra = {"compile_cache": {"state": state, "dir": "/c"}} if state else {}
+        m = Measurement(status=status, first_call_s=first, extra=extra)  # type: ignore[arg-type]
+        return TrialRow(number, "front", TrialConfig(), m, 1.0, 1, None, None, None)
+
+    rows = (row(0, "cold", 60.0), row(1, "warm", 7.0), row(2, "warm", 9.0), row(3, None, 1.0), row(4, "cold", 5, "oom"))
+    assert compile_cache_starts(rows) == {"cold": [60.0], "warm": [7.0, 9.0]}
