@@ -24,7 +24,12 @@ WORKLOAD = Workload(height=128, width=128, steps=2, guidance=3.5, max_sequence_l
 
 OBSERVED = {
     "group_offload_with_bitsandbytes_int8": (
-        TrialConfig(quantization=(("transformer", "bnb_int8"),), offload="group_leaf", use_stream=True),
+        TrialConfig(
+            quantization=(("text_encoder_2", "bnb_int8"), ("transformer", "bnb_int8")),
+            offload="group_block",
+            use_stream=True,
+            low_cpu_mem_usage=True,
+        ),
         "Expected a cuda device",
     ),
     "group_offload_with_quanto": (
