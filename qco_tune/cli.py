@@ -77,6 +77,10 @@ _FLAG_HELP = {
     "min_psnr": "Minimum PSNR (dB) of a trial's output against the study's reference output: a second constraint.",
     "measure_steps": "Trials run this many denoising steps; latency is extrapolated to --steps, the front re-measured.",
     "compile_cache": "true (default): the study's trials share Inductor's compilation caches; false: compile afresh.",
+    "attention_backends": "Attention backends to search, e.g. native,_native_cudnn (those usable here are).",
+    "layerwise_casting": "Layerwise casting of the denoiser to search: none,float8_e4m3fn.",
+    "vae_slicing": "false,true searches VAE slicing (left out by default: a trial decodes one image).",
+    "tf32": "false,true searches TF32 matmuls (by default only in float32 studies).",
 }
 
 

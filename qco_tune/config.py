@@ -18,10 +18,26 @@ QuantBackend = Literal[
     "torchao_int8wo",  # torchao int8 weight-only
     "torchao_fp8dq",  # torchao float8 dynamic activation + float8 weight (CC >= 8.9)
     "quanto_int8",  # optimum-quanto int8 weights
+    "torchao_int4wo",  # torchao int4 weight-only, tinygemm layout (CUDA, CC >= 8.0, bfloat16)
+    "torchao_fp8wo",  # torchao float8 weight-only (weights stored in float8, bf16 matmuls)
+    "torchao_int8dq",  # torchao int8 dynamic activation + int8 weight
+    "quanto_int4",  # optimum-quanto int4 weights
+    "quanto_fp8",  # optimum-quanto float8 weights
 ]
 CompileScope = Literal["none", "regional", "full"]
 CompileMode = Literal["default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"]
 OffloadKind = Literal["none", "model", "sequential", "group_block", "group_leaf"]
+LayerwiseCasting = Literal["none", "float8_e4m3fn"]
+AttentionBackend = Literal[
+    "native",  # torch's scaled_dot_product_attention, choosing its kernel itself (the default)
+    "_native_cudnn",  # the same, forced to the cuDNN kernel
+    "_native_efficient",  # forced to the memory-efficient kernel
+    "_native_flash",  # forced to torch's FlashAttention kernel
+    "flash",  # the flash-attn package (FlashAttention 2)
+    "_flash_3",  # FlashAttention 3 (Hopper), built from source
+    "sage",  # the sageattention package
+    "xformers",  # xformers' memory-efficient attention
+]
 WeightsKind = Literal["real", "random"]
 MemoryMetric = Literal["device", "reserved", "allocated"]
 TrialStatus = Literal["ok", "oom", "error", "crash", "timeout", "interrupted"]
@@ -30,10 +46,24 @@ QUANT_BACKENDS: tuple[str, ...] = get_args(QuantBackend)
 COMPILE_SCOPES: tuple[str, ...] = get_args(CompileScope)
 COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 OFFLOAD_KINDS: tuple[str, ...] = get_args(OffloadKind)
+LAYERWISE_CASTINGS: tuple[str, ...] = get_args(LayerwiseCasting)
+ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
 CUDA_GRAPH_MODES: frozenset[str] = frozenset({"max-autotune", "reduce-overhead"})
 GROUP_OFFLOADS: frozenset[str] = frozenset({"group_block", "group_leaf"})
 
 CONFIG_SCHEMA_VERSION = 1
+
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "layerwise_casting": "none",
+    "attention_backend": "native",
+    "vae_tiling": False,
+    "vae_slicing": False,
+    "vae_channels_last": False,
+    "tf32": False,
+}
+"""The knobs added after the first stored configurations (the "settings" of a pipeline), at their
+defaults. At its default such a knob is left out of ``to_dict`` and ``to_params``, so a configuration
+stored before it existed reads back, serialises and keys (``key``) exactly as it did."""
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -58,7 +88,7 @@ def parse_size(text: str | int | float) -> int:
     else:
         match = _SIZE_RE.match(text)
         if not match:
-            raise ValueError(f"not a size: {text!r} (write e.g. \"16GiB\" or \"512MiB\")")
+            raise ValueError(f'not a size: {text!r} (write e.g. "16GiB" or "512MiB")')
         value = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").lower()])
     if value <= 0:
         raise ValueError(f"size must be positive, got {text!r}")
@@ -105,6 +135,19 @@ class TrialConfig:
     """Group offloading ``record_stream``; only with ``use_stream``."""
     low_cpu_mem_usage: bool = False
     """Group offloading pins memory lazily instead of up front; only with ``use_stream``."""
+    layerwise_casting: LayerwiseCasting = "none"
+    """The denoiser's weights stored in this dtype and cast to the study's dtype layer by layer
+    (``enable_layerwise_casting``); not with a quantized denoiser."""
+    attention_backend: AttentionBackend = "native"
+    """The denoiser's attention kernel (``set_attention_backend``); ``native`` is diffusers' default."""
+    vae_tiling: bool = False
+    """The VAE decodes in overlapping tiles (``vae.enable_tiling()``): less memory at large sizes."""
+    vae_slicing: bool = False
+    """The VAE decodes a batch one item at a time (``vae.enable_slicing()``)."""
+    vae_channels_last: bool = False
+    """The VAE's weights in channels-last memory format (``vae.to(memory_format=torch.channels_last)``)."""
+    tf32: bool = False
+    """float32 matmuls on TF32 tensor cores (``torch.set_float32_matmul_precision("high")``), process-wide."""
 
     def __post_init__(self) -> None:
         pairs = tuple(sorted((c, b) for c, b in dict(self.quantization).items() if b != "none"))
@@ -115,6 +158,11 @@ class TrialConfig:
         _check_choice("compile", self.compile, COMPILE_SCOPES)
         _check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
         _check_choice("offload", self.offload, OFFLOAD_KINDS)
+        _check_choice("layerwise_casting", self.layerwise_casting, LAYERWISE_CASTINGS)
+        _check_choice("attention_backend", self.attention_backend, ATTENTION_BACKENDS)
+        for name in ("vae_tiling", "vae_slicing", "vae_channels_last", "tf32"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.blocks_per_group, int) or self.blocks_per_group < 1:
             raise ValueError(f"blocks_per_group must be a positive integer, got {self.blocks_per_group!r}")
 
@@ -129,6 +177,10 @@ class TrialConfig:
     @property
     def is_group_offload(self) -> bool:
         return self.offload in GROUP_OFFLOADS
+
+    def settings(self) -> dict[str, Any]:
+        """The settings knobs that differ from their defaults (``SETTINGS_DEFAULTS``), in that order."""
+        return {k: getattr(self, k) for k, default in SETTINGS_DEFAULTS.items() if getattr(self, k) != default}
 
     def canonical(self) -> TrialConfig:
         """The same configuration with knobs that mean nothing reset, so equal behaviour compares equal."""
@@ -160,6 +212,7 @@ class TrialConfig:
             off = c.offload + (f"({c.blocks_per_group})" if c.offload == "group_block" else "")
             flags = [n for n in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage") if getattr(c, n)]
             parts.append(off + ("+" + "+".join(flags) if flags else ""))
+        parts += _describe_settings(c)
         return " · ".join(parts)
 
     # -- flat params (Optuna) -----------------------------------------------------------------
@@ -180,6 +233,7 @@ class TrialConfig:
             if c.use_stream:
                 params["record_stream"] = c.record_stream
                 params["low_cpu_mem_usage"] = c.low_cpu_mem_usage
+        params.update(c.settings())
         return params
 
     @classmethod
@@ -197,6 +251,9 @@ class TrialConfig:
         c = self.canonical()
         data = dataclasses.asdict(c)
         data["quantization"] = dict(c.quantization)
+        for knob, default in SETTINGS_DEFAULTS.items():
+            if data[knob] == default:
+                del data[knob]  # as a configuration stored before the knob existed
         data["version"] = CONFIG_SCHEMA_VERSION
         return data
 
@@ -217,6 +274,21 @@ class TrialConfig:
         if unknown:
             raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
         return cls(quantization=tuple(quant.items()), **data)
+
+
+def _describe_settings(config: TrialConfig) -> list[str]:
+    """``attention flash``, ``layerwise float8_e4m3fn``, ``vae tiling+slicing+channels_last``, ``tf32``."""
+    parts = []
+    if config.attention_backend != "native":
+        parts.append(f"attention {config.attention_backend}")
+    if config.layerwise_casting != "none":
+        parts.append(f"layerwise {config.layerwise_casting}")
+    vae = [n for n in ("tiling", "slicing", "channels_last") if getattr(config, f"vae_{n}")]
+    if vae:
+        parts.append("vae " + "+".join(vae))
+    if config.tf32:
+        parts.append("tf32")
+    return parts
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -252,6 +324,15 @@ class SpaceRestriction:
     fullgraph: tuple[bool, ...] = ()
     offload: tuple[str, ...] = ()
     blocks_per_group: tuple[int, ...] = ()
+    attention_backends: tuple[str, ...] = ()
+    """Attention backends to search (``native`` and those usable here by default)."""
+    layerwise_casting: tuple[str, ...] = ()
+    vae_tiling: tuple[bool, ...] = ()
+    vae_slicing: tuple[bool, ...] = ()
+    """Default ``(False,)``: slicing splits a batch, and a trial decodes one image; list it to search it."""
+    vae_channels_last: tuple[bool, ...] = ()
+    tf32: tuple[bool, ...] = ()
+    """Default: searched only in float32 studies (TF32 changes float32 matmuls only)."""
 
 
 @dataclass(frozen=True)
@@ -316,8 +397,15 @@ def dict_differences(a: dict[str, Any], b: dict[str, Any], sep: str = " → ", p
 
 
 def identity_of(spec_data: dict[str, Any]) -> dict[str, Any]:
-    """The comparable part of a spec in dict form (``spec_to_dict``), e.g. as stored in a study."""
-    return {k: v for k, v in spec_data.items() if k not in RUN_ONLY_FIELDS}
+    """The comparable part of a spec in dict form (``spec_to_dict``), e.g. as stored in a study.
+
+    An empty ``space`` restriction means "unrestricted" and is left out, so a spec stored before a
+    restriction field existed has the same identity as the same spec now.
+    """
+    identity = {k: v for k, v in spec_data.items() if k not in RUN_ONLY_FIELDS}
+    if isinstance(identity.get("space"), dict):
+        identity["space"] = {k: v for k, v in identity["space"].items() if v not in ([], ())}
+    return identity
 
 
 def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
@@ -456,6 +544,11 @@ class Capabilities:
     versions: tuple[tuple[str, str], ...] = ()
     """(package, version) of torch, diffusers, transformers, ... and the driver/CUDA where known."""
     host: str = ""
+    attention_backends: tuple[str, ...] = ()
+    """diffusers attention backends that ran a small attention call here (``native`` always runs)."""
+    unusable: tuple[tuple[str, str], ...] = ()
+    """(knob value, why) for what is installed but failed the probe: a quantization backend
+    (``torchao_int4wo``) or an attention backend (``attention_backend=flash``)."""
 
     @property
     def device(self) -> str:
@@ -465,6 +558,7 @@ class Capabilities:
         data = dataclasses.asdict(self)
         data["versions"] = dict(self.versions)
         data["compute_capability"] = list(self.compute_capability) if self.compute_capability else None
+        data["unusable"] = dict(self.unusable)
         return data
 
     @classmethod
@@ -475,6 +569,8 @@ class Capabilities:
             kwargs["compute_capability"] = tuple(kwargs["compute_capability"])
         kwargs["backends"] = tuple(kwargs.get("backends") or ())
         kwargs["versions"] = tuple(sorted(dict(kwargs.get("versions") or {}).items()))
+        kwargs["attention_backends"] = tuple(kwargs.get("attention_backends") or ())
+        kwargs["unusable"] = tuple(sorted(dict(kwargs.get("unusable") or {}).items()))
         return cls(**kwargs)
 
 

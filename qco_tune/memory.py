@@ -63,8 +63,17 @@ QUANT_BYTES_PER_PARAM = {
     "torchao_int8wo": 1.02,
     "torchao_fp8dq": 1.02,
     "quanto_int8": 1.02,
+    "torchao_int4wo": 0.56,
+    "torchao_fp8wo": 1.02,
+    "torchao_int8dq": 1.02,
+    "quanto_int4": 0.56,
+    "quanto_fp8": 1.02,
 }
 """Bytes per parameter of a quantized component, scales and unquantized layers included."""
+LAYERWISE_BYTES_PER_PARAM = {"float8_e4m3fn": 1.0}
+"""Bytes per parameter of the denoiser's weights under layerwise casting (stored in float8)."""
+VAE_TILE_PIXELS = 512 * 512
+"""A tiled VAE decodes tiles of about 512x512 pixels (diffusers' default ``tile_sample_min_size``)."""
 ACTIVATION_TENSORS = 24
 """Live tensors of token x width size at the peak of a transformer block (MLP 4x, q/k/v, residuals)."""
 VAE_TENSORS = 5.5
@@ -224,7 +233,11 @@ def predict_terms(
     config = config.canonical()
     shape = _shape(model)
     weights = {c.name: _weight_bytes(model, c, config, spec.dtype) for c in model.components}
-    acts = _activations(model, spec, shape)
+    if config.layerwise_casting != "none" and model.denoiser in weights:
+        # Stored in float8 whole, like a quantization of every layer.
+        params = model.component(model.denoiser).params or 0
+        weights[model.denoiser] = (0.0, params * LAYERWISE_BYTES_PER_PARAM.get(config.layerwise_casting, 1.0))
+    acts = _activations(model, spec, shape, vae_tiling=config.vae_tiling)
     if config.compile != "none" and config.compile_mode in CUDA_GRAPH_MODES:
         acts[model.denoiser] *= 2  # CUDA graphs keep static copies of inputs and outputs
     total_plain = sum(plain for plain, _ in weights.values())
@@ -303,8 +316,11 @@ def _resident(
     ], f"{what} {name} with its activations {format_size(sum(weights[name]) * share[name] + acts.get(name, 0.0))}"
 
 
-def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape) -> dict[str, float]:
-    """Peak activation bytes per component that has notable ones (the denoiser and the VAE)."""
+def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape, vae_tiling: bool = False) -> dict[str, float]:
+    """Peak activation bytes per component that has notable ones (the denoiser and the VAE).
+
+    A tiled VAE decodes one tile at a time, so its activations are those of a tile at most.
+    """
     w = spec.workload
     act_bytes = DTYPE_BYTES.get(spec.dtype, 2)
     cell = shape.vae_scale_factor * shape.patch_size
@@ -314,7 +330,8 @@ def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape) -> dict[str, 
     text_tokens = w.max_sequence_length or DEFAULT_TEXT_TOKENS
     denoiser = (image_tokens + text_tokens) * shape.hidden_size * act_bytes * ACTIVATION_TENSORS
     decode_frames = min(frames, VAE_CHUNK_FRAMES)
-    vae = w.height * w.width * decode_frames * shape.vae_channels * act_bytes * VAE_TENSORS
+    pixels = min(w.height * w.width, VAE_TILE_PIXELS) if vae_tiling else w.height * w.width
+    vae = pixels * decode_frames * shape.vae_channels * act_bytes * VAE_TENSORS
     acts = {model.denoiser: float(denoiser)}
     vae_name = next((c.name for c in model.components if c.role == "vae"), None)
     if vae_name is not None:
@@ -442,7 +459,9 @@ def smallest_need(
     """
     best: int | None = None
     seen: set[tuple[Any, ...]] = set()
-    for config in space.enumerate():
+    # One representative per memory-relevant part of the runtime and settings (the rules that span
+    # several groups read only those parts), so that the walk stays small for a full space.
+    for config in space.iter_configs(runtime_key=_runtime_signature, settings_key=_settings_signature):
         signature = _memory_signature(config)
         if signature in seen:
             continue  # compile scope and stream flags other than use_stream change nothing here
@@ -454,6 +473,14 @@ def smallest_need(
     return best
 
 
-def _memory_signature(config: TrialConfig) -> tuple[Any, ...]:
+def _runtime_signature(config: TrialConfig) -> tuple[Any, ...]:
     graphs = config.compile != "none" and config.compile_mode in CUDA_GRAPH_MODES
-    return (config.quantization, config.offload, config.blocks_per_group, config.use_stream, graphs)
+    return (config.offload, config.blocks_per_group, config.use_stream, graphs)
+
+
+def _settings_signature(config: TrialConfig) -> tuple[Any, ...]:
+    return (config.layerwise_casting, config.vae_tiling)
+
+
+def _memory_signature(config: TrialConfig) -> tuple[Any, ...]:
+    return (config.quantization, *_runtime_signature(config), *_settings_signature(config))

@@ -18,22 +18,35 @@ Knobs, with the conditions under which they are suggested (parameter names as in
     non_blocking        offload in (group_block, group_leaf)
     record_stream       group offloading with use_stream
     low_cpu_mem_usage   group offloading with use_stream
+    attention_backend   always (native, and the others that the probe found usable here)
+    layerwise_casting   always (the rule below forbids it with a quantized denoiser)
+    vae_tiling          the VAE supports tiling
+    vae_slicing         the VAE supports slicing, and the study lists it (a trial decodes one image)
+    vae_channels_last   the VAE is a 2D convolutional one
+    tf32                a GPU of compute capability 8.0 or newer, and a float32 study (or the study lists it)
+
+The knobs fall into three groups that are enumerated separately and combined: quantization
+(``quant.*``), runtime (compile and offload) and settings (the rest). Each rule says which groups it
+reads (``Rule.scope``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from qco_tune.config import (
+    ATTENTION_BACKENDS,
     COMPILE_MODES,
     COMPILE_SCOPES,
     CUDA_GRAPH_MODES,
     GROUP_OFFLOADS,
+    LAYERWISE_CASTINGS,
     OFFLOAD_KINDS,
     QUANT_BACKENDS,
+    SETTINGS_DEFAULTS,
     Capabilities,
     CompileMode,
     ComponentInfo,
@@ -52,10 +65,53 @@ BACKEND_LIBRARY: dict[str, str] = {
     "torchao_int8wo": "torchao",
     "torchao_fp8dq": "torchao",
     "quanto_int8": "quanto",
+    "torchao_int4wo": "torchao",
+    "torchao_fp8wo": "torchao",
+    "torchao_int8dq": "torchao",
+    "quanto_int4": "quanto",
+    "quanto_fp8": "quanto",
 }
 """Quantization backend → the library (as named in ``Capabilities.backends``) that provides it."""
 BNB_BACKENDS = frozenset(b for b, lib in BACKEND_LIBRARY.items() if lib == "bitsandbytes")
+QUANTO_BACKENDS = frozenset(b for b, lib in BACKEND_LIBRARY.items() if lib == "quanto")
 FP8_MIN_CAPABILITY = (8, 9)
+TENSOR_CORE_CAPABILITY = (8, 0)
+"""Ampere: TF32 tensor cores, and torchao's int4 (tinygemm) kernel."""
+SETTINGS_KNOBS: tuple[str, ...] = tuple(SETTINGS_DEFAULTS)
+HALF_ONLY_ATTENTION = frozenset({"flash", "_flash_3", "sage", "_native_flash", "_native_cudnn"})
+"""Attention backends diffusers registers for bfloat16/float16 inputs only (``_check_qkv_dtype_bf16_or_fp16``)."""
+VAE_TILING_CLASSES = frozenset(
+    {
+        "AutoencoderDC",
+        "AutoencoderKL",
+        "AutoencoderKLAllegro",
+        "AutoencoderKLCogVideoX",
+        "AutoencoderKLCosmos",
+        "AutoencoderKLFlux2",
+        "AutoencoderKLHunyuanImage",
+        "AutoencoderKLHunyuanImageRefiner",
+        "AutoencoderKLHunyuanVideo",
+        "AutoencoderKLHunyuanVideo15",
+        "AutoencoderKLKVAE",
+        "AutoencoderKLKVAEVideo",
+        "AutoencoderKLLTX2Video",
+        "AutoencoderKLLTXVideo",
+        "AutoencoderKLMagvit",
+        "AutoencoderKLMiniMaxH3",
+        "AutoencoderKLMochi",
+        "AutoencoderKLQwenImage",
+        "AutoencoderKLQwenImage21",
+        "AutoencoderKLWan",
+        "AutoencoderTiny",
+        "AutoencoderVidTok",
+    }
+)
+"""VAE classes that implement both tiled and sliced decoding (``use_tiling``, ``use_slicing``) in diffusers
+0.42; ``tests/backends/test_knobs_cpu.py`` checks the table against the installed diffusers."""
+VAE_2D_CLASSES = frozenset(
+    {"AutoencoderKL", "AutoencoderDC", "AutoencoderTiny", "AutoencoderKLFlux2", "AutoencoderKLHunyuanImage"}
+)
+"""VAE classes made of 2D convolutions, whose weights take the channels-last memory format."""
 DEFAULT_BLOCKS_PER_GROUP = (1, 2)
 BOOLS = (False, True)
 QUANTIZABLE_ROLES = ("denoiser", "text_encoder")
@@ -74,7 +130,9 @@ class TrialLike(Protocol):
     def suggest_categorical(self, name: str, choices: Any) -> Any: ...
 
 
-RuleScope = Literal["quantization", "runtime", "both"]
+Group = Literal["quantization", "runtime", "settings"]
+Key = Callable[[TrialConfig], Any]
+BOTH: tuple[Group, ...] = ("quantization", "runtime")
 
 
 @dataclass(frozen=True)
@@ -84,8 +142,12 @@ class Rule:
     name: str
     broken: Callable[[TrialConfig, SearchSpace], bool]
     reason: Callable[[TrialConfig, SearchSpace], str]
-    scope: RuleScope = "runtime"
-    """What the predicate reads: the quantization only, the compile/offload knobs only, or both."""
+    scope: Group | tuple[Group, ...] = "runtime"
+    """The groups of knobs the predicate reads: quantization, runtime (compile, offload), settings."""
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return frozenset((self.scope,) if isinstance(self.scope, str) else self.scope)
 
 
 class SearchSpace:
@@ -99,15 +161,18 @@ class SearchSpace:
         allowed: dict[str, tuple[Any, ...]],
         knobs: dict[str, tuple[Any, ...]],
         missing: list[tuple[str, str]],
+        dtype: str = "bfloat16",
     ) -> None:
         self.model = model
         self.caps = caps
+        self.dtype = dtype
         self._allowed = allowed
         """Choices per knob that the study's restriction allows, whatever this machine can run."""
         self._knobs = knobs
         """Choices per knob that are also possible here: what ``suggest`` offers."""
         self._missing = missing
         self._enumerated: list[TrialConfig] | None = None
+        self.env = _Env(caps, model, dtype)
 
     # -- building -------------------------------------------------------------------------------------
 
@@ -119,12 +184,14 @@ class SearchSpace:
         cannot be quantized.
         """
         allowed = _allowed_choices(spec, model)
+        env = _Env(caps, model, spec.dtype)
         knobs: dict[str, tuple[Any, ...]] = {}
         for name, choices in allowed.items():
-            knobs[name] = tuple(c for c in choices if _unavailable(name, c, caps) is None)
-        missing = _missing_values(allowed, caps)
-        # A component with nothing but "none" left is not searched at all.
+            knobs[name] = tuple(c for c in choices if _unavailable(name, c, env) is None)
+        missing = _missing_values(allowed, env) + _unsearched_settings(spec, model)
+        # A component with nothing but "none" left is not searched at all, nor a setting with one choice.
         knobs = {k: v for k, v in knobs.items() if not (k.startswith("quant.") and v == ("none",))}
+        knobs = {k: v for k, v in knobs.items() if not (k in SETTINGS_KNOBS and v in ((), (SETTINGS_DEFAULTS[k],)))}
         if "group_block" not in knobs["offload"]:
             knobs.pop("blocks_per_group", None)
         if not GROUP_OFFLOADS & set(knobs["offload"]):
@@ -133,7 +200,7 @@ class SearchSpace:
         if not set(knobs["compile"]) - {"none"}:
             knobs.pop("compile_mode", None)
             knobs.pop("fullgraph", None)
-        return cls(model=model, caps=caps, allowed=allowed, knobs=knobs, missing=missing)
+        return cls(model=model, caps=caps, allowed=allowed, knobs=knobs, missing=missing, dtype=spec.dtype)
 
     # -- views ------------------------------------------------------------------------------------------
 
@@ -157,6 +224,7 @@ class SearchSpace:
         component, so an enqueued baseline is not filled in by the sampler.
         """
         params = {f"quant.{c}": "none" for c in self.components}
+        params.update({k: getattr(config, k) for k in SETTINGS_KNOBS if k in self._knobs})
         params.update(config.to_params())
         return params
 
@@ -168,7 +236,9 @@ class SearchSpace:
         The result may still break a rule (see ``violations``): choices are static.
         """
         quantization = self._suggest_quantization(trial)
-        return dataclasses.replace(self._suggest_runtime(trial), quantization=quantization)
+        runtime = self._suggest_runtime(trial)
+        settings = self._suggest_settings(trial)
+        return dataclasses.replace(runtime, quantization=quantization, **settings.settings())
 
     def _suggest_quantization(self, trial: TrialLike) -> tuple[tuple[str, Any], ...]:
         return tuple((c, trial.suggest_categorical(f"quant.{c}", self._knobs[f"quant.{c}"])) for c in self.components)
@@ -200,6 +270,11 @@ class SearchSpace:
             low_cpu_mem_usage=pick("low_cpu_mem_usage") if use_stream else False,
         )
 
+    def _suggest_settings(self, trial: TrialLike) -> TrialConfig:
+        """The settings knobs that are searched here (the others keep their defaults)."""
+        chosen = {k: trial.suggest_categorical(k, self._knobs[k]) for k in SETTINGS_KNOBS if k in self._knobs}
+        return TrialConfig(**chosen)
+
     # -- checking ---------------------------------------------------------------------------------------
 
     def violations(self, config: TrialConfig) -> list[str]:
@@ -212,31 +287,64 @@ class SearchSpace:
     def enumerate(self) -> list[TrialConfig]:
         """Every valid canonical configuration, each once, in the order of ``suggest``'s decisions.
 
-        Computed once. The quantization choices and the runtime (compile, offload) tree are walked
-        separately, each checked by the rules of its scope, then combined under the rules that read
-        both; the result equals checking every combination with ``violations``.
+        Computed once, as a list: for small spaces (tests, restricted studies). A full space with
+        every settings knob runs into millions; walk it lazily with ``iter_configs``.
         """
         if self._enumerated is None:
-            self._enumerated = self._enumerate()
+            self._enumerated = list(self.iter_configs())
         return list(self._enumerated)
 
-    def _enumerate(self) -> list[TrialConfig]:
-        runtime_rules = [r for r in RULES if r.scope == "runtime"]
-        quant_rules = [r for r in RULES if r.scope == "quantization"]
-        cross_rules = [r for r in RULES if r.scope == "both"]
-        runtimes = [c for c in _walk(self._suggest_runtime) if not any(r.broken(c, self) for r in runtime_rules)]
-        quants = [
-            q
-            for q in _walk(lambda t: TrialConfig(quantization=self._suggest_quantization(t)))
-            if not any(r.broken(q, self) for r in quant_rules)
-        ]
-        configs = []
+    def is_empty(self) -> bool:
+        """True when no configuration of the space is valid (computed lazily: stops at the first valid one)."""
+        return next(iter(self.iter_configs()), None) is None
+
+    def iter_configs(
+        self,
+        runtime_key: Key | None = None,
+        settings_key: Key | None = None,
+    ) -> Iterator[TrialConfig]:
+        """Every valid canonical configuration, each once, lazily, in the order of ``suggest``'s decisions.
+
+        The quantization choices, the runtime (compile, offload) tree and the settings are walked
+        separately, each checked by the rules of its group, then combined under the rules that read
+        several groups; the result equals checking every combination with ``violations``.
+        ``runtime_key`` and ``settings_key`` keep only the first runtime (settings) configuration of
+        each key: correct for a caller that needs one representative per key, as long as the rules
+        that read several groups read nothing that the key leaves out (``memory.smallest_need``).
+        """
+        by_group: dict[frozenset[str], list[Rule]] = {}
+        for rule in RULES:
+            by_group.setdefault(rule.groups, []).append(rule)
+
+        def valid(configs: list[TrialConfig], group: str, key: Key | None) -> list[TrialConfig]:
+            rules = by_group.get(frozenset({group}), [])
+            kept: list[TrialConfig] = []
+            seen: set[Any] = set()
+            for config in configs:
+                if any(r.broken(config, self) for r in rules):
+                    continue
+                if key is not None:
+                    if key(config) in seen:
+                        continue
+                    seen.add(key(config))
+                kept.append(config)
+            return kept
+
+        runtimes = valid(_walk(self._suggest_runtime), "runtime", runtime_key)
+        settings = valid(_walk(self._suggest_settings), "settings", settings_key)
+        quants = valid(_walk(lambda t: TrialConfig(quantization=self._suggest_quantization(t))), "quantization", None)
+        # Rules of quantization and runtime are checked before the settings are combined in.
+        without_settings = [r for g, rules in by_group.items() if len(g) > 1 and "settings" not in g for r in rules]
+        with_settings = [r for g, rules in by_group.items() if len(g) > 1 and "settings" in g for r in rules]
         for quant in quants:
             for runtime in runtimes:
-                config = dataclasses.replace(runtime, quantization=quant.quantization)
-                if not any(r.broken(config, self) for r in cross_rules):
-                    configs.append(config)
-        return configs
+                partial = dataclasses.replace(runtime, quantization=quant.quantization)
+                if any(r.broken(partial, self) for r in without_settings):
+                    continue
+                for setting in settings:
+                    config = dataclasses.replace(partial, **setting.settings())
+                    if not any(r.broken(config, self) for r in with_settings):
+                        yield config
 
     # -- seeded recipes ---------------------------------------------------------------------------------
 
@@ -314,9 +422,25 @@ def _allowed_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[Any, 
             "offload": _restrict(OFFLOAD_KINDS, r.offload),
             "blocks_per_group": tuple(r.blocks_per_group) or DEFAULT_BLOCKS_PER_GROUP,
             **{knob: BOOLS for knob in STREAM_KNOBS},
+            "attention_backend": _restrict(ATTENTION_BACKENDS, r.attention_backends),
+            "layerwise_casting": _restrict(LAYERWISE_CASTINGS, r.layerwise_casting),
+            "vae_tiling": _restrict(BOOLS, r.vae_tiling),
+            "vae_slicing": _restrict(BOOLS, r.vae_slicing) if r.vae_slicing else (False,),
+            "vae_channels_last": _restrict(BOOLS, r.vae_channels_last),
+            "tf32": _restrict(BOOLS, r.tf32) if r.tf32 or spec.dtype == "float32" else (False,),
         }
     )
     return allowed
+
+
+def _unsearched_settings(spec: StudySpec, model: ModelInfo) -> list[tuple[str, str]]:
+    """Settings the study leaves out by default because they change nothing for it (listing them searches them)."""
+    out = []
+    if not spec.space.vae_slicing and _vae(model) is not None:
+        out.append(("vae_slicing", "not searched: slicing splits a batch, and a trial decodes one image per call"))
+    if not spec.space.tf32 and spec.dtype != "float32":
+        out.append(("tf32", f"not searched: TF32 changes float32 matmuls only, and the study runs in {spec.dtype}"))
+    return out
 
 
 def _restrict(everything: tuple[Any, ...], restriction: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -345,10 +469,24 @@ def _not_quantizable(component: ComponentInfo) -> str:
     return f"quantizing {component.name} ({component.role}) is not offered: only the denoiser and text encoders"
 
 
-def _unavailable(knob: str, value: Any, caps: Capabilities) -> str | None:
-    """Why ``knob = value`` cannot run on this machine, or None."""
+@dataclass(frozen=True)
+class _Env:
+    """What decides whether a knob's value can run: the machine, the model and the study's dtype."""
+
+    caps: Capabilities
+    model: ModelInfo
+    dtype: str
+
+
+def _vae(model: ModelInfo) -> ComponentInfo | None:
+    return next((c for c in model.components if c.role == "vae"), None)
+
+
+def _unavailable(knob: str, value: Any, env: _Env) -> str | None:
+    """Why ``knob = value`` cannot run for this model and dtype on this machine, or None."""
+    caps = env.caps
     if knob.startswith("quant."):
-        return _backend_unavailable(value, caps) if value != "none" else None
+        return _backend_unavailable(value, env) if value != "none" else None
     if knob == "compile" and value != "none" and not caps.compile:
         return "torch.compile cannot build kernels here (no C compiler for the CPU, or no Triton for CUDA)"
     if knob == "compile_mode" and value in CUDA_GRAPH_MODES and not caps.cuda:
@@ -357,17 +495,73 @@ def _unavailable(knob: str, value: Any, caps: Capabilities) -> str | None:
         return "no CUDA: offloading to the CPU the trial already runs on means nothing"
     if knob in STREAM_KNOBS and value is True and not caps.cuda:
         return "CUDA streams need a GPU"
+    if knob in SETTINGS_KNOBS and value != SETTINGS_DEFAULTS[knob]:
+        return _setting_unavailable(knob, value, env)
     return None
 
 
-def _backend_unavailable(backend: str, caps: Capabilities) -> str | None:
+def _setting_unavailable(knob: str, value: Any, env: _Env) -> str | None:
+    """Why a settings knob's non-default ``value`` cannot run here, or None."""
+    caps, vae = env.caps, _vae(env.model)
+    if knob == "attention_backend":
+        if not caps.cuda:
+            return f"attention backend {value} needs a CUDA GPU (on the CPU only native attention runs)"
+        if value in HALF_ONLY_ATTENTION and env.dtype == "float32":
+            return f"attention backend {value} takes bfloat16 or float16 inputs only, and the study runs in float32"
+        unusable = dict(caps.unusable).get(f"attention_backend={value}")
+        if unusable:
+            return f"attention backend {value}: {unusable}"
+        if value not in caps.attention_backends:
+            return f"attention backend {value} was not found usable here"
+        return None
+    if knob.startswith("vae_"):
+        if vae is None:
+            return f"{env.model.reference} has no VAE"
+        if knob in ("vae_tiling", "vae_slicing") and vae.class_name not in VAE_TILING_CLASSES:
+            return f"{vae.class_name} has no {knob.removeprefix('vae_')} (enable_{knob.removeprefix('vae_')})"
+        if knob == "vae_channels_last" and vae.class_name not in VAE_2D_CLASSES:
+            return f"channels-last is a 2D memory format, and {vae.class_name} is not a 2D convolutional VAE"
+        return None
+    if knob == "tf32" and not _capability_at_least(caps, TENSOR_CORE_CAPABILITY):
+        return "TF32 needs an NVIDIA GPU of compute capability 8.0 or newer (Ampere)" + _this_one(caps)
+    return None
+
+
+def _capability_at_least(caps: Capabilities, needed: tuple[int, int]) -> bool:
+    return caps.cuda and caps.compute_capability is not None and tuple(caps.compute_capability) >= needed
+
+
+def _this_one(caps: Capabilities) -> str:
+    if caps.cuda and caps.compute_capability:
+        return f"; this one is {caps.compute_capability[0]}.{caps.compute_capability[1]}"
+    return ""
+
+
+def _backend_unavailable(backend: str, env: _Env) -> str | None:
+    caps = env.caps
     library = BACKEND_LIBRARY[backend]
     if library == "bitsandbytes" and not caps.cuda:
         return "bitsandbytes needs a CUDA GPU"
     if backend == "torchao_fp8dq" and not _fp8_capable(caps):
         return _fp8_reason(caps)
+    if backend == "torchao_int4wo":
+        reason = _int4_reason(env)
+        if reason:
+            return reason
     if library not in caps.backends:
         return f"{library} is not installed (or does not work) here"
+    unusable = dict(caps.unusable).get(backend)
+    if unusable:
+        return f"{backend}: {unusable}"
+    return None
+
+
+def _int4_reason(env: _Env) -> str | None:
+    """torchao's int4 weight-only (tinygemm layout) packs on the GPU for its CUDA kernel, in bfloat16 only."""
+    if not _capability_at_least(env.caps, TENSOR_CORE_CAPABILITY):
+        return "torchao int4 (tinygemm) needs a CUDA GPU of compute capability 8.0 or newer" + _this_one(env.caps)
+    if env.dtype != "bfloat16":
+        return f"torchao int4 (tinygemm) quantizes bfloat16 weights only, and the study runs in {env.dtype}"
     return None
 
 
@@ -382,7 +576,7 @@ def _fp8_reason(caps: Capabilities) -> str:
     return need
 
 
-def _missing_values(allowed: dict[str, tuple[Any, ...]], caps: Capabilities) -> list[tuple[str, str]]:
+def _missing_values(allowed: dict[str, tuple[Any, ...]], env: _Env) -> list[tuple[str, str]]:
     """(knob or value, why) for what the study allows and this machine cannot run; a whole knob in one line."""
     missing: dict[str, str] = {}
     compiling = set(allowed["compile"]) - {"none"}
@@ -390,15 +584,21 @@ def _missing_values(allowed: dict[str, tuple[Any, ...]], caps: Capabilities) -> 
     for knob, choices in allowed.items():
         if knob in STREAM_KNOBS or (knob in ("compile_mode", "fullgraph") and not compiling):
             continue  # said once below, or not searched anyway
-        gone = [(value, why) for value in choices if (why := _unavailable(knob, value, caps))]
+        gone = [(value, why) for value in choices if (why := _unavailable(knob, value, env))]
         if knob in ("compile", "offload") and gone:
             missing.setdefault(knob, gone[0][1])  # every value but "none" goes for one reason
         elif knob == "compile_mode" and "compile" in missing:
             continue
+        elif knob == "attention_backend":
+            for value, why in gone:
+                missing.setdefault(f"attention_backend={value}", why)
+        elif knob in SETTINGS_KNOBS:
+            if gone:
+                missing.setdefault(knob, gone[0][1])  # one other value
         else:
             for value, why in gone:
                 missing.setdefault(str(value), why)
-    stream_gone = _unavailable("use_stream", True, caps)
+    stream_gone = _unavailable("use_stream", True, env)
     if grouping and stream_gone:
         missing["use_stream"] = stream_gone
     return list(missing.items())
@@ -448,8 +648,28 @@ def _outside_runtime(config: TrialConfig, space: SearchSpace) -> list[str]:
     return [
         f"{knob}={value} is not among {', '.join(map(str, allowed[knob]))}"
         for knob, value in params.items()
-        if not knob.startswith("quant.") and value not in allowed[knob]
+        if not knob.startswith("quant.") and knob not in SETTINGS_KNOBS and value not in allowed[knob]
     ]
+
+
+def _outside_settings(config: TrialConfig, space: SearchSpace) -> list[str]:
+    """Settings in ``config`` that the study's restriction (or its defaults) leaves out."""
+    allowed = space._allowed
+    return [
+        f"{knob}={getattr(config, knob)} is not among {', '.join(map(str, allowed[knob]))}"
+        for knob in SETTINGS_KNOBS
+        if getattr(config, knob) not in allowed[knob]
+    ]
+
+
+def _settings_unavailable(config: TrialConfig, space: SearchSpace) -> list[str]:
+    return [why for knob, value in config.settings().items() if (why := _setting_unavailable(knob, value, space.env))]
+
+
+def _probed_unusable(config: TrialConfig, space: SearchSpace) -> list[str]:
+    """Backends the machine's probe found unusable, with its reason."""
+    unusable = dict(space.caps.unusable)
+    return [f"{b}: {unusable[b]}" for b in sorted(_backends(config)) if b in unusable]
 
 
 def _group_knobs_set(config: TrialConfig) -> list[str]:
@@ -498,7 +718,7 @@ RULES: tuple[Rule, ...] = (
         lambda c, s: (
             "sequential CPU offload cannot move bitsandbytes weights (accelerate tries to quantize them again)"
         ),
-        "both",
+        BOTH,
     ),
     Rule(
         "group_offload_with_bitsandbytes_int8",
@@ -507,16 +727,18 @@ RULES: tuple[Rule, ...] = (
         # trial of LLM.int8 weights under group offloading, block or leaf level, streamed or not,
         # failed with "ValueError: Expected a cuda device, but got: cpu" (int8 state is left on the CPU).
         lambda c, s: "group offloading leaves bitsandbytes int8 state on the CPU (fails: expected a cuda device)",
-        "both",
+        BOTH,
     ),
     Rule(
         "group_offload_with_quanto",
-        lambda c, s: c.is_group_offload and "quanto_int8" in _backends(c),
+        lambda c, s: c.is_group_offload and bool(_backends(c) & QUANTO_BACKENDS),
         # Observed on an H100 (torch 2.11, diffusers 0.42.1, optimum-quanto 0.2.7, 2026-11-24): both
-        # trials of a quanto transformer under block-level group offloading failed with "Expected all
+        # trials of a quanto int8 transformer under block-level group offloading failed with "Expected all
         # tensors to be on the same device, but got mat2 is on cpu" (quanto's weights were not onloaded).
+        # quanto's int4 and float8 weights are the same kind of tensor subclass (tests/gpu/test_knobs.py
+        # checks that they fail the same way).
         lambda c, s: "group offloading does not onload quanto weights (fails: mat2 is on cpu)",
-        "both",
+        BOTH,
     ),
     Rule(
         "fullgraph_with_group_offload",
@@ -532,15 +754,27 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "sequential_offload_with_quanto",
-        lambda c, s: c.offload == "sequential" and "quanto_int8" in _backends(c),
+        lambda c, s: c.offload == "sequential" and bool(_backends(c) & QUANTO_BACKENDS),
         # diffusers issue 10526: accelerate cannot rebuild quanto's WeightQBytesTensor on the meta device.
         lambda c, s: "sequential CPU offload cannot move quanto weights (accelerate cannot rebuild its tensors)",
-        "both",
+        BOTH,
     ),
     Rule(
         "fp8_needs_compute_capability",
         lambda c, s: "torchao_fp8dq" in _backends(c) and not _fp8_capable(s.caps),
         lambda c, s: f"torchao_fp8dq: {_fp8_reason(s.caps)}",
+        "quantization",
+    ),
+    Rule(
+        "torchao_int4_needs_tinygemm",
+        lambda c, s: "torchao_int4wo" in _backends(c) and _int4_reason(s.env) is not None,
+        lambda c, s: f"torchao_int4wo: {_int4_reason(s.env)}",
+        "quantization",
+    ),
+    Rule(
+        "backend_unusable_here",
+        lambda c, s: bool(_probed_unusable(c, s)),
+        lambda c, s: "; ".join(_probed_unusable(c, s)),
         "quantization",
     ),
     Rule(
@@ -595,6 +829,27 @@ RULES: tuple[Rule, ...] = (
         "runtime_outside_study_space",
         lambda c, s: bool(_outside_runtime(c, s)),
         lambda c, s: "outside the study's space: " + "; ".join(_outside_runtime(c, s)),
+    ),
+    Rule(
+        "layerwise_casting_with_quantized_denoiser",
+        lambda c, s: c.layerwise_casting != "none" and c.backend_for(s.model.denoiser) != "none",
+        lambda c, s: (
+            f"layerwise casting stores the denoiser's weights in {c.layerwise_casting} itself, and "
+            f"{s.model.denoiser} is already quantized ({c.backend_for(s.model.denoiser)})"
+        ),
+        ("quantization", "settings"),
+    ),
+    Rule(
+        "setting_unavailable",
+        lambda c, s: bool(_settings_unavailable(c, s)),
+        lambda c, s: "; ".join(_settings_unavailable(c, s)),
+        "settings",
+    ),
+    Rule(
+        "settings_outside_study_space",
+        lambda c, s: bool(_outside_settings(c, s)),
+        lambda c, s: "outside the study's space: " + "; ".join(_outside_settings(c, s)),
+        "settings",
     ),
 )
 """Every rule a configuration can break, in the order their sentences are reported."""

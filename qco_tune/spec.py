@@ -44,6 +44,12 @@ The TOML format, every field optional except ``model`` in practice (the default 
     fullgraph = [false, true]
     offload = ["none", "model", "sequential", "group_block", "group_leaf"]
     blocks_per_group = [1, 2]
+    attention_backends = ["native", "_native_cudnn", "flash", "sage"]   # those usable here are searched
+    layerwise_casting = ["none", "float8_e4m3fn"]   # the denoiser's weights stored in float8
+    vae_tiling = [false, true]
+    vae_slicing = [false, true]   # default [false]: a trial decodes one image, slicing splits a batch
+    vae_channels_last = [false, true]
+    tf32 = [false, true]          # default: searched in float32 studies only
 
 An unknown field, a wrong type or a bad value raises ``SpecError`` naming the field path and its line.
 The stored form (``config.spec_to_dict``) is read back by ``spec_from_dict`` with the same checks, and
@@ -66,8 +72,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from qco_tune.config import (
+    ATTENTION_BACKENDS,
     COMPILE_MODES,
     COMPILE_SCOPES,
+    LAYERWISE_CASTINGS,
     OFFLOAD_KINDS,
     QUANT_BACKENDS,
     MemoryMetric,
@@ -317,6 +325,12 @@ FIELDS: tuple[_Field, ...] = (
     _Field("space.fullgraph", "space.fullgraph", _list_of(_boolean), "boollist"),
     _Field("space.offload", "space.offload", _list_of(_choice(OFFLOAD_KINDS)), "list"),
     _Field("space.blocks_per_group", "space.blocks_per_group", _list_of(_positive_int), "intlist"),
+    _Field("space.attention_backends", "space.attention_backends", _list_of(_choice(ATTENTION_BACKENDS)), "list"),
+    _Field("space.layerwise_casting", "space.layerwise_casting", _list_of(_choice(LAYERWISE_CASTINGS)), "list"),
+    _Field("space.vae_tiling", "space.vae_tiling", _list_of(_boolean), "boollist"),
+    _Field("space.vae_slicing", "space.vae_slicing", _list_of(_boolean), "boollist"),
+    _Field("space.vae_channels_last", "space.vae_channels_last", _list_of(_boolean), "boollist"),
+    _Field("space.tf32", "space.tf32", _list_of(_boolean), "boollist"),
 )
 _BY_TOML = {f.toml: f for f in FIELDS}
 _BY_ATTR = {f.attr: f for f in FIELDS}
@@ -514,6 +528,12 @@ OVERRIDES: dict[str, str] = {
     "fullgraph": "space.fullgraph",
     "offload": "space.offload",
     "blocks_per_group": "space.blocks_per_group",
+    "attention_backends": "space.attention_backends",
+    "layerwise_casting": "space.layerwise_casting",
+    "vae_tiling": "space.vae_tiling",
+    "vae_slicing": "space.vae_slicing",
+    "vae_channels_last": "space.vae_channels_last",
+    "tf32": "space.tf32",
     "mix_gpus": "run.mix_gpus",
     "measure_steps": "run.measure_steps",
     "compile_cache": "run.compile_cache",
@@ -555,6 +575,12 @@ def apply_overrides(
     fullgraph: str | list[bool] | tuple[bool, ...] | None = None,
     offload: str | list[str] | tuple[str, ...] | None = None,
     blocks_per_group: str | list[int] | tuple[int, ...] | None = None,
+    attention_backends: str | list[str] | tuple[str, ...] | None = None,
+    layerwise_casting: str | list[str] | tuple[str, ...] | None = None,
+    vae_tiling: str | list[bool] | tuple[bool, ...] | None = None,
+    vae_slicing: str | list[bool] | tuple[bool, ...] | None = None,
+    vae_channels_last: str | list[bool] | tuple[bool, ...] | None = None,
+    tf32: str | list[bool] | tuple[bool, ...] | None = None,
     mix_gpus: bool | str | None = None,
     measure_steps: int | str | None = None,
     compile_cache: bool | str | None = None,

@@ -185,7 +185,7 @@ def prepare(spec: StudySpec, caps: Capabilities | None = None) -> tuple[ModelInf
         check_disk(model.reference, cache_dir())
     caps = caps or probe_capabilities()
     space = SearchSpace.build(spec, model, caps)
-    if not space.enumerate():
+    if space.is_empty():
         raise StudyError("the search space is empty here: " + "; ".join(f"{k}: {why}" for k, why in space.missing()))
     need = memory.smallest_need(space, model, spec, caps)
     if need is not None and memory.over_budget_bytes(need, spec.vram_budget):
@@ -390,7 +390,7 @@ def recalibrate(ctx: _Context) -> None:
 
 def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
     """Enqueue one valid configuration not yet tried; False when the whole space has been tried."""
-    for config in ctx.space.enumerate():
+    for config in ctx.space.iter_configs():
         if config.key() not in done and _why_not_run(ctx, config, done) is None:
             ctx.study.enqueue_trial(ctx.space.params(config))
             return True

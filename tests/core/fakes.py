@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qco_tune.config import Capabilities
+from qco_tune.config import ATTENTION_BACKENDS, Capabilities
 
 CPU = Capabilities(cuda=False, backends=("torchao", "quanto"), compile=True, host="laptop")
 """A CPU-only machine with torchao and quanto (bitsandbytes refuses to work without CUDA)."""
+# H100 and A100 below: every attention backend installed and usable (as a probe would find it).
 H100 = Capabilities(
     cuda=True,
     gpu_name="NVIDIA H100 80GB HBM3",
@@ -16,6 +17,7 @@ H100 = Capabilities(
     total_memory=80 * 2**30,
     compute_capability=(9, 0),
     backends=("bitsandbytes", "torchao", "quanto"),
+    attention_backends=ATTENTION_BACKENDS,
 )
 A100 = Capabilities(
     cuda=True,
@@ -24,6 +26,7 @@ A100 = Capabilities(
     total_memory=80 * 2**30,
     compute_capability=(8, 0),
     backends=("bitsandbytes", "torchao", "quanto"),
+    attention_backends=ATTENTION_BACKENDS,
 )
 
 

@@ -105,7 +105,11 @@ def test_smallest_need_is_the_minimum_over_the_space(flux: ModelInfo) -> None:
     assert smallest == min(predictions)
     resident = dataclasses.replace(spec, space=dataclasses.replace(spec.space, offload=("none",)))
     everything_nf4 = TrialConfig(quantization=tuple((c, "bnb_nf4") for c in (*flux.text_encoders, "transformer")))
-    assert smallest_need(SearchSpace.build(resident, flux, H100), flux, spec, H100) == need(flux, everything_nf4, spec)
+    tiled = dataclasses.replace(everything_nf4, vae_tiling=True)  # the VAE decode's 1024x1024 peak in 512x512 tiles
+    assert smallest_need(SearchSpace.build(resident, flux, H100), flux, spec, H100) == need(flux, tiled, spec)
+    untiled = dataclasses.replace(resident, space=dataclasses.replace(resident.space, vae_tiling=(False,)))
+    assert smallest_need(SearchSpace.build(untiled, flux, H100), flux, spec, H100) == need(flux, everything_nf4, spec)
+    assert need(flux, tiled, spec) < need(flux, everything_nf4, spec)
 
 
 def test_the_shape_of_a_local_model_comes_from_its_config(tmp_path: Path, flux: ModelInfo) -> None:

@@ -14,6 +14,7 @@ from qco_tune.modelref import resolve_model
 from qco_tune.space import RULES, SearchSpace, SpaceError
 from qco_tune.spec import apply_overrides, load_default_spec, parse_spec
 
+BOOLS = (False, True)
 NF4_PAIR: tuple[tuple[str, QuantBackend], ...] = (("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4"))
 GUIDE_LABELS = [
     "reference",
@@ -57,6 +58,10 @@ def test_suggest_asks_exactly_the_flat_parameter_names(tiny: ModelInfo) -> None:
         "non_blocking",
         "record_stream",
         "low_cpu_mem_usage",
+        "attention_backend",
+        "layerwise_casting",
+        "vae_tiling",
+        "vae_channels_last",
     }
 
 
@@ -111,6 +116,10 @@ def test_params_for_enqueueing_name_every_searched_component(tiny: ModelInfo) ->
         "quant.text_encoder_2": "none",
         "compile": "none",
         "offload": "none",
+        "attention_backend": "native",  # the settings searched here, at their defaults
+        "layerwise_casting": "none",
+        "vae_tiling": False,
+        "vae_channels_last": False,
     }
     assert TrialConfig.from_params(params) == TrialConfig()
 
@@ -250,6 +259,37 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         H100,
         "outside the study's space: compile_mode=reduce-overhead is not among default, max-autotune",
     ),
+    (
+        "torchao_int4_needs_tinygemm",
+        TrialConfig(quantization=(("transformer", "torchao_int4wo"),)),
+        CPU,
+        "torchao int4 (tinygemm) needs a CUDA GPU of compute capability 8.0 or newer",
+    ),
+    (
+        "backend_unusable_here",
+        TrialConfig(quantization=(("text_encoder_2", "quanto_fp8"),)),
+        dataclasses.replace(H100, unusable=(("quanto_fp8", "RuntimeError: no kernel"),)),
+        "quanto_fp8: RuntimeError: no kernel",
+    ),
+    (
+        "layerwise_casting_with_quantized_denoiser",
+        TrialConfig(quantization=(("transformer", "torchao_int8wo"),), layerwise_casting="float8_e4m3fn"),
+        H100,
+        "layerwise casting stores the denoiser's weights in float8_e4m3fn itself, and transformer is already "
+        "quantized (torchao_int8wo)",
+    ),
+    (
+        "setting_unavailable",
+        TrialConfig(attention_backend="flash"),
+        dataclasses.replace(H100, attention_backends=("native",), unusable=(("attention_backend=flash", "no"),)),
+        "attention backend flash: no",
+    ),
+    (
+        "settings_outside_study_space",
+        TrialConfig(vae_slicing=True),
+        H100,
+        "outside the study's space: vae_slicing=True is not among False",
+    ),
 ]
 
 
@@ -304,8 +344,18 @@ def test_a_restriction_that_does_not_fit_the_model(flux: ModelInfo) -> None:
 def test_a_cpu_shrinks_the_space_and_says_why(tiny: ModelInfo) -> None:
     space = SearchSpace.build(open_spec(), tiny, CPU)
     knobs = space.knobs()
-    assert knobs["quant.transformer"] == ("none", "torchao_int8wo", "quanto_int8")
+    assert knobs["quant.transformer"] == (
+        "none",
+        "torchao_int8wo",
+        "quanto_int8",
+        "torchao_fp8wo",
+        "torchao_int8dq",
+        "quanto_int4",
+        "quanto_fp8",
+    )
     assert knobs["offload"] == ("none",)
+    assert knobs["layerwise_casting"] == ("none", "float8_e4m3fn") and knobs["vae_tiling"] == (False, True)
+    assert "attention_backend" not in knobs and "tf32" not in knobs
     assert knobs["compile_mode"] == ("default", "max-autotune-no-cudagraphs")
     assert not {"use_stream", "blocks_per_group", "record_stream"} & set(knobs)
     missing = dict(space.missing())
@@ -314,31 +364,47 @@ def test_a_cpu_shrinks_the_space_and_says_why(tiny: ModelInfo) -> None:
     assert missing["offload"] == "no CUDA: offloading to the CPU the trial already runs on means nothing"
     assert missing["use_stream"] == "CUDA streams need a GPU"
     assert "CUDA graphs need a GPU" in missing["max-autotune"]
+    assert "torchao int4 (tinygemm) needs a CUDA GPU" in missing["torchao_int4wo"]
+    assert missing["attention_backend=flash"].startswith("attention backend flash needs a CUDA GPU")
+
+
+UNSEARCHED = ["vae_slicing", "tf32"]
+"""Left out of a bfloat16 study by default (a trial decodes one image; TF32 changes float32 matmuls only)."""
 
 
 def test_a_full_gpu_misses_nothing(tiny: ModelInfo) -> None:
-    assert SearchSpace.build(open_spec(), tiny, H100).missing() == []
+    assert [k for k, _ in SearchSpace.build(open_spec(), tiny, H100).missing()] == UNSEARCHED
 
 
 def test_an_ampere_gpu_lacks_fp8_only(tiny: ModelInfo) -> None:
     space = SearchSpace.build(open_spec(), tiny, A100)
-    assert [k for k, _ in space.missing()] == ["torchao_fp8dq"]
+    assert [k for k, _ in space.missing()] == ["torchao_fp8dq", *UNSEARCHED]
     assert "torchao_fp8dq" not in space.knobs()["quant.transformer"]
+    assert "torchao_int4wo" in space.knobs()["quant.transformer"]  # tinygemm runs from compute capability 8.0
 
 
 def test_no_compiler_and_no_quantization_library(tiny: ModelInfo) -> None:
     caps = Capabilities(cuda=False, backends=(), compile=False)
     space = SearchSpace.build(open_spec(), tiny, caps)
     assert space.components == ()  # nothing but "none" left: not searched
-    assert space.knobs() == {"compile": ("none",), "offload": ("none",)}
+    assert space.knobs() == {
+        "compile": ("none",),
+        "offload": ("none",),
+        "layerwise_casting": ("none", "float8_e4m3fn"),  # pure torch: they run anywhere
+        "vae_tiling": BOOLS,
+        "vae_channels_last": BOOLS,
+    }
     assert dict(space.missing())["compile"].startswith("torch.compile cannot build kernels")
     assert dict(space.missing())["quanto_int8"] == "quanto is not installed (or does not work) here"
-    assert space.enumerate() == [TrialConfig()]
+    assert TrialConfig() in space.enumerate() and len(space.enumerate()) == 2 * 2 * 2
 
 
 def test_the_default_study_on_a_cpu(default_spec: StudySpec, tiny: ModelInfo) -> None:
     space = SearchSpace.build(default_spec, tiny, CPU)
-    assert len(space.enumerate()) == 27  # three components x (none, torchao int8, quanto int8)
+    # Three components x seven backends (none, torchao int8 / float8 weight-only / int8 dynamic, quanto int8 /
+    # int4 / float8), layerwise casting only with an unquantized transformer, VAE tiling, VAE channels-last.
+    quantized_transformer, plain_transformer = 6 * 7 * 7, 7 * 7
+    assert len(space.enumerate()) == (quantized_transformer + 2 * plain_transformer) * 2 * 2
     assert "compile" not in dict(space.missing())  # left out by the study, not by the machine
 
 
@@ -348,7 +414,12 @@ def test_the_default_study_on_a_cpu(default_spec: StudySpec, tiny: ModelInfo) ->
 @pytest.mark.parametrize("caps", [CPU, A100, H100], ids=["cpu", "a100", "h100"])
 def test_enumerate_is_every_valid_suggestion_once(caps: Capabilities) -> None:
     space = flux_space(
-        caps, quantization="none,bnb_nf4,quanto_int8,torchao_fp8dq", compile_modes="default,max-autotune"
+        caps,
+        quantization="none,bnb_nf4,quanto_int8,torchao_fp8dq",
+        compile_modes="default,max-autotune",
+        offload="none,sequential,group_leaf",
+        attention_backends="native,flash",
+        vae_channels_last="false",
     )
     configs = space.enumerate()
     keys = [c.key() for c in configs]
@@ -359,7 +430,7 @@ def test_enumerate_is_every_valid_suggestion_once(caps: Capabilities) -> None:
 
 
 def test_enumerate_is_computed_once_and_copied() -> None:
-    space = flux_space(offload="none")
+    space = flux_space(offload="none", quantization="none,bnb_nf4")
     first = space.enumerate()
     first.clear()
     assert space.enumerate()

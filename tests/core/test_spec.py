@@ -57,6 +57,12 @@ def test_the_documented_example_parses() -> None:
         fullgraph=(False, True),
         offload=("none", "model", "sequential", "group_block", "group_leaf"),
         blocks_per_group=(1, 2),
+        attention_backends=("native", "_native_cudnn", "flash", "sage"),
+        layerwise_casting=("none", "float8_e4m3fn"),
+        vae_tiling=(False, True),
+        vae_slicing=(False, True),
+        vae_channels_last=(False, True),
+        tf32=(False, True),
     )
 
 
