@@ -1,7 +1,8 @@
 """Applying a tuned configuration in a user's own code, through the code path the trials run.
 
-``from_pretrained`` loads with quantization (it can only happen at load time), then offloads and
-compiles; ``apply`` offloads and compiles a pipeline that is already loaded. Both call
+``from_pretrained`` loads with quantization (it can only happen at load time), then makes the
+settings (layerwise casting, attention backend, VAE tiling, slicing and channels-last, TF32), offloads
+and compiles; ``apply`` does the same to a pipeline that is already loaded. Both call
 ``qco_tune.backends`` exactly as a trial's child process does (``load_pipeline``, then
 ``apply_config``), so what the tuner measured, what ``qco-tune export`` writes and what these do
 cannot drift apart.
@@ -31,9 +32,10 @@ def default_device() -> str:
 
 
 def apply(pipe: Any, config: ConfigSource, *, device: str | None = None) -> Any:
-    """Offload and compile the loaded ``pipe`` in place as ``config`` says; returns ``pipe``.
+    """Make the settings of ``config``, then offload and compile the loaded ``pipe`` in place; returns ``pipe``.
 
-    Sets the ``torch._dynamo.config`` values compilation needs (process-wide), as the trial did.
+    Sets the ``torch._dynamo.config`` values compilation needs, and TF32 and diffusers' default
+    attention backend where ``config`` says so (all process-wide), as the trial did.
     Raises ``ValueError`` when ``config`` quantizes a component that ``pipe`` did not load
     quantized with that backend (use ``from_pretrained``), when the offloading needs CUDA and
     ``device`` is not a GPU, or when the configuration is invalid or from a newer qco-tune.

@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from qco_tune.config import ComponentInfo
+from qco_tune.config import ComponentInfo, TrialConfig
 from qco_tune.pycode import Call, Code, Name, Value
 
 Library = Literal["diffusers", "transformers"]
@@ -36,6 +36,9 @@ class BackendConfig:
     """The transformers class's keyword arguments where they differ from the diffusers ones."""
     pipeline_backend: str | None = None
     """``PipelineQuantizationConfig(quant_backend=...)`` name, where both classes take the same keywords."""
+    on_device: bool = False
+    """Quantizes on the GPU while loading (``from_pretrained(..., device_map=device)``): its packed
+    layout is made by a CUDA kernel."""
 
     def call(self, library: Library) -> Call:
         """The config object for ``library``'s class, as a call to write or to ``instantiate``."""
@@ -47,6 +50,12 @@ def _bnb_4bit(quant_type: str) -> BackendConfig:
     # bf16 compute as in the diffusers docs; the 4-bit storage is what saves memory.
     kwargs = (("load_in_4bit", True), ("bnb_4bit_quant_type", quant_type), ("bnb_4bit_compute_dtype", BFLOAT16))
     return BackendConfig("BitsAndBytesConfig", kwargs=kwargs, pipeline_backend="bitsandbytes_4bit")
+
+
+def _quanto(weights: str) -> BackendConfig:
+    return BackendConfig(
+        "QuantoConfig", kwargs=(("weights_dtype", weights),), transformers_kwargs=(("weights", weights),)
+    )
 
 
 BACKEND_CONFIGS: dict[str, BackendConfig] = {
@@ -69,11 +78,34 @@ BACKEND_CONFIGS: dict[str, BackendConfig] = {
             ),
         ),
     ),
-    # The two QuantoConfig classes name the weight dtype differently.
-    "quanto_int8": BackendConfig(
-        "QuantoConfig", kwargs=(("weights_dtype", "int8"),), transformers_kwargs=(("weights", "int8"),)
+    # torchao 0.18's default int4 layout ("plain") needs the mslk package; the tinygemm layout runs
+    # on torch's own int4 kernel (CUDA, compute capability 8.0+, bfloat16) and is packed on the GPU.
+    "torchao_int4wo": BackendConfig(
+        "TorchAoConfig",
+        args=(
+            Call(
+                Name("torchao.quantization", "Int4WeightOnlyConfig"),
+                kwargs=(("group_size", 128), ("int4_packing_format", "tile_packed_to_4d")),
+            ),
+        ),
+        on_device=True,
     ),
+    "torchao_fp8wo": BackendConfig(
+        "TorchAoConfig", args=(Call(Name("torchao.quantization", "Float8WeightOnlyConfig")),)
+    ),
+    "torchao_int8dq": BackendConfig(
+        "TorchAoConfig", args=(Call(Name("torchao.quantization", "Int8DynamicActivationInt8WeightConfig")),)
+    ),
+    # The two QuantoConfig classes name the weight dtype differently.
+    "quanto_int8": _quanto("int8"),
+    "quanto_int4": _quanto("int4"),
+    "quanto_fp8": _quanto("float8"),
 }
+
+
+def quantizes_on_device(config: TrialConfig) -> bool:
+    """Whether loading ``config`` must quantize on the GPU (``device_map``): a backend packs for a CUDA kernel."""
+    return any(BACKEND_CONFIGS[b].on_device for _, b in config.quantization if b in BACKEND_CONFIGS)
 
 
 def library_of(component: ComponentInfo) -> Library:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from qco_tune.backends.compile import apply_compile
+from qco_tune.backends.compile import apply_compile, find_denoiser
 from qco_tune.backends.offload import apply_offload
+from qco_tune.backends.settings import apply_settings
 from qco_tune.config import TrialConfig
 
 
 def apply_config(pipe: Any, config: TrialConfig, device: str) -> Any:
-    """Offload, then compile, ``pipe`` in place as ``config`` says; returns ``pipe``.
+    """Settings, then offload, then compile ``pipe`` in place as ``config`` says; returns ``pipe``.
 
-    Quantization is not applied here: it happens at load (``models.load_pipeline``). Offloading
-    comes first so that compiled code sees the offloading hooks it will run with.
+    Quantization is not applied here: it happens at load (``models.load_pipeline``). The settings
+    (layerwise casting, attention backend, VAE tiling, slicing and channels-last, TF32) come first
+    because layerwise casting changes the weights that offloading moves; offloading comes before
+    compilation so that compiled code sees the offloading hooks it will run with.
     """
+    if config.settings():
+        apply_settings(pipe, config, find_denoiser(pipe))
     apply_offload(pipe, config, device)
     apply_compile(pipe, config)
     return pipe

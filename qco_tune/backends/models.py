@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 from qco_tune import paths
 from qco_tune.backends.materialize import materialize_preset
 from qco_tune.backends.quantization import build_quantization_config
+from qco_tune.backends.settings import moves_after_settings
 from qco_tune.config import ModelInfo, TrialConfig
+from qco_tune.quantconfigs import quantizes_on_device
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +53,9 @@ def load_pipeline(
     """Load ``model`` offline with ``config``'s quantization; move it to ``device`` unless it will be offloaded.
 
     Nothing is downloaded (``local_files_only``). Offloaded pipelines stay on the CPU for
-    ``apply_offload`` to place; quantization is validated before any weights are read.
+    ``apply_offload`` to place, and so do pipelines whose denoiser is cast layerwise first
+    (``settings.moves_after_settings``); quantization is validated before any weights are read. A
+    backend that quantizes on the GPU (torchao int4) loads with ``device_map=device``.
     """
     if device == "cuda":
         import torch
@@ -66,8 +70,10 @@ def load_pipeline(
     kwargs: dict[str, Any] = {_dtype_kwarg(): torch_dtype(dtype), "local_files_only": True}
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
+    if quantizes_on_device(config):
+        kwargs["device_map"] = device
     pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
-    if config.offload == "none":
+    if config.offload == "none" and not moves_after_settings(config):
         pipe.to(device)
     return pipe
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 _DTYPES = ("bfloat16", "float16", "float32")
 FP8_MIN_CAPABILITY = (8, 9)
+INT4_MIN_CAPABILITY = (8, 0)
 
 
 def build_quantization_config(
@@ -31,13 +32,13 @@ def build_quantization_config(
     quantized (tokenizers, schedulers), when ``dtype`` is unknown, or when this machine cannot run a
     backend (bitsandbytes without CUDA, float8 below compute capability 8.9, a missing library).
     """
-    _dtype_name(dtype)
+    dtype_name = _dtype_name(dtype)
     if not config.quantization:
         return None
     mapping: dict[str, Any] = {}
     for component, backend in config.quantization:
         library = _library_of(model, component)
-        _check_environment(backend, component)
+        _check_environment(backend, component, dtype_name)
         mapping[component] = build_config(backend, library)
 
     from diffusers import PipelineQuantizationConfig
@@ -62,9 +63,15 @@ def _library_of(model: ModelInfo, component: str) -> Library:
     return library_of(model.component(component))
 
 
-def _check_environment(backend: str, component: str) -> None:
+def _check_environment(backend: str, component: str, dtype: str = "bfloat16") -> None:
     """Refuse, with the reason, backends this machine cannot run (before any weights load)."""
     import torch
+
+    if backend == "torchao_int4wo":
+        if not torch.cuda.is_available() or torch.cuda.get_device_capability() < INT4_MIN_CAPABILITY:
+            raise ValueError(f"{component}: torchao_int4wo needs a CUDA GPU with compute capability >= 8.0")
+        if dtype != "bfloat16":
+            raise ValueError(f"{component}: torchao_int4wo quantizes bfloat16 weights only; the dtype is {dtype}")
 
     if backend.startswith("bnb_") and not torch.cuda.is_available():
         raise ValueError(f"{component}: {backend} needs a CUDA GPU (bitsandbytes quantizes on the GPU)")
