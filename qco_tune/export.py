@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qco_tune.backends.dynamo import DENOISER_NAMES, dynamo_settings
+from qco_tune.backends.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
 from qco_tune.config import ModelInfo, TrialConfig, Workload, format_size
 from qco_tune.pycode import (
     Call,
@@ -37,7 +38,7 @@ from qco_tune.pycode import (
     string_literal,
     value_node,
 )
-from qco_tune.quantconfigs import BACKEND_CONFIGS, config_call, library_of
+from qco_tune.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
 
 FORMATS: tuple[str, ...] = ("python", "json", "toml")
 DTYPES = ("bfloat16", "float16", "float32")
@@ -137,6 +138,14 @@ class ExportPlan:
     quantization: QuantPlan | None = None
     move_to_device: bool = True
     """``pipeline.to(device)``: only without offloading (offloading places the weights itself)."""
+    process_settings: tuple[Statement, ...] = ()
+    """Process-wide settings before loading (TF32)."""
+    load_on_device: bool = False
+    """``from_pretrained(..., device_map=device)``: a backend quantizes on the GPU while loading."""
+    settings: tuple[Statement, ...] = ()
+    """Calls on the loaded components (layerwise casting, attention backend, VAE), before offloading."""
+    move_after_settings: bool = False
+    """``pipeline.to(device)`` comes after the settings (layerwise casting first stores float8 on the host)."""
     offload_title: str = ""
     offload: tuple[Statement, ...] = ()
     compile: Statement | None = None
@@ -237,6 +246,27 @@ def plan_offload(config: TrialConfig, model: ModelInfo) -> tuple[str, tuple[Stat
     return title, tuple(statements)
 
 
+def _setting_statement(call: SettingCall, model: ModelInfo) -> Statement:
+    if call.target == "torch":
+        return Statement(Name("torch", call.method), call.args, call.kwargs)
+    if call.target == "denoiser":
+        target = _component_expr(_denoiser(model))
+    else:
+        vae = next((c.name for c in model.components if c.role == "vae"), None)
+        if vae is None:
+            raise ValueError(f"{call.method}: {model.reference} has no VAE")
+        target = _component_expr(vae)
+    return Statement(Code(f"{target}.{call.method}"), call.args, call.kwargs)
+
+
+def plan_settings(
+    config: TrialConfig, model: ModelInfo, dtype: str
+) -> tuple[tuple[Statement, ...], tuple[Statement, ...]]:
+    """(process-wide settings, calls on the components) as ``backends.settings.apply_settings`` makes them."""
+    process = tuple(_setting_statement(c, model) for c in process_settings(config))
+    return process, tuple(_setting_statement(c, model) for c in pipeline_settings(config, dtype))
+
+
 def plan_compile(config: TrialConfig, model: ModelInfo) -> Statement | None:
     """``compile_repeated_blocks`` (regional) or ``compile`` (full) of the denoiser, with non-default options."""
     config = config.canonical()
@@ -303,6 +333,7 @@ def plan_export(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     config = config.canonical()
     title, offload = plan_offload(config, model)
+    process, settings = plan_settings(config, model, dtype)
     strings, call_kwargs = plan_call(workload, video=model.is_video, call_parameters=call_parameters)
     fps = next((v for k, v in VIDEO_FPS.items() if model.pipeline_class.startswith(k)), DEFAULT_FPS)
     return ExportPlan(
@@ -311,6 +342,10 @@ def plan_export(
         dynamo=tuple(dynamo_settings(config).items()),  # type: ignore[arg-type]
         quantization=plan_quantization(config, model),
         move_to_device=config.offload == "none",
+        process_settings=process,
+        load_on_device=quantizes_on_device(config),
+        settings=settings,
+        move_after_settings=moves_after_settings(config),
         offload_title=title,
         offload=offload,
         compile=plan_compile(config, model),
@@ -343,6 +378,8 @@ def _body(plan: ExportPlan, imports: Imports) -> list[list[str]]:
         blocks.append(
             [f"{torch}._dynamo.config.{k} = {format_node(value_node(v, imports))[0]}" for k, v in plan.dynamo]
         )
+    if plan.process_settings:
+        blocks.append([line for statement in plan.process_settings for line in _statement(statement, imports)])
     load_kwargs: list[tuple[str, Value]] = []
     if plan.quantization is not None:
         config_class = imports.name(Name("diffusers.quantizers", "PipelineQuantizationConfig"))
@@ -352,13 +389,23 @@ def _body(plan: ExportPlan, imports: Imports) -> list[list[str]]:
         blocks.append(["# quantize", *quant])
         load_kwargs.append(("quantization_config", Code("pipeline_quant_config")))
     load_kwargs.append(("dtype", Name("torch", plan.dtype)))
+    if plan.load_on_device:
+        load_kwargs.append(("device_map", Code(DEVICE_VARIABLE)))
     pipeline_class = imports.name(Name("diffusers", "DiffusionPipeline"))
     load = _statement(
         Statement(Code(f"{pipeline_class}.from_pretrained"), (plan.model_ref,), tuple(load_kwargs), "pipeline"), imports
     )
-    if plan.move_to_device:
-        load.append(f"pipeline.to({DEVICE_VARIABLE})")
+    move = f"pipeline.to({DEVICE_VARIABLE})"
+    if plan.move_to_device and not plan.move_after_settings:
+        load.append(move)
     blocks.append(load)
+    if plan.settings:
+        lines = ["# denoiser and VAE settings"]
+        for statement in plan.settings:
+            lines += _statement(statement, imports)
+        if plan.move_to_device and plan.move_after_settings:
+            lines.append(move)
+        blocks.append(lines)
     if plan.offload:
         lines = [f"# {plan.offload_title}"]
         for statement in plan.offload:

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import functools
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from qco_tune.config import Capabilities, ModelInfo, StudySpec, TrialConfig, Workload
+from qco_tune.config import (
+    ATTENTION_BACKENDS,
+    Capabilities,
+    ModelInfo,
+    SpaceRestriction,
+    StudySpec,
+    TrialConfig,
+    Workload,
+)
 from qco_tune.export import ExportHeader
 from qco_tune.presets import get_preset
 from qco_tune.space import SearchSpace
@@ -17,15 +28,42 @@ H100 = Capabilities(
     total_memory=80 * 2**30,
     compute_capability=(9, 0),
     backends=("bitsandbytes", "torchao", "quanto"),
+    attention_backends=ATTENTION_BACKENDS,
 )
 """A GPU on which every knob is in the space."""
+EVERYTHING = SpaceRestriction(vae_slicing=(False, True), tf32=(False, True))
+"""The whole space: with the settings a bfloat16 study leaves out by default."""
 
 
 @functools.cache
-def whole_space(preset: str) -> tuple[TrialConfig, ...]:
-    """Every valid configuration of ``preset`` on an H100 (about 100,000 for FLUX.1)."""
+def whole_space(preset: str, dtype: str = "bfloat16") -> SearchSpace:
+    """The space of every knob of ``preset`` on an H100 (millions of configurations for FLUX.1: walk it
+    lazily with ``iter_configs``, or draw from it with ``random_config``)."""
     model = get_preset(preset).model_info()
-    return tuple(SearchSpace.build(StudySpec(name="all", model=preset), model, H100).enumerate())
+    spec = StudySpec(name="all", model=preset, dtype=dtype, space=EVERYTHING)  # type: ignore[arg-type]
+    return SearchSpace.build(spec, model, H100)
+
+
+class _RandomTrial:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self.rng.choice(list(choices))
+
+
+def random_config(preset: str, seed: int, dtype: str = "bfloat16") -> TrialConfig:
+    """A valid configuration of ``preset``'s whole space, drawn at random (the first valid draw from ``seed``)."""
+    space, rng = whole_space(preset, dtype), random.Random(seed)
+    while True:
+        config = space.suggest(_RandomTrial(rng)).canonical()
+        if space.is_valid(config):
+            return config
+
+
+def sample_space(preset: str, n: int, seed: int = 0) -> list[TrialConfig]:
+    """``n`` seeded random valid configurations of ``preset``'s whole space."""
+    return [random_config(preset, seed * 1_000_003 + i) for i in range(n)]
 
 
 GUIDE_FLUX_PROMPT = (
@@ -209,6 +247,64 @@ CASES = (
             warning="trial 3 failed (error: RuntimeError: boom\nos.system('x')): this configuration may not run",
         ),
         cpu=True,
+    ),
+)
+CASES += (
+    # The settings knobs (layerwise casting stores float8 on the host, so the move comes after them).
+    Case(
+        "layerwise_casting_vae_settings",
+        "flux.1-dev",
+        TrialConfig(layerwise_casting="float8_e4m3fn", vae_tiling=True, vae_slicing=True, vae_channels_last=True),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        cpu=True,
+    ),
+    Case(
+        "attention_tf32_float32_regional",
+        "flux.1-dev",
+        TrialConfig(attention_backend="_native_efficient", tf32=True, compile="regional"),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        dtype="float32",
+    ),
+    # The new quantization backends; torchao int4 quantizes on the GPU while loading (device_map).
+    Case(
+        "torchao_int4_quanto_fp8_int8dq_flash",
+        "flux.1-dev",
+        TrialConfig(
+            quantization=(
+                ("transformer", "torchao_int4wo"),
+                ("text_encoder", "quanto_fp8"),
+                ("text_encoder_2", "torchao_int8dq"),
+            ),
+            attention_backend="flash",
+        ),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+    ),
+    Case(
+        "torchao_fp8wo_quanto_int4_vae_tiling",
+        "flux.1-dev",
+        TrialConfig(
+            quantization=(("transformer", "torchao_fp8wo"), ("text_encoder_2", "quanto_int4")),
+            vae_tiling=True,
+        ),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        cpu=True,
+    ),
+    Case(
+        "wan_layerwise_casting_group_offload",
+        "wan2.1-t2v-1.3b",
+        TrialConfig(
+            layerwise_casting="float8_e4m3fn",
+            vae_tiling=True,
+            offload="group_leaf",
+            use_stream=True,
+            quantization=(("text_encoder", "torchao_fp8wo"),),
+        ),
+        WAN_WORKLOAD,
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
     ),
 )
 GUIDE_CASES = tuple(c for c in CASES if c.guide)

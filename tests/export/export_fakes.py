@@ -40,13 +40,16 @@ class Trace:
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     """(target, action, arguments) in order; repeated identical ``to`` calls collapse into one."""
     dynamo: dict[str, Any] = field(default_factory=dict)
+    float32_matmul_precision: str | None = None
+    """``torch.get_float32_matmul_precision()`` where the code changed it (TF32), else None."""
     pipeline_calls: list[dict[str, Any]] = field(default_factory=list)
     saved: list[tuple[str, ...]] = field(default_factory=list)
 
     def record(self, target: str, action: str, arguments: dict[str, Any]) -> None:
         entry = (target, action, arguments)
-        if action == "to" and self.calls and self.calls[-1] == entry:
-            return  # moving to the same device twice is one move
+        moves = [call for call in self.calls if call[0] == target and call[1] == "to"]
+        if action == "to" and moves and moves[-1] == entry:
+            return  # moving to where it already is changes nothing: one move
         self.calls.append(entry)
         if action == "group_offload":
             # Components are group-offloaded independently, so their order does not matter.
@@ -108,13 +111,22 @@ def _fake_module_class(trace: Trace, diffusers_model: bool) -> type:
     import torch
 
     class FakeModule(torch.nn.Module):
-        """A FAKE pipeline component: records compile and offload calls."""
+        """A FAKE pipeline component: records compile, offload and settings calls."""
 
         _repeated_blocks = ("FakeBlock",)
 
-        def __init__(self, name: str) -> None:
+        def __init__(self, name: str, dtype: Any = None) -> None:
             super().__init__()
             self.name = name
+            self._dtype = dtype
+
+        @property
+        def dtype(self) -> Any:
+            return self._dtype
+
+        def to(self, *args: Any, **kwargs: Any) -> FakeModule:  # type: ignore[override]
+            trace.record(self.name, "to", {"args": _plain(args), **_plain(kwargs)})
+            return self
 
         def compile(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
             trace.record(self.name, "compile", _compile_arguments(args, kwargs))
@@ -132,10 +144,28 @@ def _fake_module_class(trace: Trace, diffusers_model: bool) -> type:
             arguments = _bind(ModelMixin.enable_group_offload, args, kwargs, drop=1)
             trace.record(self.name, "group_offload", arguments)
 
+        def enable_layerwise_casting(self, *args: Any, **kwargs: Any) -> None:
+            from diffusers import ModelMixin
+
+            arguments = _bind(ModelMixin.enable_layerwise_casting, args, kwargs, drop=1)
+            trace.record(self.name, "enable_layerwise_casting", arguments)
+
+        def set_attention_backend(self, *args: Any, **kwargs: Any) -> None:
+            from diffusers import ModelMixin
+
+            arguments = _bind(ModelMixin.set_attention_backend, args, kwargs, drop=1)
+            trace.record(self.name, "set_attention_backend", arguments)
+
+        def enable_tiling(self) -> None:
+            trace.record(self.name, "enable_tiling", {})
+
+        def enable_slicing(self) -> None:
+            trace.record(self.name, "enable_slicing", {})
+
     return FakeDiffusersModule
 
 
-def _fake_pipeline(trace: Trace, model: ModelInfo) -> Any:
+def _fake_pipeline(trace: Trace, model: ModelInfo, dtype: Any = None) -> Any:
     import diffusers
 
     real_call = getattr(diffusers, model.pipeline_class).__call__
@@ -147,7 +177,7 @@ def _fake_pipeline(trace: Trace, model: ModelInfo) -> Any:
             self._modules = {}
             for component in model.components:
                 diffusers_model = LIBRARY_OF_ROLE.get(component.role) == "diffusers"
-                module = _fake_module_class(trace, diffusers_model)(component.name)
+                module = _fake_module_class(trace, diffusers_model)(component.name, dtype)
                 self._modules[component.name] = module
                 setattr(self, component.name, module)
 
@@ -213,7 +243,7 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
         kwargs.pop("local_files_only", None)  # trials never download; snippets may
         quantization = describe_quantization(kwargs.pop("quantization_config", None), model)
         trace.loads.append((str(path), {**_plain(kwargs), "quantization": quantization}))
-        return _fake_pipeline(trace, model)
+        return _fake_pipeline(trace, model, kwargs.get("dtype", kwargs.get("torch_dtype")))
 
     def apply_group_offloading(module: Any, *args: Any, **kwargs: Any) -> None:
         trace.record(module.name, "group_offload", _bind(real_group_offloading, args, kwargs, drop=1))
@@ -228,6 +258,7 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
     before = torch._dynamo.config.get_config_copy()
+    precision = torch.get_float32_matmul_precision()
     try:
         yield trace
     finally:
@@ -235,6 +266,9 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
         trace.dynamo = {k: v for k, v in after.items() if before.get(k) != v}
         for key in trace.dynamo:
             setattr(torch._dynamo.config, key, before[key])
+        if torch.get_float32_matmul_precision() != precision:
+            trace.float32_matmul_precision = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision(precision)
 
 
 def run_snippet(source: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:

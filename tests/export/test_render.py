@@ -5,12 +5,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import random
 import tomllib
 from pathlib import Path
 
 import pytest
-from export_cases import FLUX_WORKLOAD, whole_space
+from export_cases import FLUX_WORKLOAD, sample_space
 
 from qco_tune.config import CONFIG_SCHEMA_VERSION, ComponentInfo, ModelInfo, TrialConfig, Workload
 from qco_tune.export import (
@@ -31,7 +30,7 @@ NF4 = (("transformer", "bnb_nf4"), ("text_encoder_2", "bnb_nf4"))
 
 def sample(preset: str, n: int = 300) -> list[TrialConfig]:
     """A seeded random sample of the configurations of ``preset``'s whole space."""
-    return random.Random(0).sample(whole_space(preset), n)
+    return sample_space(preset, n)
 
 
 # -- the plan ----------------------------------------------------------------------------------------

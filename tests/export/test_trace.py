@@ -9,11 +9,12 @@ The recorded calls also read back into the configuration that was exported.
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
-from export_cases import CASES, Case, whole_space
+from export_cases import CASES, Case, random_config, whole_space
 from export_fakes import Trace, recording, run_snippet, write_model_index
 from export_helpers import ruff_problems
 from hypothesis import HealthCheck, given, settings
@@ -50,7 +51,14 @@ def trial_trace(
 
 # -- reading a trace back into a configuration ------------------------------------------------------
 
-_TORCHAO = {"Int8WeightOnlyConfig": "torchao_int8wo", "Float8DynamicActivationFloat8WeightConfig": "torchao_fp8dq"}
+_TORCHAO = {
+    "Int8WeightOnlyConfig": "torchao_int8wo",
+    "Float8DynamicActivationFloat8WeightConfig": "torchao_fp8dq",
+    "Int4WeightOnlyConfig": "torchao_int4wo",
+    "Float8WeightOnlyConfig": "torchao_fp8wo",
+    "Int8DynamicActivationInt8WeightConfig": "torchao_int8dq",
+}
+_QUANTO = {"int8": "quanto_int8", "int4": "quanto_int4", "float8": "quanto_fp8"}
 
 
 def _backend(library_class_settings: tuple[str, str, dict[str, Any]]) -> str:
@@ -62,8 +70,7 @@ def _backend(library_class_settings: tuple[str, str, dict[str, Any]]) -> str:
     if cls == "TorchAoConfig":
         return _TORCHAO[settings["quant_type"]["default"]["_type"]]
     if cls == "QuantoConfig":
-        assert settings.get("weights_dtype", settings.get("weights")) == "int8"
-        return "quanto_int8"
+        return _QUANTO[settings.get("weights_dtype", settings.get("weights"))]
     raise AssertionError(f"unexpected quantization config {cls}")
 
 
@@ -85,12 +92,26 @@ def config_from_trace(trace: Trace) -> TrialConfig:
                 fields["blocks_per_group"] = args["num_blocks_per_group"]
             for flag in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage"):
                 fields[flag] = args[flag]
+        elif action == "enable_layerwise_casting":
+            assert target == "transformer" and args["compute_dtype"] == load["dtype"]
+            fields["layerwise_casting"] = args["storage_dtype"].removeprefix("torch.")
+        elif action == "set_attention_backend":
+            assert target == "transformer"
+            fields["attention_backend"] = args["backend"]
+        elif action in ("enable_tiling", "enable_slicing"):
+            assert target == "vae"
+            fields["vae_tiling" if action == "enable_tiling" else "vae_slicing"] = True
+        elif action == "to" and target == "vae":
+            assert args == {"args": [], "memory_format": "torch.channels_last"}
+            fields["vae_channels_last"] = True
+    fields["tf32"] = trace.float32_matmul_precision == "high"
     return TrialConfig(**fields).canonical()
 
 
 def assert_same(snippet: Trace, trial: Trace) -> None:
     assert snippet.loads == trial.loads
     assert snippet.dynamo == trial.dynamo
+    assert snippet.float32_matmul_precision == trial.float32_matmul_precision
     assert snippet.calls == trial.calls
     assert snippet.pipeline_calls == trial.pipeline_calls
 
@@ -135,7 +156,8 @@ def test_apply_on_a_loaded_pipeline_matches_the_snippet(tmp_path: Path, monkeypa
 @st.composite
 def exports(draw: st.DrawFn) -> tuple[str, TrialConfig, Workload, str]:
     preset = draw(st.sampled_from(["flux.1-dev", "wan2.1-t2v-1.3b"]))
-    config = draw(st.sampled_from(whole_space(preset)))
+    dtype = draw(st.sampled_from(["bfloat16", "float16"]))
+    config = random_config(preset, draw(st.integers(0, 2**32)), dtype)
     words = st.text(min_size=0, max_size=120)
     workload = Workload(
         prompt=draw(words),
@@ -148,11 +170,13 @@ def exports(draw: st.DrawFn) -> tuple[str, TrialConfig, Workload, str]:
         seed=draw(st.integers(0, 2**31)),
         max_sequence_length=draw(st.none() | st.sampled_from([64, 512])),
     )
-    return preset, config, workload, draw(st.sampled_from(["bfloat16", "float16"]))
+    return preset, config, workload, dtype
 
 
 def test_the_space_is_large() -> None:
-    assert len(whole_space("flux.1-dev")) > 1000 and len(whole_space("wan2.1-t2v-1.3b")) > 100
+    flux = itertools.islice(whole_space("flux.1-dev").iter_configs(), 100_001)
+    assert sum(1 for _ in flux) > 100_000
+    assert len(whole_space("flux.1-dev").knobs()) == 18  # quantization of three components and 15 other knobs
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

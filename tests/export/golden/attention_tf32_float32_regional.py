@@ -1,0 +1,33 @@
+import torch
+from diffusers import DiffusionPipeline
+
+device = "cuda"  # where the pipeline runs
+
+torch.set_float32_matmul_precision("high")
+
+pipeline = DiffusionPipeline.from_pretrained(
+    "black-forest-labs/FLUX.1-dev", dtype=torch.float32
+)
+pipeline.to(device)
+
+# denoiser and VAE settings
+pipeline.transformer.set_attention_backend("_native_efficient")
+
+# compile
+pipeline.transformer.compile_repeated_blocks()
+
+prompt = (
+    "cinematic film still of a cat sipping a margarita in a pool in Palm Springs, "
+    "California, highly detailed, high budget hollywood movie, cinemascope, moody, "
+    "epic, gorgeous, film grain"
+)
+
+image = pipeline(
+    prompt=prompt,
+    height=1024,
+    width=1024,
+    num_inference_steps=28,
+    guidance_scale=3.5,
+    generator=torch.Generator("cpu").manual_seed(0),
+).images[0]
+image.save("output.png")

@@ -1,0 +1,33 @@
+import torch
+from diffusers import DiffusionPipeline
+
+device = "cuda"  # where the pipeline runs
+
+pipeline = DiffusionPipeline.from_pretrained(
+    "black-forest-labs/FLUX.1-dev", dtype=torch.bfloat16
+)
+
+# denoiser and VAE settings
+pipeline.transformer.enable_layerwise_casting(
+    storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16
+)
+pipeline.vae.enable_tiling()
+pipeline.vae.enable_slicing()
+pipeline.vae.to(memory_format=torch.channels_last)
+pipeline.to(device)
+
+prompt = (
+    "cinematic film still of a cat sipping a margarita in a pool in Palm Springs, "
+    "California, highly detailed, high budget hollywood movie, cinemascope, moody, "
+    "epic, gorgeous, film grain"
+)
+
+image = pipeline(
+    prompt=prompt,
+    height=1024,
+    width=1024,
+    num_inference_steps=28,
+    guidance_scale=3.5,
+    generator=torch.Generator("cpu").manual_seed(0),
+).images[0]
+image.save("output.png")

@@ -1,0 +1,41 @@
+import torch
+from diffusers import DiffusionPipeline, TorchAoConfig
+from diffusers.quantizers import PipelineQuantizationConfig
+from torchao.quantization import Float8WeightOnlyConfig
+from transformers import QuantoConfig
+
+device = "cuda"  # where the pipeline runs
+
+# quantize
+pipeline_quant_config = PipelineQuantizationConfig(
+    quant_mapping={
+        "transformer": TorchAoConfig(Float8WeightOnlyConfig()),
+        "text_encoder_2": QuantoConfig(weights="int4"),
+    },
+)
+
+pipeline = DiffusionPipeline.from_pretrained(
+    "black-forest-labs/FLUX.1-dev",
+    quantization_config=pipeline_quant_config,
+    dtype=torch.bfloat16,
+)
+pipeline.to(device)
+
+# denoiser and VAE settings
+pipeline.vae.enable_tiling()
+
+prompt = (
+    "cinematic film still of a cat sipping a margarita in a pool in Palm Springs, "
+    "California, highly detailed, high budget hollywood movie, cinemascope, moody, "
+    "epic, gorgeous, film grain"
+)
+
+image = pipeline(
+    prompt=prompt,
+    height=1024,
+    width=1024,
+    num_inference_steps=28,
+    guidance_scale=3.5,
+    generator=torch.Generator("cpu").manual_seed(0),
+).images[0]
+image.save("output.png")

@@ -1,0 +1,53 @@
+import torch
+from diffusers import DiffusionPipeline, TorchAoConfig
+from diffusers.quantizers import PipelineQuantizationConfig
+from torchao.quantization import (
+    Int4WeightOnlyConfig,
+    Int8DynamicActivationInt8WeightConfig,
+)
+from transformers import QuantoConfig
+from transformers import TorchAoConfig as TransformersTorchAoConfig
+
+device = "cuda"  # where the pipeline runs
+
+# quantize
+pipeline_quant_config = PipelineQuantizationConfig(
+    quant_mapping={
+        "transformer": TorchAoConfig(
+            Int4WeightOnlyConfig(
+                group_size=128, int4_packing_format="tile_packed_to_4d"
+            ),
+        ),
+        "text_encoder": QuantoConfig(weights="float8"),
+        "text_encoder_2": TransformersTorchAoConfig(
+            Int8DynamicActivationInt8WeightConfig()
+        ),
+    },
+)
+
+pipeline = DiffusionPipeline.from_pretrained(
+    "black-forest-labs/FLUX.1-dev",
+    quantization_config=pipeline_quant_config,
+    dtype=torch.bfloat16,
+    device_map=device,
+)
+pipeline.to(device)
+
+# denoiser and VAE settings
+pipeline.transformer.set_attention_backend("flash")
+
+prompt = (
+    "cinematic film still of a cat sipping a margarita in a pool in Palm Springs, "
+    "California, highly detailed, high budget hollywood movie, cinemascope, moody, "
+    "epic, gorgeous, film grain"
+)
+
+image = pipeline(
+    prompt=prompt,
+    height=1024,
+    width=1024,
+    num_inference_steps=28,
+    guidance_scale=3.5,
+    generator=torch.Generator("cpu").manual_seed(0),
+).images[0]
+image.save("output.png")

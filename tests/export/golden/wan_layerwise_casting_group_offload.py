@@ -1,0 +1,83 @@
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.hooks import apply_group_offloading
+from diffusers.quantizers import PipelineQuantizationConfig
+from diffusers.utils import export_to_video
+from torchao.quantization import Float8WeightOnlyConfig
+from transformers import TorchAoConfig
+
+device = "cuda"  # where the pipeline runs
+
+# quantize
+pipeline_quant_config = PipelineQuantizationConfig(
+    quant_mapping={"text_encoder": TorchAoConfig(Float8WeightOnlyConfig())}
+)
+
+pipeline = DiffusionPipeline.from_pretrained(
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    quantization_config=pipeline_quant_config,
+    dtype=torch.bfloat16,
+)
+
+# denoiser and VAE settings
+pipeline.transformer.enable_layerwise_casting(
+    storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16
+)
+pipeline.vae.enable_tiling()
+
+# group offloading, leaf level
+onload_device = torch.device(device)
+offload_device = torch.device("cpu")
+pipeline.transformer.enable_group_offload(
+    onload_device=onload_device,
+    offload_device=offload_device,
+    offload_type="leaf_level",
+    use_stream=True,
+)
+pipeline.vae.enable_group_offload(
+    onload_device=onload_device,
+    offload_device=offload_device,
+    offload_type="leaf_level",
+    use_stream=True,
+)
+apply_group_offloading(
+    pipeline.text_encoder,
+    onload_device=onload_device,
+    offload_device=offload_device,
+    offload_type="leaf_level",
+    use_stream=True,
+)
+
+prompt = (
+    "\n"
+    "The camera rushes from far to near in a low-angle shot, \n"
+    "revealing a white ferret on a log. It plays, leaps into the water, and emerges, "
+    "as the camera zooms in \n"
+    "for a close-up. Water splashes berry bushes nearby, while moss, snow, and leaves "
+    "blanket the ground. \n"
+    "Birch trees and a light blue sky frame the scene, with ferns in the foreground. "
+    "Side lighting casts dynamic \n"
+    "shadows and warm highlights. Medium composition, front view, low angle, with "
+    "depth of field.\n"
+)
+negative_prompt = (
+    "\n"
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, "
+    "paintings, images, static, overall gray, worst quality, \n"
+    "low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
+    "drawn hands, poorly drawn faces, deformed, disfigured, \n"
+    "misshapen limbs, fused fingers, still picture, messy background, three legs, many "
+    "people in the background, walking backwards\n"
+)
+
+video = pipeline(
+    prompt=prompt,
+    negative_prompt=negative_prompt,
+    height=480,
+    width=832,
+    num_frames=81,
+    num_inference_steps=50,
+    guidance_scale=5.0,
+    generator=torch.Generator("cpu").manual_seed(0),
+).frames[0]
+export_to_video(video, "output.mp4", fps=16)
