@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from qco_tune.config import SETTINGS_DEFAULTS
 from qco_tune.pareto import TrialRow
 
 STATES = ("front", "dominated", "feasible", "infeasible", "failed", "skipped", "running", "waiting")
@@ -25,7 +26,8 @@ def knobs_of(row: TrialRow) -> dict[str, str]:
     """Knob name → value text of a row (``quant`` lists every quantized component's backend)."""
     knobs: dict[str, str] = {}
     if row.config is not None:
-        for key, value in row.config.to_params().items():
+        params = {**SETTINGS_DEFAULTS, **row.config.to_params()}  # settings at their defaults match too
+        for key, value in params.items():
             knobs[key.removeprefix("quant.")] = str(value).lower()
         knobs["quant"] = ",".join(b for _, b in row.config.quantization) or "none"
     knobs["recipe"] = (row.baseline or "").lower()

@@ -36,6 +36,14 @@ def test_filter_states_knobs_and_words() -> None:
     assert TrialFilter.parse("state:bogus").errors == ("bogus",)
 
 
+def test_filter_by_a_setting_matches_its_default_too() -> None:
+    tiled = TrialConfig(vae_tiling=True, attention_backend="_native_cudnn")
+    rows = [row(0, "front", tiled), row(1, "front", TrialConfig())]
+    pick = lambda text: [r.number for r in rows if TrialFilter.parse(text).matches(r)]  # noqa: E731
+    assert pick("vae_tiling=true") == [0] and pick("vae_tiling=false") == [1]
+    assert pick("attention_backend=native") == [1] and pick("attention_backend!=native") == [0]
+
+
 def test_state_cycle_keeps_knob_words() -> None:
     f = TrialFilter.parse("compile=regional")
     seen = []

@@ -51,6 +51,9 @@ def config_table(row: TrialRow) -> Table:
         offload += f" · {c.blocks_per_group} block(s) per group"
     flags = [n for n in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage") if getattr(c, n)]
     table.add_row("offload", offload + (" · " + ", ".join(flags) if flags else ""))
+    settings = c.settings()
+    if settings:
+        table.add_row("settings", ", ".join(f"{k} {v}" if not isinstance(v, bool) else k for k, v in settings.items()))
     if row.baseline:
         table.add_row("seeded recipe", Text(row.baseline, style="italic"))
     return table
