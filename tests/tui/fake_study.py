@@ -28,7 +28,6 @@ from qco_tune.config import (
     COMPILE_MODES,
     COMPILE_SCOPES,
     OFFLOAD_KINDS,
-    QUANT_BACKENDS,
     Measurement,
     StudySpec,
     TrialConfig,
@@ -40,10 +39,13 @@ GIB = 2**30
 FAKE_GPU = "FAKE H100 80GB (fake backend)"
 BASELINES = ("reference", "nf4+regional", "group_leaf+stream", "model-offload")
 
+TOY_BACKENDS = ("none", "bnb_nf4", "bnb_fp4", "bnb_int8", "torchao_int8wo", "torchao_fp8dq", "quanto_int8")
+"""The backends the toy model knows (the fake study and its screenshots predate the others)."""
+
 _BOOL = CategoricalDistribution((False, True))
 DISTRIBUTIONS: dict[str, BaseDistribution] = {
-    "quant.transformer": CategoricalDistribution(QUANT_BACKENDS),
-    "quant.text_encoder_2": CategoricalDistribution(QUANT_BACKENDS),
+    "quant.transformer": CategoricalDistribution(TOY_BACKENDS),
+    "quant.text_encoder_2": CategoricalDistribution(TOY_BACKENDS),
     "compile": CategoricalDistribution(COMPILE_SCOPES),
     "compile_mode": CategoricalDistribution(COMPILE_MODES),
     "fullgraph": _BOOL,
@@ -96,7 +98,7 @@ def random_config(rng: random.Random) -> TrialConfig:
     compile_ = rng.choice(COMPILE_SCOPES)
     offload = rng.choice(OFFLOAD_KINDS)
     return TrialConfig(
-        quantization=(("transformer", rng.choice(QUANT_BACKENDS)), ("text_encoder_2", rng.choice(("none", "bnb_nf4")))),
+        quantization=(("transformer", rng.choice(TOY_BACKENDS)), ("text_encoder_2", rng.choice(("none", "bnb_nf4")))),
         compile=compile_,
         compile_mode=rng.choice(COMPILE_MODES),
         fullgraph=rng.random() < 0.3,
