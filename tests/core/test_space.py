@@ -182,9 +182,9 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
     ),
     (
         "group_offload_with_bitsandbytes_int8",
-        TrialConfig(quantization=(("transformer", "bnb_int8"),), offload="group_leaf", use_stream=True),
+        TrialConfig(quantization=(("transformer", "bnb_int8"),), offload="group_leaf"),
         H100,
-        "group offloading leaves bitsandbytes int8 state on the CPU",
+        "group offloading leaves bitsandbytes int8 state on the CPU (fails: expected a cuda device) without use_stream",
     ),
     (
         "group_offload_with_quanto",
@@ -488,3 +488,24 @@ def test_baselines_are_valid_and_distinct(default_spec: StudySpec, tiny: ModelIn
         assert baselines[0] == ("reference", TrialConfig())
         assert all(space.violations(config) == [] for _, config in baselines)
         assert len({config.key() for _, config in baselines}) == len(baselines)
+
+
+def test_bitsandbytes_int8_under_group_offloading_only_where_it_was_observed_to_run() -> None:
+    """studies/results/rules_probe/: with a stream it ran at leaf level, and at block level for T5 alone."""
+    space = flux_space()
+    rule = next(r for r in RULES if r.name == "group_offload_with_bitsandbytes_int8")
+    t5, dit = ("text_encoder_2", "bnb_int8"), ("transformer", "bnb_int8")
+    ran = [
+        TrialConfig(quantization=(dit,), offload="group_leaf", use_stream=True),
+        TrialConfig(quantization=(t5, dit), offload="group_leaf", use_stream=True),
+        TrialConfig(quantization=(t5,), offload="group_block", use_stream=True, low_cpu_mem_usage=True),
+    ]
+    failed = [
+        TrialConfig(quantization=(t5, dit), offload="group_block", use_stream=True),
+        TrialConfig(quantization=(dit,), offload="group_block", use_stream=True, low_cpu_mem_usage=True),
+        TrialConfig(quantization=(t5, dit), offload="group_block"),
+        TrialConfig(quantization=(t5,), offload="group_leaf"),
+    ]
+    assert [rule.broken(c, space) for c in ran] == [False] * len(ran)
+    assert [rule.broken(c, space) for c in failed] == [True] * len(failed)
+    assert "at block level with an int8 denoiser" in rule.reason(failed[0], space)
