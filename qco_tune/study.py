@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -82,6 +83,8 @@ VERSION_ATTR = "qco.version"
 GPU_KINDS_ATTR = "qco.gpu_kinds"
 PREDICTED_HOST_ATTR = "qco.predicted_host_bytes"
 METRIC_NAMES = ["latency_s", "peak_memory_gib"]
+PLAN_MAX_CONFIGS = 5000
+"""The planner stages spaces up to this many configurations; in larger ones TPE proposes alone."""
 MAX_CONSECUTIVE_SKIPS = 25
 MAX_ATTEMPTS = 3
 """Runs of one configuration that may end interrupted before it is given up: a configuration whose
@@ -162,6 +165,13 @@ class _Context:
     """What this machine can run, when the study's space was built on another (a worker's GPU)."""
     calibration: memory.Calibration = field(default_factory=memory.Calibration)
     """The memory model's corrections, fitted on the study's finished trials (``recalibrate``)."""
+    execute: Callable[..., Measurement] = run_trial
+    """Runs one trial request: the real runner, or a replay of recorded measurements (``qco-tune bench``)."""
+    plan: bool = True
+    """Stage the search (``qco_tune.planner``): cheap uncompiled configurations first, then compile the front.
+    False: the sampler alone proposes (kept for the benchmark's comparison)."""
+    plan_configs: list[TrialConfig] | None = None
+    """The space's configurations as the planner sees them (empty: too many to plan over, TPE alone)."""
 
 
 def parse_faults(text: str | None) -> dict[int, str]:
@@ -227,13 +237,17 @@ def open_study(
     space: SearchSpace,
     *,
     allow_changed_spec: bool = False,
+    seed: int | None = None,
 ) -> tuple[optuna.Study, bool]:
-    """Load the study named by ``spec`` or create it (seeding the guide's recipes). Returns (study, resumed)."""
+    """Load the study named by ``spec`` or create it (seeding the guide's recipes). Returns (study, resumed).
+
+    ``seed`` seeds the sampler (the replay benchmark); ``qco-tune run`` leaves it None.
+    """
     import optuna
 
     from qco_tune import __version__
 
-    sampler = make_sampler()
+    sampler = make_sampler(seed)
     try:
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
     except KeyError:
@@ -282,11 +296,16 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
-def make_sampler() -> optuna.samplers.BaseSampler:
-    """TPE over the conditional space: multivariate with groups, so knobs that exist together are modelled together."""
+def make_sampler(seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """qco-tune's sampler, for ``qco-tune run``, workers and the replay benchmark alike.
+
+    TPE over the conditional space: multivariate with groups, so knobs that exist together are
+    modelled together. What it proposes is staged by ``qco_tune.planner`` (``run_loop``) and filtered
+    by the rules, the ledger and the memory model (``_why_not_run``) before any GPU time is spent.
+    """
     import optuna
 
-    return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=8)
+    return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=8, seed=seed)
 
 
 @dataclass
@@ -395,6 +414,59 @@ def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
             ctx.study.enqueue_trial(ctx.space.params(config))
             return True
     return False
+
+
+def _enqueue_plan(ctx: _Context, book: Ledger, skips_in_a_row: int) -> None:
+    """Queue what the planner wants measured next, unless something is queued already."""
+    from optuna.trial import TrialState
+
+    from qco_tune.planner import Done, plan_next
+
+    study = ctx.study
+    if ctx.plan_configs is None:  # once: the planner walks small spaces only
+        head = list(itertools.islice(ctx.space.iter_configs(), PLAN_MAX_CONFIGS + 1))
+        ctx.plan_configs = head if len(head) <= PLAN_MAX_CONFIGS else []
+    if not ctx.plan_configs or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return
+    done = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        data = trial.user_attrs.get(CONFIG_ATTR)
+        if not isinstance(data, dict) or trial.user_attrs.get(STATUS_ATTR) == "interrupted":
+            continue
+        try:
+            config = TrialConfig.from_dict(data)
+        except ValueError:
+            continue
+        memory_bytes = trial.user_attrs.get(MEMORY_ATTR)
+        ok = trial.state == TrialState.COMPLETE and bool(trial.values) and memory_bytes is not None
+        measurement = trial.user_attrs.get(MEASUREMENT_ATTR) or {}
+        wall = (measurement.get("extra") or {}).get("wall_s") if isinstance(measurement, dict) else None
+        constraints = trial.constraints or {}
+        excess = constraints.values() if isinstance(constraints, dict) else constraints
+        done.append(
+            Done(
+                number=trial.number,
+                config=config,
+                latency_s=float(trial.values[0]) if ok and trial.values else None,
+                memory_bytes=float(memory_bytes) if ok and memory_bytes is not None else None,
+                feasible=ok and all(c <= 0 for c in excess),
+                seconds=float(wall) if isinstance(wall, (int, float)) else None,
+            )
+        )
+    plan = plan_next(
+        ctx.space.knobs(),
+        ctx.plan_configs,
+        done,
+        set(book.keys),
+        lambda config: _why_not_run(ctx, config, book.keys) is None,
+        budget_bytes=ctx.spec.vram_budget,
+        target=ctx.spec.trials,
+        skips_in_a_row=skips_in_a_row,
+    )
+    if isinstance(plan, TrialConfig):
+        study.enqueue_trial(ctx.space.params(plan))
+    elif plan:
+        study.enqueue_trial(plan)
 
 
 def reference_dir(spec: StudySpec, workload: Workload | None = None) -> Path:
@@ -540,7 +612,7 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
     request = _request(ctx, config, trial.number, baseline)
     with Heartbeat(ctx.study._storage, trial._trial_id):
         try:
-            measurement = run_trial(request, timeout=spec.trial_timeout, on_phase=ctx.observer.phase)
+            measurement = ctx.execute(request, timeout=spec.trial_timeout, on_phase=ctx.observer.phase)
         except TrialInterrupted as interrupted:
             _tell(ctx, trial, interrupted.measurement)
             requeue(ctx.study, trial._trial_id)
@@ -640,6 +712,8 @@ def run_loop(
                     result.stopped = "exhausted"
                     return
                 skips_in_a_row = 0
+            if ctx.plan:
+                _enqueue_plan(ctx, book, skips_in_a_row)
             trial = current = study.ask()
             config = ctx.space.suggest(trial)
             reason = _why_not_run(ctx, config, ledger(study, exclude=trial.number).keys)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from qco_tune.config import ComponentInfo, ComponentRole, ModelInfo, Workload
 from qco_tune.presets.blueprint import Blueprint
-from qco_tune.presets.flux import FLUX_DEV, FLUX_SCHNELL
+from qco_tune.presets.flux import FLUX_DEV, FLUX_DEV_REDUCED, FLUX_SCHNELL
 from qco_tune.presets.tiny import TINY_FLUX, TINY_WAN
 from qco_tune.presets.wan import WAN_1_3B, WAN_14B
 
@@ -155,6 +155,23 @@ PRESETS: dict[str, Preset] = {
             description="FLUX.1 [schnell], 12B text-to-image distilled to 1-4 steps, random weights",
             hidden_size=_FLUX_WIDTH,
             num_blocks=_FLUX_BLOCKS,
+        ),
+        Preset(
+            name="flux.1-dev-reduced",
+            blueprint=FLUX_DEV_REDUCED,
+            params=(
+                ("transformer", 1_310_154_816),
+                ("text_encoder", 123_060_480),
+                ("text_encoder_2", 517_494_784),
+                ("vae", 83_819_683),
+            ),
+            workload=Workload(height=512, width=512, steps=4, guidance=3.5, max_sequence_length=512),
+            description=(
+                "FLUX.1 [dev] at its real width with 2+4 of 57 transformer blocks and 2 of 24 T5 layers, "
+                "random weights: cheap trials of the real kernels (the search benchmark's grid)"
+            ),
+            hidden_size=_FLUX_WIDTH,
+            num_blocks=6,
         ),
         Preset(
             name="wan2.1-t2v-1.3b",

@@ -169,3 +169,37 @@ FLUX_SCHNELL = Blueprint(
     tokenizers=_TOKENIZERS,
     schedulers=(_scheduler(SCHNELL_REPO, dynamic=False),),
 )
+
+
+REDUCED_DOUBLE_BLOCKS, REDUCED_SINGLE_BLOCKS, REDUCED_T5_LAYERS = 2, 4, 2
+
+
+def _reduced(part: ModelPart, note: str, **depth: int) -> ModelPart:
+    return ModelPart(
+        part.name,
+        part.library,
+        part.class_name,
+        {**part.config, **depth},
+        config_class=part.config_class,
+        source=f"{part.source}, {note}",
+    )
+
+
+FLUX_DEV_REDUCED = Blueprint(
+    # FLUX.1 [dev] at its real width (3072, 24 heads, T5 d_model 4096) and real token counts, with few
+    # blocks: cheap trials whose kernels, quantization and offloading behave as the full model's do.
+    pipeline_class="FluxPipeline",
+    models=(
+        _reduced(
+            _transformer(DEV_REPO, guidance_embeds=True),
+            f"with {REDUCED_DOUBLE_BLOCKS} of 19 double and {REDUCED_SINGLE_BLOCKS} of 38 single blocks",
+            num_layers=REDUCED_DOUBLE_BLOCKS,
+            num_single_layers=REDUCED_SINGLE_BLOCKS,
+        ),
+        _CLIP,
+        _reduced(_T5, f"with {REDUCED_T5_LAYERS} of 24 layers", num_layers=REDUCED_T5_LAYERS),
+        _VAE,
+    ),
+    tokenizers=_TOKENIZERS,
+    schedulers=(_scheduler(DEV_REPO, dynamic=True),),
+)

@@ -1,0 +1,192 @@
+"""Record the search benchmark's grid: every configuration of a reduced space, measured once, resumably.
+
+    python3 studies/results/record_grid.py OUT.jsonl [--resume FILE] [--budget-s 540] [--limit N] [--tiny]
+
+Runs each configuration of ``qco_tune.grid``'s space (``grid_spec``, narrowed by ``in_grid``: the
+transformer of ``flux.1-dev-reduced`` unquantized, bitsandbytes NF4, torchao int8 weight-only or
+torchao float8; no compile, regional compile in the default and autotuning modes, whole-denoiser
+compile; no offloading, model CPU offload, leaf-level group offloading without and with a stream) at
+512x512 in 4 steps, as one trial each through ``qco_tune.runner.run_trial`` (a fresh child process,
+the spec's warm-up and timed calls, no memory cap: the budget is applied by the replay). Every
+trial starts with empty torch.compile caches (Inductor and Triton), so its cost is its own and does
+not depend on the order of recording. Each record (``qco_tune.grid``): the configuration, status and
+reason, latency, peak memory as the budget counts it (NVML, CUDA context included), cold start (the
+first call), load time, the trial's seconds from child start to result, and the fingerprint (GPU,
+versions).
+
+Resumable within commands of a few minutes: OUT starts as a copy of ``--resume`` (default
+``studies/results/search-grid/grid.jsonl`` where it exists); configurations already there are skipped;
+the rest run cheapest first (uncompiled, then regional, whole, autotuned compilation), and one whose
+expected duration (the slowest recorded of its kind, else an estimate) does not fit in what is left
+of ``--budget-s`` is not started. A trial cut short by the command's time (not by ``--trial-timeout``)
+is not recorded: the next command runs it first. Prints ``grid complete`` when nothing is left.
+
+``--tiny`` is a dry run of the plumbing with the tiny FLUX preset, on the CPU too (where the space
+shrinks to what runs there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from qco_tune.config import TrialConfig, TrialRequest  # noqa: E402
+from qco_tune.grid import (  # noqa: E402
+    GridRecord,
+    append_record,
+    grid_spec,
+    header_dict,
+    in_grid,
+    recorded_keys,
+)
+
+DEFAULT_RESUME = REPO / "studies" / "results" / "search-grid" / "grid.jsonl"
+EXPECTED_S = {
+    "none": 40.0,
+    "regional/default": 100.0,
+    "full/default": 150.0,
+    "regional/max-autotune-no-cudagraphs": 240.0,
+}
+"""Seconds a trial of each kind is expected to take on an H100 (child start to result, cold caches),
+until one of its kind has been recorded."""
+TINY_SCALE = 0.5
+MARGIN_S = 15.0
+SETUP_S = 60.0
+"""Probing the machine and materialising the preset, before the first trial of a command."""
+
+
+def kind(config: TrialConfig) -> str:
+    return "none" if config.compile == "none" else f"{config.compile}/{config.compile_mode}"
+
+
+def _expected(config: TrialConfig, seen: dict[str, float], tiny: bool) -> float:
+    prior = EXPECTED_S.get(kind(config), max(EXPECTED_S.values())) * (TINY_SCALE if tiny else 1.0)
+    return seen.get(kind(config), prior)
+
+
+def _seen_costs(path: Path) -> dict[str, float]:
+    """The slowest recorded trial of each kind, with a margin."""
+    seen: dict[str, float] = {}
+    if not path.exists():
+        return seen
+    for line in path.read_text().splitlines()[1:]:
+        if line.strip():
+            data = json.loads(line)
+            k = kind(TrialConfig.from_dict(data["config"]))
+            seen[k] = max(seen.get(k, 0.0), float(data["trial_s"]) * 1.15)
+    return seen
+
+
+def _prepare_out(out: Path, resume: Path | None, header: dict[str, Any]) -> None:
+    """OUT exists afterwards, with a header that matches this recording (copied from ``resume`` if given)."""
+    if not out.exists() and resume is not None and resume.exists() and resume.resolve() != out.resolve():
+        shutil.copyfile(resume, out)
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(header) + "\n")
+        return
+    first = out.read_text().splitlines()[0]
+    stored = json.loads(first)
+    for key in ("format", "spec", "model"):
+        if stored.get(key) != header.get(key):
+            raise SystemExit(f"error: {out} was recorded with another {key}; use a new OUT file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="the grid file to write (JSON lines)")
+    parser.add_argument("--resume", type=Path, help=f"an earlier grid to continue (default {DEFAULT_RESUME})")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="stop before this many seconds (default 540)")
+    parser.add_argument("--trial-timeout", type=float, default=420.0, help="a trial past this is a hang (default 420)")
+    parser.add_argument("--limit", type=int, help="record at most this many configurations in this command")
+    parser.add_argument("--tiny", action="store_true", help="a dry run with the tiny FLUX preset (CPU too)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    deadline = started + args.budget_s
+    cache = Path(os.environ.setdefault("QCO_CACHE", "/dev/shm/qco"))
+    resume = args.resume if args.resume is not None else (DEFAULT_RESUME if DEFAULT_RESUME.exists() else None)
+
+    from qco_tune.materializing import materialize_in_child
+    from qco_tune.presets import get_preset
+    from qco_tune.runner import probe_capabilities, run_trial
+    from qco_tune.space import SearchSpace
+    from qco_tune.study import fingerprint
+
+    caps = probe_capabilities()
+    if not caps.cuda and not args.tiny:
+        print("no CUDA GPU here: the grid needs one (--tiny tries the plumbing on the CPU)", file=sys.stderr)
+        return 2
+    spec = grid_spec()
+    if args.tiny:
+        spec = grid_spec(model="tiny-flux", workload=get_preset("tiny-flux").workload)
+    preset = get_preset(spec.model)
+    model = preset.model_info()
+    space = SearchSpace.build(spec, model, caps)
+    configs = sorted((c for c in space.enumerate() if in_grid(c)), key=lambda c: list(EXPECTED_S).index(kind(c)))
+    note = "dry run (--tiny)" if args.tiny else f"recorded with {Path(__file__).name}"
+    _prepare_out(args.out, resume, header_dict(spec, model, caps, spec.vram_budget, note))
+    done = recorded_keys(args.out)
+    todo = [c for c in configs if c.key() not in done]
+    where = caps.gpu_name or "cpu"
+    print(f"{where}: {len(configs)} configurations, {len(done)} recorded, {len(todo)} to go", flush=True)
+    if not todo:
+        print("grid complete", flush=True)
+        return 0
+    materialize_in_child(spec.model, cache, device=caps.device)
+    seen = _seen_costs(args.out)
+    for ran, config in enumerate(todo):
+        if args.limit is not None and ran >= args.limit:
+            print(f"stopping: --limit {args.limit} reached", flush=True)
+            break
+        need = _expected(config, seen, args.tiny)
+        left = deadline - time.monotonic()
+        if need + MARGIN_S > left:
+            print(f"stopping before {config.describe()}: it needs about {need:.0f} s and {left:.0f} s are left")
+            break
+        request = TrialRequest(
+            model=model,
+            config=config,
+            workload=spec.workload,
+            dtype=spec.dtype,
+            device=caps.device,  # type: ignore[arg-type]
+            memory_limit=None,  # measure what each configuration needs; the replay applies the budget
+            timed_calls=spec.timed_calls,
+            max_timed_calls=spec.max_timed_calls,
+            warmup_calls=spec.warmup_calls,
+            cache_dir=str(cache),
+            fresh_compile_cache=True,  # a cold start from scratch: the cost is the configuration's own
+        )
+        timeout = min(args.trial_timeout, left - MARGIN_S)
+        print(f"{config.describe()} (expected {need:.0f} s, limit {timeout:.0f} s)", flush=True)
+        m = run_trial(request, timeout=timeout)
+        if m.status == "timeout" and timeout < args.trial_timeout:
+            print("  cut short by this command's time: not recorded, the next command runs it first", flush=True)
+            break
+        trial_s = float(m.extra.get("wall_s") or 0.0)
+        memory = m.memory_for(spec.memory_metric) if m.status == "ok" else None
+        record = GridRecord(config, m, trial_s, memory, fingerprint(caps))
+        append_record(args.out, record)
+        seen[kind(config)] = max(seen.get(kind(config), 0.0), trial_s * 1.15)
+        shown = {k: record.to_dict()[k] for k in ("status", "latency_s", "memory_bytes", "first_call_s", "trial_s")}
+        print(f"  {json.dumps(shown)}" + (f" {m.reason}" if m.reason else ""), flush=True)
+    left_configs = [c for c in configs if c.key() not in recorded_keys(args.out)]
+    if not left_configs:
+        print("grid complete", flush=True)
+    else:
+        expected = sum(_expected(c, seen, args.tiny) for c in left_configs)
+        print(f"{len(left_configs)} configuration(s) left, about {expected:.0f} s; run again to continue", flush=True)
+    print(f"done in {time.monotonic() - started:.0f} s: {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
