@@ -68,3 +68,15 @@ def test_tokenizers_have_the_encoders_vocabulary_and_the_real_length(
     assert len(ids) == max_length and max(ids) < part.vocab_size
     if tokenizer == "tokenizer" and name.startswith("flux"):  # CLIP: real bos/eos ids; eos is the largest id
         assert ids[0] == 49406 and 49407 in ids and max(ids) == 49407
+
+
+def test_the_reduced_flux_preset_keeps_the_real_width_with_few_blocks() -> None:
+    preset = get_preset("flux.1-dev-reduced")
+    counts = count_parameters(preset.blueprint)
+    assert {k: n for k, (_, n) in counts.items()} == dict(preset.params)
+    flux = build_model(preset.blueprint.model("transformer"), "meta", "bfloat16")
+    assert (len(flux.transformer_blocks), len(flux.single_transformer_blocks), flux.inner_dim) == (2, 4, 3072)
+    assert preset.num_blocks == 6 and preset.hub_id is None
+    t5 = build_model(preset.blueprint.model("text_encoder_2"), "meta", "bfloat16")
+    assert (t5.config.d_model, t5.config.num_layers) == (4096, 2)
+    assert dict(preset.params)["text_encoder"] == dict(get_preset("flux.1-dev").params)["text_encoder"]

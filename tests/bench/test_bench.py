@@ -110,7 +110,6 @@ def test_a_replay_answers_with_the_records_and_stops_at_the_whole_front(small: G
             assert replay.seconds_to(whole) is not None and replay.hypervolume[-1] == pytest.approx(whole)
 
 
-
 def test_replays_are_reproducible_per_seed(small: Grid) -> None:
     for sampler in ("qco", "optuna_default"):
         first = bench.run_replay(small, sampler, 3, small.budget_bytes)
