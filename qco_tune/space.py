@@ -747,7 +747,7 @@ RULES: tuple[Rule, ...] = (
         # Observed on an H100 (torch 2.11, diffusers 0.42.1, optimum-quanto 0.2.7, 2026-11-24): both
         # trials of a quanto int8 transformer under block-level group offloading failed with "Expected all
         # tensors to be on the same device, but got mat2 is on cpu" (quanto's weights were not onloaded).
-        # quanto's int4 and float8 weights are the same kind of tensor subclass (tests/gpu/test_knobs.py
+        # quanto's int4 and float8 weights are the same kind of tensor subclass (tests/gpu/test_gpu_knobs.py
         # checks that they fail the same way).
         lambda c, s: "group offloading does not onload quanto weights (fails: mat2 is on cpu)",
         BOTH,
