@@ -209,6 +209,8 @@ def _write_summary(out: Path, folders: list[Path]) -> None:
 
         def fmt(key: str, spec: str = ".3f", data: dict[str, Any] = data) -> str:
             value = data.get(key)
+            if isinstance(value, str):  # strict JSON writes an infinite PSNR as "inf"
+                value = float(value)
             return "-" if value is None else format(value, spec)
 
         rows.append(
