@@ -39,6 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from recording import load_recorded  # noqa: E402
+
 from qco_tune.config import QuantBackend, TrialConfig, TrialRequest, Workload  # noqa: E402
 from qco_tune.presets import get_preset  # noqa: E402
 
@@ -92,17 +94,6 @@ def _tiny(case: Case, cuda: bool) -> Case:
     if not cuda:
         config = replace(config, quantization=tuple((c, b) for c, b in config.quantization if not b.startswith("bnb")))
     return replace(case, preset=TINY[case.preset], config=config, expected_s=case.expected_s / 3)
-
-
-def _recorded(name: str, folders: list[Path]) -> dict[str, Any] | None:
-    for folder in folders:
-        try:
-            data = json.loads((folder / f"{name}.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("status") == "ok":
-            return data
-    return None
 
 
 def _run(case: Case, run: int, request: TrialRequest, timeout: float) -> Any:
@@ -165,7 +156,7 @@ def _summary(case: Case, workload: Workload, runs: list[Any], cache: Path) -> di
 def _write_summary(out: Path, folders: list[Path]) -> None:
     rows, records = [], []
     for case in CASES:
-        data = next((d for f in (out, *folders) if (d := _recorded(case.name, [f])) is not None), None)
+        data = next((d for f in (out, *folders) if (d := load_recorded(case.name, [f])) is not None), None)
         if data is None:
             continue
         records.append(data)
@@ -224,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     torch_version = dict(caps.versions).get("torch")
     print(f"{gpu_kind(caps)}; torch {torch_version}; cache {cache}; budget {args.budget_s:.0f} s", flush=True)
     for case in cases:
-        if not args.rerun and _recorded(case.name, [out, *recorded]):
+        if not args.rerun and load_recorded(case.name, [out, *recorded]):
             print(f"{case.name}: recorded already, skipped", flush=True)
             continue
         need = case.expected_s + (0 if is_materialized(case.preset, cache) else MATERIALIZE_S.get(case.preset, 30))

@@ -33,6 +33,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from recording import load_recorded  # noqa: E402
+
 from qco_tune.config import QuantBackend, TrialConfig, TrialRequest, Workload  # noqa: E402
 from qco_tune.presets import get_preset  # noqa: E402
 from qco_tune.report import strict_json  # noqa: E402
@@ -100,17 +102,6 @@ CASES = (
 MATERIALIZE_S = {"flux.1-dev": 90.0, "wan2.1-t2v-1.3b": 50.0}
 """Expected seconds to materialise on an H100 into /dev/shm (import, build, save)."""
 MARGIN_S = 20.0
-
-
-def _recorded(name: str, folders: list[Path]) -> dict[str, Any] | None:
-    for folder in folders:
-        try:
-            data = json.loads((folder / f"{name}.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("status") == "ok":
-            return data
-    return None
 
 
 CARRY_MAX_BYTES = 32 * 2**20
@@ -283,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     while queue:
         case = queue.pop(0)
         is_reference = case.config == TrialConfig()
-        if not args.rerun and _recorded(case.name, [out, *recorded]) and not (is_reference and case.name in needed):
+        if not args.rerun and load_recorded(case.name, [out, *recorded]) and not (is_reference and case.name in needed):
             print(f"{case.name}: recorded already, skipped", flush=True)
             continue
         need = case.expected_s + (0 if is_materialized(case.preset, cache) else MATERIALIZE_S.get(case.preset, 30))
