@@ -13,6 +13,7 @@ from textual.widgets import DataTable
 from qco_tune.tui.app import LIGHT_THEME, QcoTuneApp
 from qco_tune.tui.screens.compare import CompareScreen
 from qco_tune.tui.screens.export import ExportScreen
+from qco_tune.tui.screens.help import HelpScreen
 from qco_tune.tui.screens.study import StudyScreen
 from qco_tune.tui.screens.trial import TrialScreen
 
@@ -51,6 +52,9 @@ async def compare(pilot: Pilot[Any]) -> None:
 async def help_screen(pilot: Pilot[Any]) -> None:
     await studies(pilot)
     await pilot.press("question_mark")
+    # Under load the key is handled after the press returns: wait for the screen, then for its layout.
+    await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+    await pilot.pause(0.2)
 
 
 SCREENS: dict[str, tuple[str | None, Callable[[Pilot[Any]], Awaitable[None]]]] = {
