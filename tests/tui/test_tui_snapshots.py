@@ -52,8 +52,9 @@ async def compare(pilot: Pilot[Any]) -> None:
 async def help_screen(pilot: Pilot[Any]) -> None:
     await studies(pilot)
     await pilot.press("question_mark")
-    # Under load the key is handled after the press returns: wait for the screen, then for its layout.
-    await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+    # Under load the key is handled after the press returns, and Markdown parses in a thread:
+    # wait for the screen and its mounted text, then for the layout.
+    await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen) and pilot.app.screen.rendered)
     await pilot.pause(0.2)
 
 

@@ -46,6 +46,14 @@ across studies with its speed-up over the first study.
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Markdown parses in a thread and mounts its blocks later; tests wait for this flag.
+        self.rendered = False
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Markdown(HELP)
+
+    def on_markdown_table_of_contents_updated(self, _: Markdown.TableOfContentsUpdated) -> None:
+        self.rendered = True

@@ -83,7 +83,7 @@ class StudiesScreen(Screen[None]):
         yield Header()
         yield Static(id="message", classes="message")
         yield DataTable(id="studies", cursor_type="row", zebra_stripes=True)
-        yield Static(id="runs", classes="status")
+        yield Static(id="runs", classes="status hidden")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -96,6 +96,7 @@ class StudiesScreen(Screen[None]):
             return
         self.load()
         self.set_interval(self.qapp.poll_interval, self.poll)
+        self._show_runs()
         self.set_interval(1.0, self._show_runs)
 
     # -- loading ------------------------------------------------------------------------------
