@@ -170,13 +170,18 @@ def _print_baselines(console: Console, summary: ParetoSummary) -> None:
         table.add_column(name)
     for name, row in summary.baselines.items():
         speedup = summary.speedups.get(name)
+        faster = f"{speedup:.2f}×" if speedup else "-"
+        best = summary.best
+        if row.category == "infeasible" and row.latency_s and best is not None and best.latency_s:
+            # The guide's recipe may not fit the budget; what it would cost in time is still worth saying.
+            faster = f"{row.latency_s / best.latency_s:.2f}× (recipe over budget)"
         table.add_row(
             name,
             str(row.number),
             _seconds(row.latency_s),
             format_size(row.memory_bytes),
             row.category if row.category not in ("front", "dominated") else "feasible",
-            f"{speedup:.2f}×" if speedup else "-",
+            faster,
         )
     console.print(table)
 

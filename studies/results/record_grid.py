@@ -1,6 +1,7 @@
 """Record the search benchmark's grid: every configuration of a reduced space, measured once, resumably.
 
     python3 studies/results/record_grid.py OUT.jsonl [--resume FILE] [--budget-s 540] [--limit N] [--tiny]
+                                                     [--gpus N]
 
 Runs each configuration of ``qco_tune.grid``'s space (``grid_spec``, narrowed by ``in_grid``: the
 transformer of ``flux.1-dev-reduced`` unquantized, bitsandbytes NF4, torchao int8 weight-only or
@@ -21,6 +22,12 @@ expected duration (the slowest recorded of its kind, else an estimate) does not 
 of ``--budget-s`` is not started. A trial cut short by the command's time (not by ``--trial-timeout``)
 is not recorded: the next command runs it first. Prints ``grid complete`` when nothing is left.
 
+``--gpus N`` records on N GPUs of one host at once: the configurations left are shared out so that the
+GPUs' expected seconds are even (longest first onto the least loaded), each GPU runs its share in a
+process of its own (``CUDA_VISIBLE_DEVICES``) writing ``OUT.gpuK``, and their records are merged into
+OUT at the end. Trials on different GPUs share the host's CPUs and memory bandwidth; offloading
+trials, which copy weights from host memory every step, are the ones that may read slower than alone.
+
 ``--tiny`` is a dry run of the plumbing with the tiny FLUX preset, on the CPU too (where the space
 shrinks to what runs there).
 """
@@ -31,7 +38,9 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +82,63 @@ def _expected(config: TrialConfig, seen: dict[str, float], tiny: bool) -> float:
     return seen.get(kind(config), prior)
 
 
+def shares(todo: list[TrialConfig], n: int, expected: dict[str, float]) -> list[list[TrialConfig]]:
+    """``todo`` split into ``n`` lists of about equal expected seconds, each kept in ``todo``'s order."""
+    loads = [0.0] * n
+    owner: dict[str, int] = {}
+    for config in sorted(todo, key=lambda c: -expected[c.key()]):
+        k = loads.index(min(loads))
+        owner[config.key()] = k
+        loads[k] += expected[config.key()]
+    return [[c for c in todo if owner[c.key()] == k] for k in range(n)]
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N, e.g. 0/4") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: K must be in 0..N-1")
+    return k, n
+
+
+def _stream(proc: subprocess.Popen[str], prefix: str) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(f"{prefix}{line}", end="", flush=True)
+
+
+def _record_on_gpus(args: argparse.Namespace, n: int, left_s: float) -> None:
+    """Run one recorder per GPU on its share of what is left, then merge their records into OUT."""
+    parts = [args.out.with_name(f"{args.out.name}.gpu{k}") for k in range(n)]
+    for part in parts:
+        part.unlink(missing_ok=True)  # each share starts from OUT as it is now
+    procs = []
+    for k, part in enumerate(parts):
+        command = [sys.executable, str(Path(__file__).resolve()), str(part), "--resume", str(args.out)]
+        command += ["--shard", f"{k}/{n}", "--budget-s", f"{left_s:.0f}", "--trial-timeout", str(args.trial_timeout)]
+        command += (["--limit", str(args.limit)] if args.limit is not None else []) + (["--tiny"] if args.tiny else [])
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(k)}
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        thread = threading.Thread(target=_stream, args=(proc, f"[gpu{k}] "), daemon=True)
+        thread.start()
+        procs.append((proc, thread))
+    for proc, thread in procs:
+        proc.wait()
+        thread.join()
+    have = recorded_keys(args.out)
+    with args.out.open("a", encoding="utf-8") as merged:
+        for part in parts:
+            if not part.exists():
+                continue
+            for line in part.read_text(encoding="utf-8").splitlines()[1:]:
+                if line.strip() and (key := str(json.loads(line)["key"])) not in have:
+                    merged.write(line + "\n")
+                    have[key] = "merged"
+            part.unlink()
+
+
 def _seen_costs(path: Path) -> dict[str, float]:
     """The slowest recorded trial of each kind, with a margin."""
     seen: dict[str, float] = {}
@@ -109,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial-timeout", type=float, default=420.0, help="a trial past this is a hang (default 420)")
     parser.add_argument("--limit", type=int, help="record at most this many configurations in this command")
     parser.add_argument("--tiny", action="store_true", help="a dry run with the tiny FLUX preset (CPU too)")
+    parser.add_argument("--gpus", type=int, default=1, help="record on this many GPUs of the host at once (default 1)")
+    parser.add_argument("--shard", type=_parse_shard, help=argparse.SUPPRESS)  # K/N: one GPU's share (--gpus)
     args = parser.parse_args(argv)
+    if args.gpus < 1:
+        parser.error("--gpus must be at least 1")
     started = time.monotonic()
     deadline = started + args.budget_s
     cache = Path(os.environ.setdefault("QCO_CACHE", "/dev/shm/qco"))
@@ -122,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     from qco_tune.study import fingerprint
 
     caps = probe_capabilities()
+    if args.gpus > 1 and caps.cuda and args.gpus > caps.gpu_count:
+        print(f"--gpus {args.gpus}: this host has {caps.gpu_count} GPU(s)", file=sys.stderr)
+        return 2
     if not caps.cuda and not args.tiny:
         print("no CUDA GPU here: the grid needs one (--tiny tries the plumbing on the CPU)", file=sys.stderr)
         return 2
@@ -141,8 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     if not todo:
         print("grid complete", flush=True)
         return 0
-    materialize_in_child(spec.model, cache, device=caps.device)
     seen = _seen_costs(args.out)
+    if args.shard is not None:
+        k, n = args.shard
+        todo = shares(todo, n, {c.key(): _expected(c, seen, args.tiny) for c in todo})[k]
+        print(f"share {k} of {n}: {len(todo)} configuration(s)", flush=True)
+    materialize_in_child(spec.model, cache, device=caps.device)  # once, before the shares start
+    if args.gpus > 1:
+        _record_on_gpus(args, args.gpus, deadline - time.monotonic())
+        todo = []
     for ran, config in enumerate(todo):
         if args.limit is not None and ran >= args.limit:
             print(f"stopping: --limit {args.limit} reached", flush=True)
@@ -178,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         seen[kind(config)] = max(seen.get(kind(config), 0.0), trial_s * 1.15)
         shown = {k: record.to_dict()[k] for k in ("status", "latency_s", "memory_bytes", "first_call_s", "trial_s")}
         print(f"  {json.dumps(shown)}" + (f" {m.reason}" if m.reason else ""), flush=True)
+    if args.shard is not None:
+        print(f"share {args.shard[0]} done in {time.monotonic() - started:.0f} s", flush=True)
+        return 0
     left_configs = [c for c in configs if c.key() not in recorded_keys(args.out)]
     if not left_configs:
         print("grid complete", flush=True)

@@ -52,3 +52,15 @@ def test_a_tiny_grid_is_recorded_resumed_and_replayed(tmp_path: Path, qco_cache_
     data = json.loads(replay.stdout)
     assert data["grid_gpu_seconds"] == pytest.approx(grid.total_seconds, abs=1e-3)
     assert set(data["samplers"]) == {"random", "optuna_default", "qco_tpe", "qco"}
+
+
+def test_a_grid_is_shared_out_over_several_gpus_and_merged(tmp_path: Path, qco_cache_dir: Path) -> None:
+    """``--gpus 2`` on the CPU: two recorders, one configuration each, merged into OUT."""
+    out = tmp_path / "grid.jsonl"
+    run = record(out, qco_cache_dir, "--gpus", "2", "--limit", "1", "--budget-s", "400")
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert "[gpu0] share 0 of 2" in run.stdout and "[gpu1] share 1 of 2" in run.stdout
+    grid = load_grid(out)
+    assert len(grid.records) == 2  # one per GPU, by configuration key
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("grid")) == ["grid.jsonl"]
+    assert "6 configuration(s) left" in run.stdout  # of the tiny grid's 8, counted in the merged file

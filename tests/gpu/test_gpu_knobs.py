@@ -17,7 +17,8 @@ memory, lower than the unoptimised reference's; the deviation from the reference
 The combinations the space excludes because they failed in practice are checked to still fail: a rule
 whose combination now runs should be dropped. Compile cases use mode ``default`` (and one
 ``reduce-overhead``); the autotuning modes run only with ``QCO_GPU_AUTOTUNE=1``. Expected runtime on
-an H100: a few minutes, most of it in the compile cases' cold starts.
+an H100: a few minutes, most of it in the compile cases' cold starts. ``QCO_GPU_CASES=DIR`` appends
+each case's measurement to ``DIR/cases.jsonl`` as it finishes (status, reason, output tail, figures).
 """
 
 from __future__ import annotations
@@ -205,7 +206,26 @@ def _measure(model: ModelInfo, config: TrialConfig, folder: Path, reference: Pat
         save_reference=save,
     )
     handle = nvml_handle(0)
-    return measure(request, folder / "result.json", nvml_used_bytes(handle), handle)
+    m = measure(request, folder / "result.json", nvml_used_bytes(handle), handle)
+    _keep(config, m)
+    return m
+
+
+def _keep(config: TrialConfig, m: Measurement) -> None:
+    """With ``QCO_GPU_CASES=DIR``, each case's measurement is written there as it finishes, so a run cut
+    short by a time limit still says what each finished case measured and why a failing one failed."""
+    folder = os.environ.get("QCO_GPU_CASES")
+    if not folder:
+        return
+    import json
+
+    from qco_tune.report import strict_json
+
+    path = Path(folder) / "cases.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        entry = {"configuration": config.describe(), **m.to_dict()}
+        out.write(json.dumps(strict_json(entry), default=str) + "\n")
 
 
 @pytest.fixture(scope="session")
