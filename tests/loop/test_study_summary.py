@@ -1,4 +1,7 @@
-"""``studies/results/study_summary.py`` on a study recorded on an H100 (``studies/tiny-gpu-h100.db``)."""
+"""``studies/results/study_summary.py`` on a study recorded on an H100.
+
+The storage: ``studies/results/issue2-h100/tiny-gpu-first-visits.db``, committed with those results.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from qco_tune.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "studies" / "results" / "study_summary.py"
-RECORDED = REPO / "studies" / "tiny-gpu-h100.db"
+RECORDED = REPO / "studies" / "results" / "issue2-h100" / "tiny-gpu-first-visits.db"
 
 
 def summarize(db: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
