@@ -192,17 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from qco_tune.report import load_stored_study, strict_json
+    from qco_tune.storage import StorageError
+    from qco_tune.study import StudyError
 
     try:
         study = load_stored_study(args.study, args.storage)
-    except Exception as exc:  # a missing study or storage: one line, as the CLI says it
+    except (StorageError, StudyError) as exc:  # a missing study or storage: one line, as the CLI says it
         print(f"error: {exc}", file=sys.stderr)
         return 2
     data = summarize(study, args.against)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
-    (args.out / "summary.md").write_text(markdown(data))
-    print(markdown(data), end="")
+    page = markdown(data)
+    (args.out / "summary.md").write_text(page)
+    print(page, end="")
     return 0
 
 
