@@ -318,7 +318,7 @@ class Ledger:
     """Configuration key → (trial number, ``measured`` | ``failed`` | ``running``)."""
     counted: int = 0
     """Trials that count towards the target: finished, failed, and running elsewhere. Skipped
-    proposals and interrupted trials (which are handed back to the queue) do not count."""
+    proposals, interrupted trials (which are handed back to the queue) and the reference do not count."""
 
 
 def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
@@ -335,7 +335,8 @@ def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
         data = trial.user_attrs.get(CONFIG_ATTR)
         if trial.state == TrialState.RUNNING and not isinstance(data, dict):
             continue  # asked by another process, not yet decided: may still be skipped
-        book.counted += 1
+        if trial.user_attrs.get(BASELINE_ATTR) not in REFERENCE_BASELINES:
+            book.counted += 1  # the reference is measurement, not a candidate: never a trial of the target
         if isinstance(data, dict):
             try:
                 book.keys.setdefault(TrialConfig.from_dict(data).key(), (trial.number, label[trial.state]))

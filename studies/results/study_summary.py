@@ -104,6 +104,7 @@ def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
                 target_m.step_time_s if target_m else None, best_m.step_time_s if best_m else None
             ),
         },
+        "gpu_seconds": gpu_seconds(summary),
         "rows": [row_entry(r) for r in shown],
         "memory_model": {
             "feasible": row_errors(summary.rows, feasible_only=True).to_dict(),
@@ -114,6 +115,26 @@ def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
         },
         "all_trials": [row_to_dict(r) for r in summary.rows],
     }
+
+
+def gpu_seconds(summary: ParetoSummary) -> dict[str, Any]:
+    """What the study's trials cost, in trial order: in all, in trials that ended out of memory, and until
+    the fastest feasible configuration had been measured (``Measurement.extra["wall_s"]``, child start to
+    result; skipped proposals cost nothing)."""
+    spent = oom = 0.0
+    to_best: float | None = None
+    best = summary.best.number if summary.best else None
+    for row in sorted(summary.rows, key=lambda r: r.number):
+        m = row.measurement
+        wall = (m.extra or {}).get("wall_s") if m else None
+        if not isinstance(wall, (int, float)):
+            continue
+        spent += float(wall)
+        if m is not None and m.status == "oom":
+            oom += float(wall)
+        if row.number == best:
+            to_best = spent
+    return {"total": spent, "oom": oom, "oom_share": oom / spent if spent else None, "to_best": to_best}
 
 
 def _s(value: float | None, digits: int = 3) -> str:
@@ -156,6 +177,14 @@ def markdown(data: dict[str, Any]) -> str:
             f"**Fastest feasible: #{best['number']} {best['configuration']}: {_s(best['latency_s'])} per call, "
             f"{head['speedup']:.2f}× faster than the guide's {head['against']!r} (#{head['against_trial']}){per_step}"
             f"{over}.**",
+            "",
+        ]
+    spent = data["gpu_seconds"]
+    if spent["total"]:
+        reached = f", the fastest feasible reached after {spent['to_best'] / 60:.1f} min" if spent["to_best"] else ""
+        lines += [
+            f"Trial GPU time: {spent['total'] / 60:.1f} min in all{reached}; {spent['oom_share']:.0%} of it in "
+            "trials that ran out of memory.",
             "",
         ]
     lines += [
