@@ -25,7 +25,7 @@ from qco_tune.config import Capabilities, Measurement, ModelInfo, StudySpec, Tri
 from qco_tune.memory import GIB, Calibration, Correction, MemoryTerms, predict_terms
 from qco_tune.pareto import TrialRow
 
-__all__ = ["ErrorSummary", "Sample", "calibrate", "error_summary", "fit", "row_errors", "samples"]
+__all__ = ["ErrorSummary", "Sample", "calibrate", "error_summary", "fit", "high_quantile", "row_errors", "samples"]
 
 RIDGE_SCALE = 0.05
 """Pull of each scale towards 1 (relative-error units)."""
@@ -35,6 +35,9 @@ HUBER = 0.10
 """Relative errors beyond this count linearly, not quadratically."""
 ITERATIONS = 12
 MIN_SCALE, MAX_SCALE = 0.25, 4.0
+ERROR_QUANTILE = 0.9
+"""``Correction.error`` is this quantile of the fitted trials' absolute relative errors (their maximum
+below ten trials), so one odd trial in a long study does not widen the skip margin for good."""
 WITHIN = 0.15
 """The tolerance ``error_summary`` counts trials within (±15%)."""
 
@@ -76,9 +79,21 @@ def fit(points: Sequence[Sample]) -> Correction:
             theta[i] = min(max(theta[i], MIN_SCALE), MAX_SCALE)
         residuals = [abs(_apply(theta, p) / p.measured - 1) for p in points]
         weights = [1.0 if r <= HUBER else HUBER / r for r in residuals]
+    residuals = [abs(_apply(theta, p) / p.measured - 1) for p in points]
     return Correction(
-        weights=theta[0], quantized=theta[1], activations=theta[2], offset=theta[3] * GIB, trials=len(points)
+        weights=theta[0],
+        quantized=theta[1],
+        activations=theta[2],
+        offset=theta[3] * GIB,
+        trials=len(points),
+        error=high_quantile(residuals),
     )
+
+
+def high_quantile(values: Sequence[float], q: float = ERROR_QUANTILE) -> float:
+    """The ``ceil(q x n)``-th smallest of ``values``: their maximum below ``1 / (1 - q)`` values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
 
 
 def _apply(theta: Sequence[float], point: Sample) -> float:

@@ -1,7 +1,10 @@
 """Predict the peak memory of a configuration before it runs, and correct the prediction with the study's trials.
 
-Stdlib only. The study skips configurations predicted *clearly* over budget (``over_budget``, a 1.5x
-margin), so an error costs at most a trial. A prediction is a sum of terms (``MemoryTerms``):
+Stdlib only. The study skips a configuration whose prediction is over the budget by more than the
+model's own measured error (``budget_check``: the calibration's residuals on the study's finished trials,
+or ``UNCALIBRATED_MARGIN`` before any finished), so an error costs at most a trial. A prediction is the
+largest over the phases of a trial (load, text encoding, denoising, VAE decode) of a sum of terms
+(``MemoryTerms``):
 
 - weights resident on the device at the peak, split into unquantized ones (the study's dtype) and
   quantized ones (bytes per parameter of the backend, scales included; what the backends leave
@@ -12,6 +15,13 @@ margin), so an error costs at most a trial. A prediction is a sum of terms (``Me
   Torch's caching allocator keeps about as much again reserved around them (``ACTIVATION_RESERVED``);
 - offloading: none keeps everything resident; model offload one component at a time; sequential and
   group offloading a few layers or blocks (twice that with a prefetch stream);
+- the load phase, which matters once weights are offloaded: ``from_pretrained`` with a bitsandbytes
+  config quantizes on the GPU (diffusers' and transformers' bitsandbytes quantizers set ``device_map``
+  to the current GPU), so every bitsandbytes component is resident at once, quantized, before
+  offloading starts; a backend packed on the GPU (``quantconfigs.quantizes_on_device``, torchao int4)
+  loads the whole pipeline there. torchao's other configs and quanto quantize on the CPU and move later.
+  Group offloading then leaves the allocator's cached blocks of that load reserved (model and sequential
+  offload empty the cache when they start), and bitsandbytes 8-bit weights never leave the device;
 - overhead: what NVML sees beyond the allocator (the CUDA context, library workspaces, kernels), or
   on a machine without CUDA the trial process itself.
 
@@ -22,6 +32,7 @@ a scale per term and a constant, fitted robustly on the study's finished trials
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -39,18 +50,22 @@ from qco_tune.config import (
     format_size,
 )
 from qco_tune.presets import Preset, get_preset, is_preset, preset_for_hub_id
+from qco_tune.quantconfigs import quantizes_on_device
 
 if TYPE_CHECKING:
     from qco_tune.space import SearchSpace
 
 __all__ = [
+    "BudgetCheck",
     "Calibration",
     "Correction",
     "MemoryPrediction",
     "MemoryTerms",
+    "budget_check",
     "over_budget",
     "over_budget_bytes",
     "predict",
+    "skip_margin",
     "smallest_need",
 ]
 
@@ -98,7 +113,37 @@ PROCESS_BASE = GIB
 LOAD_SHARD_BYTES = 10 * 10**9
 """Loading passes one checkpoint shard through host memory (``save_pretrained``'s default ``max_shard_size``
 of diffusers models: 10 GB)."""
-DEFAULT_MARGIN = 1.5
+LOADS_ON_DEVICE = frozenset({"bnb_nf4", "bnb_fp4", "bnb_int8"})
+"""Backends whose ``from_pretrained`` quantizes on the GPU: the bitsandbytes quantizers of diffusers and
+transformers put the component on the current GPU (``update_device_map``) whatever its later placement.
+Measured on the H200 (studies of 2026-12-01, trials 4 and 5): NF4 transformer + T5 with group or model
+offload peaked at 10.26 GiB allocated, the two quantized components together, at load."""
+STAYS_ON_DEVICE = frozenset({"bnb_int8"})
+"""Backends whose weights stay on the device when the pipeline is offloaded: ``Int8Params`` keeps its
+``CB`` (the int8 weight) on the GPU when a parent module moves it (``nn.Module._apply`` replaces the
+parameter's data, not the ``CB`` attribute), so offloading frees nothing of it (bitsandbytes 0.50).
+H200 trial 8 (bnb_int8 transformer, model offload) ran out of memory at 15.4 GiB allocated with a
+prediction of 13.6 GiB that offloaded it."""
+
+UNCALIBRATED_MARGIN = 0.10
+"""How far over the budget an uncalibrated prediction may be and still run: the model's worst error on
+the recorded full-size trials that fit (FLUX.1-dev and Wan2.1-1.3B through the real runner,
+``studies/results/full_size`` on an H100, ``measurements/h200-2026-12-01`` on an H200: 11 trials, copied
+to ``tests/core/data/full_size_trials.json``). Its worst over-prediction there is +7.8% of the device
+peak (+8.7% of the reserved one) for the NF4 transformer + T5 with group offload on the H200 (trial 4),
+its worst under-prediction -4.9% (Wan2.1 NF4); rounded up to 10%. Over-prediction
+is what wrongly skips, so the margin covers the worst of it; the three configurations of that H200 study
+that ran out of memory or were predicted far over are predicted 1.2x to 1.45x over a 16 GiB budget."""
+MARGIN_FLOOR = 0.05
+"""The least margin of a calibrated model: its residuals are measured on the trials it was fitted on, so
+they understate its error on a new configuration (half the uncalibrated margin)."""
+MARGIN_CAP = 0.5
+"""The most margin: a model this wrong on a study still skips what it predicts 1.5x over (the old rule)."""
+NOTHING_FITS_MARGIN = 0.25
+"""``prepare`` refuses a whole study only when its smallest predicted need is this far over the budget:
+a wrong refusal costs the user everything, so this is two and a half times the per-trial margin."""
+DEFAULT_MARGIN = 1 + NOTHING_FITS_MARGIN
+"""The factor ``over_budget`` and ``over_budget_bytes`` apply by default (the cautious check)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +183,9 @@ class Correction:
     """Bytes added to every prediction (e.g. a larger CUDA context than assumed)."""
     trials: int = 0
     """Finished trials it was fitted on (0: the uncorrected model)."""
+    error: float | None = None
+    """A high quantile of ``|corrected / measured - 1|`` over those trials (``calibration.fit``); None
+    without trials. ``skip_margin`` reads it."""
 
     def apply(self, terms: MemoryTerms) -> float:
         value = (
@@ -184,6 +232,8 @@ class MemoryPrediction:
     """``device_bytes`` before calibration."""
     device_terms: MemoryTerms | None = None
     host_terms: MemoryTerms | None = None
+    correction: Correction | None = None
+    """The correction applied to ``device_bytes`` (its ``error`` sets the skip margin)."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +268,7 @@ def predict(
     metric = spec.memory_metric if caps.cuda else "host RAM"
     correction = calibration.device if caps.cuda else calibration.host
     detail = f"{how}; {metric} ≈ {format_size(device)} ({correction.describe()})"
-    return MemoryPrediction(int(device), int(host), detail, int(raw), device_terms, host_terms)
+    return MemoryPrediction(int(device), int(host), detail, int(raw), device_terms, host_terms, correction)
 
 
 def predict_terms(
@@ -293,10 +343,17 @@ def _resident(
     """The counted terms at the peak (the phase that needs most), and a short account of them."""
     peak_act = max(acts.values())
     if config.offload == "none":
+        # Loading never holds more than the pipeline placed whole on the device afterwards.
         plain = sum(p for p, _ in weights.values())
         quant = sum(q for _, q in weights.values())
         how = f"all weights resident {format_size(plain + quant)} + activations {format_size(peak_act)}"
         return _as_counted((plain, quant), peak_act, metric), how
+    loaded = _loaded_on_device(model, config)
+    load = _sum_weights(weights, loaded)
+    pinned = _sum_weights(weights, {n for n in loaded if config.backend_for(n) in STAYS_ON_DEVICE})
+    # Cached blocks of the load that group offloading leaves reserved (model and sequential offload
+    # call empty_cache when they start); what stays on the device is allocated in every phase anyway.
+    cached = (load[0] - pinned[0], load[1] - pinned[1]) if config.is_group_offload else (0.0, 0.0)
     if config.offload == "model":
         share = dict.fromkeys(weights, 1.0)  # one component on the device at a time, with its own activations
     else:
@@ -305,15 +362,38 @@ def _resident(
         if config.offload == "group_block":
             blocks = max(shape.num_blocks, 1)
             share[model.denoiser] = min(1.0, prefetch * config.blocks_per_group / blocks)
-    phases = {
-        name: _as_counted((w[0] * share[name], w[1] * share[name]), acts.get(name, 0.0), metric)
-        for name, w in weights.items()
-    }
-    name = max(phases, key=lambda n: phases[n].total)
-    what = "model offload" if config.offload == "model" else f"{config.offload}: resident share of"
-    return phases[
-        name
-    ], f"{what} {name} with its activations {format_size(sum(weights[name]) * share[name] + acts.get(name, 0.0))}"
+    phases: dict[str, tuple[MemoryTerms, str]] = {}
+    if load != (0.0, 0.0):
+        names = ", ".join(sorted(loaded))
+        how = f"load: {names} on the device {format_size(sum(load))}"
+        phases["load"] = (_as_counted(load, 0.0, metric), how)
+    for name, w in weights.items():
+        own = (0.0, 0.0) if config.backend_for(name) in STAYS_ON_DEVICE and name in loaded else w
+        plain = own[0] * share[name] + pinned[0]
+        quant = own[1] * share[name] + pinned[1]
+        terms = _as_counted((plain, quant), acts.get(name, 0.0), metric)
+        if metric != "allocated":
+            terms = dataclasses.replace(terms, weights=terms.weights + cached[0], quantized=terms.quantized + cached[1])
+        what = "model offload" if config.offload == "model" else f"{config.offload}: resident share of"
+        how = f"{what} {name} with its activations {format_size(sum(w) * share[name] + acts.get(name, 0.0))}"
+        if pinned != (0.0, 0.0):
+            how += f", {format_size(sum(pinned))} of bitsandbytes 8-bit weights staying on the device"
+        if cached != (0.0, 0.0) and metric != "allocated":
+            how += f", {format_size(sum(cached))} of the load's blocks left reserved"
+        phases[name] = (terms, how)
+    peak = max(phases, key=lambda n: phases[n][0].total)
+    return phases[peak]
+
+
+def _loaded_on_device(model: ModelInfo, config: TrialConfig) -> set[str]:
+    """Components that ``from_pretrained`` puts on the device, whatever the later placement."""
+    if quantizes_on_device(config):  # loaded with device_map=device: the whole pipeline
+        return {c.name for c in model.components}
+    return {c.name for c in model.components if config.backend_for(c.name) in LOADS_ON_DEVICE}
+
+
+def _sum_weights(weights: dict[str, tuple[float, float]], names: set[str]) -> tuple[float, float]:
+    return (sum(weights[n][0] for n in names if n in weights), sum(weights[n][1] for n in names if n in weights))
 
 
 def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape, vae_tiling: bool = False) -> dict[str, float]:
@@ -440,13 +520,69 @@ def _shape_from_config(path: Path, default: _Shape) -> _Shape:
 # -- budget checks ---------------------------------------------------------------------------------------
 
 
+def skip_margin(correction: Correction | None) -> float:
+    """How far over the budget (a fraction) a prediction made with ``correction`` may be and still run.
+
+    Uncalibrated: ``UNCALIBRATED_MARGIN``. Calibrated: the correction's own error on the study's
+    finished trials (``Correction.error``), at least ``MARGIN_FLOOR`` and at most ``MARGIN_CAP``.
+    """
+    if correction is None or not correction.trials or correction.error is None:
+        return UNCALIBRATED_MARGIN
+    return min(max(correction.error, MARGIN_FLOOR), MARGIN_CAP)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A prediction held against the budget with the margin of the model that made it."""
+
+    predicted: int
+    budget: int
+    margin: float
+    """Fraction of the budget a prediction may exceed it by and still run (``skip_margin``)."""
+    trials: int
+    """Finished trials the prediction was calibrated on (0: uncalibrated)."""
+
+    @property
+    def over(self) -> bool:
+        """True when the prediction is over the budget by more than the margin."""
+        return self.predicted > self.budget * (1 + self.margin)
+
+    @property
+    def excess_gib(self) -> float:
+        return (self.predicted - self.budget) / GIB
+
+    def reason(self) -> str:
+        """One line for the skipped trial: the prediction, how it was made, the margin and the budget."""
+        how = f"calibrated on {self.trials} trial(s)" if self.trials else "uncalibrated"
+        return (
+            f"predicted {format_size(self.predicted)} ({how}, margin {self.margin:.0%}) is over the "
+            f"{format_size(self.budget)} budget"
+        )
+
+
+def budget_check(prediction: MemoryPrediction, budget: int, margin: float | None = None) -> BudgetCheck | None:
+    """``prediction`` against ``budget``; None when the prediction is unknown.
+
+    ``margin`` overrides the model's own (``skip_margin`` of the prediction's correction).
+    """
+    if prediction.device_bytes is None:
+        return None
+    correction = prediction.correction
+    return BudgetCheck(
+        predicted=int(prediction.device_bytes),
+        budget=budget,
+        margin=skip_margin(correction) if margin is None else margin,
+        trials=correction.trials if correction is not None else 0,
+    )
+
+
 def over_budget(prediction: MemoryPrediction, budget: int, margin: float = DEFAULT_MARGIN) -> bool:
     """True only when the prediction is clearly over ``budget``: more than ``margin`` times it."""
     return prediction.device_bytes is not None and over_budget_bytes(prediction.device_bytes, budget, margin)
 
 
 def over_budget_bytes(need: int, budget: int, margin: float = DEFAULT_MARGIN) -> bool:
-    """True when ``need`` bytes are more than ``margin`` times ``budget``."""
+    """True when ``need`` bytes are more than ``margin`` times ``budget`` (the cautious check of ``prepare``)."""
     return need > budget * margin
 
 

@@ -5,9 +5,10 @@ Every trial Optuna hands out ends in one of three states:
 * COMPLETE: it ran; values are (latency s, peak memory GiB) and the budget is a constraint, so
   ``study.best_trials`` is the feasible Pareto front;
 * FAIL: it ran and did not finish (out of memory, exception, crash, hang, Ctrl-C), with the reason;
-* PRUNED: it never ran because a rule of the space forbids it, the memory model predicts it clearly
-  over budget, or it repeats a configuration already measured or failed. Its constraint is set
-  positive so TPE (which ignores FAIL trials) learns to stay away from it.
+* PRUNED: it never ran because a rule of the space forbids it, the memory model predicts it over
+  budget by more than its own error (``memory.skip_margin``), or it repeats a configuration already
+  measured or failed. Its constraint is set positive so TPE (which ignores FAIL trials) learns to stay
+  away from it.
 
 The seeded ``reference`` trial (bf16, no compile, no offload) runs without the budget cap and writes
 its output as the study's fidelity reference (``reference_dir``); every later trial reports its PSNR
@@ -200,10 +201,11 @@ def prepare(spec: StudySpec, caps: Capabilities | None = None) -> tuple[ModelInf
     if space.is_empty():
         raise StudyError("the search space is empty here: " + "; ".join(f"{k}: {why}" for k, why in space.missing()))
     need = memory.smallest_need(space, model, spec, caps)
-    if need is not None and memory.over_budget_bytes(need, spec.vram_budget):
+    # Cautious: refusing the whole study takes more than the per-trial margin (memory.NOTHING_FITS_MARGIN).
+    if need is not None and memory.over_budget_bytes(need, spec.vram_budget, 1 + memory.NOTHING_FITS_MARGIN):
         raise StudyError(
             f"nothing in the space fits a {format_size(spec.vram_budget)} budget: the smallest predicted need is "
-            f"{format_size(need)}"
+            f"{format_size(need)} (uncalibrated, margin {memory.NOTHING_FITS_MARGIN:.0%})"
         )
     return model, caps, space
 
@@ -378,8 +380,14 @@ def _skip(ctx: _Context, trial: optuna.Trial, config: TrialConfig, reason: str, 
     ctx.observer.trial_skipped(trial.number, config, reason)
 
 
-def _why_not_run(ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, str]]) -> tuple[str, float] | None:
-    """A reason (and constraint excess in GiB) not to run ``config``, or None when it should run."""
+def _why_not_run(
+    ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, str]], *, check_budget: bool = True
+) -> tuple[str, float] | None:
+    """A reason (and constraint excess in GiB) not to run ``config``, or None when it should run.
+
+    ``check_budget=False`` leaves out the memory model's budget check (``_over_budget``): for a trial
+    that is measurement rather than a candidate (the reference), which runs whatever its prediction.
+    """
     violations = ctx.space.violations(config)
     if violations:
         return "invalid: " + "; ".join(violations), 1.0
@@ -390,16 +398,17 @@ def _why_not_run(ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, 
     if previous is not None:
         number, state = previous
         return f"duplicate of trial {number} ({state})", 1.0
+    return _over_budget(ctx, config) if check_budget else None
+
+
+def _over_budget(ctx: _Context, config: TrialConfig) -> tuple[str, float] | None:
+    """The skip reason when ``config`` is predicted over the budget by more than the model's own error
+    on this study (``memory.skip_margin``: its calibration's residuals, or the uncalibrated margin)."""
     prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps, ctx.calibration)
-    if prediction.device_bytes is not None and memory.over_budget_bytes(prediction.device_bytes, ctx.spec.vram_budget):
-        excess = (prediction.device_bytes - ctx.spec.vram_budget) / GIB
-        trials = ctx.calibration.device.trials
-        how = f"calibrated on {trials} trial(s)" if trials else "uncalibrated"
-        return (
-            f"predicted {format_size(prediction.device_bytes)} ({how}) is clearly over the "
-            f"{format_size(ctx.spec.vram_budget)} budget"
-        ), excess
-    return None
+    check = memory.budget_check(prediction, ctx.spec.vram_budget)
+    if check is None or not check.over:
+        return None
+    return check.reason(), check.excess_gib
 
 
 def recalibrate(ctx: _Context) -> None:
