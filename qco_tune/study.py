@@ -13,7 +13,9 @@ Every trial Optuna hands out ends in one of three states:
 The seeded ``reference`` trial (bf16, no compile, no offload) runs without the budget cap and writes
 its output as the study's fidelity reference (``reference_dir``); every later trial reports its PSNR
 and latent cosine against it, and ``min_psnr`` in the spec makes PSNR a second constraint. Where the
-reference runs out of GPU memory it is measured again with model CPU offload, and marked so.
+reference runs out of GPU memory, or is predicted beyond the GPU's whole memory, it is measured again
+with model CPU offload, and marked so. The reference is measurement, not a candidate: the budget never
+skips it and it never counts as a trial of the target.
 """
 
 from __future__ import annotations
@@ -637,6 +639,22 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
     return measurement
 
 
+def _reference_beyond_the_gpu(ctx: _Context, config: TrialConfig) -> tuple[str, float] | None:
+    """Why the reference cannot run uncapped here: predicted over the GPU's whole memory (by more than the
+    model's own error), where the budget does not apply to it. None where it can run, or nothing is known."""
+    total = ctx.caps.total_memory
+    if not ctx.caps.cuda or not total:
+        return None
+    prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps, ctx.calibration)
+    check = memory.budget_check(prediction, total)
+    if check is None or not check.over:
+        return None
+    return (
+        f"the reference cannot run here: predicted {format_size(check.predicted)} ({check.margin:.0%} margin) "
+        f"is over this GPU's {format_size(total)}"
+    ), check.excess_gib
+
+
 def _enqueue_offload_reference(ctx: _Context) -> None:
     """The reference ran out of GPU memory: queue it again with model CPU offload, marked so."""
     config = TrialConfig(offload="model")
@@ -728,9 +746,17 @@ def run_loop(
                 _enqueue_plan(ctx, book, skips_in_a_row)
             trial = current = study.ask()
             config = ctx.space.suggest(trial)
-            reason = _why_not_run(ctx, config, ledger(study, exclude=trial.number).keys)
+            baseline = trial.user_attrs.get(BASELINE_ATTR)
+            # The reference is measurement, not a candidate: the budget does not apply to it, the GPU does.
+            reason = _why_not_run(
+                ctx, config, ledger(study, exclude=trial.number).keys, check_budget=baseline not in REFERENCE_BASELINES
+            )
+            too_large = _reference_beyond_the_gpu(ctx, config) if reason is None and baseline == REFERENCE else None
+            reason = reason or too_large
             if reason is not None:
                 _skip(ctx, trial, config, *reason)
+                if too_large:
+                    _enqueue_offload_reference(ctx)
                 current = None
                 result.skipped += 1
                 skips_in_a_row += 1

@@ -12,19 +12,22 @@ from pathlib import Path
 import optuna
 import pytest
 
-from qco_tune.config import Capabilities, Measurement, TrialConfig
+from qco_tune.config import Capabilities, Measurement, TrialConfig, TrialRequest
 from qco_tune.modelref import resolve_model
 from qco_tune.pareto import BASELINE_ATTR
 from qco_tune.space import SearchSpace
 from qco_tune.spec import spec_for_model
 from qco_tune.study import (
     OFFLOAD_REFERENCE,
+    RunResult,
     SilentObserver,
     _Context,
     _enqueue_offload_reference,
     _request,
     _tell,
+    ledger,
     reference_dir,
+    run_loop,
 )
 
 H100 = Capabilities(
@@ -83,3 +86,50 @@ def test_a_reference_that_does_not_fit_is_measured_again_with_model_offload(ctx:
     params = waiting.system_attrs["fixed_params"]  # what the next ask() of the study will suggest
     assert params["offload"] == "model" and params["compile"] == "none"
     assert _request(ctx, TrialConfig(offload="model"), 1, OFFLOAD_REFERENCE).save_reference
+
+
+class FakeRunner:
+    """A FAKE trial runner: records each request and returns invented figures (no child, no GPU)."""
+
+    def __init__(self) -> None:
+        self.requests: list[TrialRequest] = []
+
+    def __call__(self, request: TrialRequest, timeout: float, on_phase: object = None) -> Measurement:
+        self.requests.append(request)
+        return Measurement(status="ok", device="cuda", latency_s=5.0, step_time_s=0.18, peak_device_bytes=30 * 2**30)
+
+
+def _study_with_reference(ctx: _Context, runner: FakeRunner, trials: int) -> _Context:
+    ctx.study.enqueue_trial(ctx.space.params(TrialConfig()), user_attrs={BASELINE_ATTR: "reference"})
+    return dataclasses.replace(ctx, spec=dataclasses.replace(ctx.spec, trials=trials), execute=runner, plan=False)
+
+
+def test_the_reference_runs_over_the_budget_and_is_no_trial_of_the_target(ctx: _Context) -> None:
+    runner = FakeRunner()
+    ctx = _study_with_reference(ctx, runner, trials=1)
+    result = RunResult(ctx.spec.name)
+    run_loop(ctx, result)
+    # bf16 FLUX.1-dev is predicted far over the 16 GiB budget, yet the reference ran, uncapped...
+    first = runner.requests[0]
+    assert first.save_reference and first.memory_limit is None and first.config == TrialConfig()
+    assert ctx.study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    # ... and the one trial of the target is a searched one, run besides it.
+    searched = [r for r in runner.requests if not r.save_reference]
+    assert result.stopped == "trials" and len(searched) == 1 and searched[0].memory_limit == ctx.spec.vram_budget
+    assert ledger(ctx.study).counted == 1
+
+
+def test_a_reference_beyond_the_gpu_is_measured_with_model_offload_straight_away(ctx: _Context) -> None:
+    small = dataclasses.replace(H100, gpu_name="a 24 GiB GPU", total_memory=24 * 2**30)
+    runner = FakeRunner()
+    ctx = _study_with_reference(dataclasses.replace(ctx, caps=small), runner, trials=0)
+    ctx = dataclasses.replace(ctx, spec=dataclasses.replace(ctx.spec, trials=None))
+    result = RunResult(ctx.spec.name)
+    run_loop(ctx, result, should_stop=lambda: len(runner.requests) >= 1)
+    skipped = ctx.study.trials[0]
+    assert skipped.state == optuna.trial.TrialState.PRUNED
+    assert "the reference cannot run here: predicted 37.3 GiB" in skipped.user_attrs["qco.reason"]
+    assert "over this GPU's 24.0 GiB" in skipped.user_attrs["qco.reason"]
+    (offloaded,) = runner.requests  # no GPU time went to the reference that could not fit
+    assert offloaded.config == TrialConfig(offload="model") and offloaded.save_reference
+    assert ctx.study.trials[1].user_attrs[BASELINE_ATTR] == OFFLOAD_REFERENCE
