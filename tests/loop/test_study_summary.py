@@ -107,7 +107,15 @@ H200_PARTIAL = REPO / "tests" / "core" / "data" / "h200-flux-dev-16gib-partial.d
 def test_the_summary_says_what_the_trials_cost_and_how_much_went_to_out_of_memory(tmp_path: Path) -> None:
     copy = tmp_path / "h200.db"
     shutil.copyfile(H200_PARTIAL, copy)
-    command = [sys.executable, str(SCRIPT), "flux.1-dev-16gib", "--storage", f"sqlite:///{copy}", "--out", str(tmp_path)]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "flux.1-dev-16gib",
+        "--storage",
+        f"sqlite:///{copy}",
+        "--out",
+        str(tmp_path),
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr
     data = json.loads((tmp_path / "summary.json").read_text())
