@@ -96,21 +96,21 @@ class ArtifactKey:
 
 
 def artifacts_root(storage_url: str | None, explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding the compile artefacts of a storage's studies.
+    """The folder (absolute) holding the compile artefacts of a storage's studies.
 
     ``explicit`` when given; else ``<db stem>.compile-artifacts`` beside a SQLite file (copy it with the
     database to carry a study to another host); else ``<cache>/compile-artifacts`` (PostgreSQL: each
     host keeps its own unless ``explicit`` names a shared folder).
     """
     if explicit:
-        return Path(explicit).expanduser()
+        return Path(explicit).expanduser().absolute()
     url = storage_url or ""
     if url.startswith("sqlite") and ":///" in url:
         path_text = url.split(":///", 1)[1].split("?", 1)[0]
         if path_text and path_text != ":memory:":
-            db = Path(path_text)
+            db = Path(path_text).expanduser().absolute()  # absolute: a trial's child may run elsewhere
             return db.with_name(db.stem + ROOT_SUFFIX)
-    return cache_dir() / CACHE_SUBDIR
+    return (cache_dir() / CACHE_SUBDIR).absolute()
 
 
 def study_artifacts_dir(root: Path, study: str) -> Path:

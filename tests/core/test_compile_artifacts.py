@@ -26,7 +26,8 @@ H200 = ArtifactKey("NVIDIA H200", "2.11.0+cu130", "3.5.0")
 
 def test_the_folder_lies_beside_a_sqlite_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QCO_CACHE", str(tmp_path / "cache"))
-    assert artifacts_root("sqlite:///studies/qco.db") == Path("studies/qco.compile-artifacts")
+    monkeypatch.chdir(tmp_path)
+    assert artifacts_root("sqlite:///studies/qco.db") == tmp_path / "studies" / "qco.compile-artifacts"
     assert artifacts_root(f"sqlite:///{tmp_path}/s/flux.db") == tmp_path / "s" / "flux.compile-artifacts"
     assert artifacts_root("sqlite:///:memory:") == tmp_path / "cache" / "compile-artifacts"
     assert artifacts_root("postgresql+psycopg://u:p@db/qco") == tmp_path / "cache" / "compile-artifacts"
