@@ -65,6 +65,15 @@ storage_option = click.option(
     default=None,
     help="Optuna storage URL (default: $QCO_STORAGE or sqlite:///studies/qco.db).",
 )
+artifacts_option = click.option(
+    "--compile-artifacts",
+    "compile_artifacts",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the studies' portable compile artefacts (default: <db stem>.compile-artifacts beside a "
+    "SQLite storage, else qco-tune's cache dir).",
+)
 
 
 _FLAG_HELP = {
@@ -103,6 +112,7 @@ def spec_flags(func: F) -> F:
 @click.option("--allow-changed-spec", is_flag=True, help="Continue a study whose stored spec differs.")
 @click.option("--prepare-only", is_flag=True, help="Create the study and queue its baselines; workers run the trials.")
 @storage_option
+@artifacts_option
 @friendly
 def run(
     spec_file: Path | None,
@@ -110,6 +120,7 @@ def run(
     allow_changed_spec: bool,
     prepare_only: bool,
     storage: str | None,
+    compile_artifacts: Path | None,
     **flags: str | None,
 ) -> None:
     """Run (or resume) a study. Without SPEC_FILE or --model: the embedded tiny default.
@@ -142,6 +153,7 @@ def run(
                 observer=observer,
                 allow_changed_spec=allow_changed_spec,
                 prepare_only=prepare_only,
+                compile_artifacts=compile_artifacts,
             )
         except KeyboardInterrupt:
             observer.close()
@@ -196,6 +208,14 @@ def show(study_name: str, as_json: bool, storage: str | None) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("--allow-failed", is_flag=True, help="Export a trial that failed, went over budget or never ran.")
+@click.option(
+    "--compile-artifacts",
+    "compile_artifacts",
+    metavar="PATH",
+    default=None,
+    help="The snippet loads the study's compile artefacts from PATH (where the deployment keeps a copy of "
+    "the study's folder of them) before compiling, so its first call starts warm.",
+)
 @storage_option
 @friendly
 def export(
@@ -206,6 +226,7 @@ def export(
     output: Path | None,
     force: bool,
     allow_failed: bool,
+    compile_artifacts: str | None,
     storage: str | None,
 ) -> None:
     """A trial's configuration as Python code to paste into a project (or as JSON/TOML)."""
@@ -225,9 +246,12 @@ def export(
         model=model,
         allow_failed=allow_failed,
     )
-    text = prepared.render(fmt)
+    text = prepared.render(fmt, compile_artifacts=compile_artifacts)
     if prepared.warning:
         click.echo(f"warning: {prepared.warning}", err=True)
+    if compile_artifacts and (fmt != "python" or prepared.config.compile == "none"):
+        why = f"the {fmt} format has no code" if fmt != "python" else "the trial does not compile"
+        click.echo(f"warning: --compile-artifacts ignored: {why}", err=True)
     if output is None:
         click.echo(text, nl=False)
         return
@@ -263,8 +287,16 @@ def tui(study_name: str | None, optuna_api: bool, light: bool, poll: float, stor
 @click.option("--gpu", type=click.IntRange(min=0), help="Run trials on this GPU index (CUDA_VISIBLE_DEVICES).")
 @click.option("--poll", default=30.0, show_default=True, help="Seconds between looks for work when idle.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop when no study has work left instead of waiting.")
+@artifacts_option
 @friendly
-def worker(storage: str | None, studies: tuple[str, ...], gpu: int | None, poll: float, exit_when_idle: bool) -> None:
+def worker(
+    storage: str | None,
+    studies: tuple[str, ...],
+    gpu: int | None,
+    poll: float,
+    exit_when_idle: bool,
+    compile_artifacts: Path | None,
+) -> None:
     """Take trials of the studies in a shared storage and run them on this machine's GPU.
 
     Stops cleanly on SIGTERM or Ctrl-C: the running trial is stopped, recorded and queued again.
@@ -276,7 +308,12 @@ def worker(storage: str | None, studies: tuple[str, ...], gpu: int | None, poll:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     with LiveObserver() as observer:
         result = run_worker(
-            url=storage, study_names=studies, observer=observer, poll_s=poll, exit_when_idle=exit_when_idle
+            url=storage,
+            study_names=studies,
+            observer=observer,
+            poll_s=poll,
+            exit_when_idle=exit_when_idle,
+            compile_artifacts=compile_artifacts,
         )
     ran = ", ".join(f"{name}: {n}" for name, n in result.ran.items()) or "none"
     click.echo(f"worker stopped ({result.stopped}); trials run: {ran}")

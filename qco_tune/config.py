@@ -599,6 +599,9 @@ class TrialRequest:
     own default, or a fresh cache with ``fresh_compile_cache``."""
     fresh_compile_cache: bool = False
     """Compile in a new, empty cache that is removed afterwards (a cold start from scratch)."""
+    compile_artifacts_dir: str | None = None
+    """The study's portable compile artefacts (``qco_tune.compile_artifacts``): a compiling trial loads
+    those of its GPU kind, torch and Triton before its first call and saves its own after it. None: none."""
     fault: FaultKind | None = None
     """Test-only: make the child fail this way after loading."""
     reference_dir: str | None = None

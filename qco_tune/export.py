@@ -24,6 +24,7 @@ from typing import Any
 
 from qco_tune.backends.dynamo import DENOISER_NAMES, dynamo_settings
 from qco_tune.backends.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
+from qco_tune.compile_artifacts import SUFFIX as ARTIFACT_SUFFIX
 from qco_tune.config import ModelInfo, TrialConfig, Workload, format_size
 from qco_tune.pycode import (
     Call,
@@ -149,6 +150,8 @@ class ExportPlan:
     offload_title: str = ""
     offload: tuple[Statement, ...] = ()
     compile: Statement | None = None
+    compile_artifacts: str | None = None
+    """A folder of a study's portable compile artefacts, loaded before the first call compiles (opt-in)."""
     strings: tuple[tuple[str, str], ...] = ()
     """Module-level string variables (prompt, negative prompt) that the call refers to."""
     call_kwargs: tuple[tuple[str, Value], ...] = ()
@@ -323,9 +326,12 @@ def plan_export(
     model_ref: str | None = None,
     call_parameters: Collection[str] | None = None,
     device: str = "cuda",
+    compile_artifacts: str | None = None,
 ) -> ExportPlan:
     """What the snippet for ``config`` does. ``model_ref`` replaces what ``from_pretrained`` loads
-    (default: ``model.reference``); ``device`` is the value of the snippet's ``device`` variable.
+    (default: ``model.reference``); ``device`` is the value of the snippet's ``device`` variable;
+    ``compile_artifacts``, a folder the snippet loads a study's compile artefacts from (compiling
+    configurations only).
 
     Raises ``ValueError`` for an unknown dtype or a quantized component the model lacks.
     """
@@ -349,6 +355,7 @@ def plan_export(
         offload_title=title,
         offload=offload,
         compile=plan_compile(config, model),
+        compile_artifacts=compile_artifacts if config.compile != "none" else None,
         strings=strings,
         call_kwargs=call_kwargs,
         video=model.is_video,
@@ -412,10 +419,33 @@ def _body(plan: ExportPlan, imports: Imports) -> list[list[str]]:
             lines += _statement(statement, imports)
         blocks.append(lines)
     if plan.compile is not None:
+        if plan.compile_artifacts is not None:
+            blocks.append(_artifact_lines(plan.compile_artifacts, imports))
         blocks.append(["# compile", *_statement(plan.compile, imports)])
     blocks.append([assign_string(name, text) for name, text in plan.strings])
     blocks.append(_call_lines(plan, imports))
     return blocks
+
+
+def _artifact_lines(folder: str, imports: Imports) -> list[str]:
+    """Load the study's compile artefacts (``qco_tune.compile_artifacts``: a header line, then torch's blob)
+    of this GPU and torch, before anything compiles."""
+    torch, json, path = imports.module("torch"), imports.module("json"), imports.name(Name("pathlib", "Path"))
+    return [
+        "# start warm: load the kernels a qco-tune study compiled (torch's portable compile",
+        "# cache) so that the first call skips most of the compilation; only files made on",
+        "# this GPU kind with this torch, and not cut short, are loaded",
+        assign_string("compile_artifacts", folder),
+        "here = {",
+        f'    "gpu": {torch}.cuda.get_device_name() if {DEVICE_VARIABLE} == "cuda" else "cpu",',
+        f'    "torch": {torch}.__version__,',
+        "}",
+        f"for artifact in sorted({path}(compile_artifacts).rglob({string_literal('*' + ARTIFACT_SUFFIX)})):",
+        '    header, _, blob = artifact.read_bytes().partition(b"\\n")',
+        f'    made = {json}.loads(header.partition(b" ")[2])',
+        '    if {key: made[key] for key in here} == here and len(blob) == made["bytes"]:',
+        f"        {torch}.compiler.load_cache_artifacts(blob)",
+    ]
 
 
 def _call_lines(plan: ExportPlan, imports: Imports) -> list[str]:
@@ -447,6 +477,7 @@ def render_python(
     header: ExportHeader | None = None,
     call_parameters: Collection[str] | None = None,
     device: str = "cuda",
+    compile_artifacts: str | None = None,
 ) -> str:
     """Python source that loads ``model`` with ``config`` and calls it with ``workload``; see ``plan_export``."""
     plan = plan_export(
@@ -457,6 +488,7 @@ def render_python(
         model_ref=model_ref,
         call_parameters=call_parameters,
         device=device,
+        compile_artifacts=compile_artifacts,
     )
     return render_plan(plan, header.lines(config) if header else ())
 
@@ -520,8 +552,12 @@ def render(
     model_ref: str | None = None,
     header: ExportHeader | None = None,
     call_parameters: Collection[str] | None = None,
+    compile_artifacts: str | None = None,
 ) -> str:
-    """``config`` in ``fmt`` (``python``, ``json`` or ``toml``); ``ValueError`` for another format."""
+    """``config`` in ``fmt`` (``python``, ``json`` or ``toml``); ``ValueError`` for another format.
+
+    ``compile_artifacts`` (python only): the snippet loads a study's compile artefacts from that folder.
+    """
     if fmt == "python":
         return render_python(
             config,
@@ -531,6 +567,7 @@ def render(
             model_ref=model_ref,
             header=header,
             call_parameters=call_parameters,
+            compile_artifacts=compile_artifacts,
         )
     if fmt == "json":
         return render_json(config)

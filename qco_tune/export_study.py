@@ -44,7 +44,7 @@ class TrialExport:
     def warning(self) -> str | None:
         return self.header.warning
 
-    def render(self, fmt: str = "python") -> str:
+    def render(self, fmt: str = "python", compile_artifacts: str | None = None) -> str:
         return render(
             fmt,
             self.config,
@@ -54,6 +54,7 @@ class TrialExport:
             model_ref=self.model_ref,
             header=self.header,
             call_parameters=self.call_parameters,
+            compile_artifacts=compile_artifacts,
         )
 
 

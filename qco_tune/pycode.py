@@ -9,6 +9,7 @@ escapes, 88 columns) so a formatted snippet stays as it is.
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -194,7 +195,17 @@ class Imports:
         return self.names[key]
 
     def render(self) -> list[str]:
-        """``import x`` lines first, then ``from x import y`` lines, each sorted by module (one section)."""
+        """The standard library's imports, a blank line, then the others (isort's sections); in each,
+        ``import x`` lines first, then ``from x import y`` lines, each sorted by module."""
+        stdlib = Imports(
+            {m for m in self.modules if _is_stdlib(m)}, {k: v for k, v in self.names.items() if _is_stdlib(k[0])}
+        )
+        others = Imports(self.modules - stdlib.modules, {k: v for k, v in self.names.items() if k not in stdlib.names})
+        if stdlib.modules or stdlib.names:
+            return [*stdlib._section(), "", *others._section()] if others.modules or others.names else stdlib._section()
+        return self._section()
+
+    def _section(self) -> list[str]:
         lines = [f"import {m}" for m in sorted(self.modules)]
         plain: dict[str, list[str]] = {}
         aliased: dict[str, list[str]] = {}
@@ -214,6 +225,10 @@ class Imports:
                     line = f"from {module} import (\n" + "".join(f"{INDENT}{n},\n" for n in names) + ")"
                 lines.append(line)
         return lines
+
+
+def _is_stdlib(module: str) -> bool:
+    return module.split(".")[0] in sys.stdlib_module_names
 
 
 def _member_order(name: str) -> tuple[int, str]:

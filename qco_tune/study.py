@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from qco_tune import memory
 from qco_tune.calibration import calibrate
+from qco_tune.compile_artifacts import artifacts_root, study_artifacts_dir
 from qco_tune.config import (
     Capabilities,
     Measurement,
@@ -72,6 +73,7 @@ from qco_tune.runner import TrialInterrupted, probe_capabilities, run_trial
 from qco_tune.space import SearchSpace
 from qco_tune.steps import extrapolate, is_extrapolated
 from qco_tune.storage import Heartbeat, open_storage, owner_attrs, recover_stale_trials
+from qco_tune.storage import storage_url as resolve_storage_url
 from qco_tune.workloads import check_workload
 
 if TYPE_CHECKING:
@@ -177,6 +179,9 @@ class _Context:
     False: the sampler alone proposes (kept for the benchmark's comparison)."""
     plan_configs: list[TrialConfig] | None = None
     """The space's configurations as the planner sees them (empty: too many to plan over, TPE alone)."""
+    compile_artifacts: Path | None = None
+    """The folder of the storage's portable compile artefacts (``compile_artifacts.artifacts_root``); None:
+    trials neither load nor save them (the benchmark's replays)."""
 
 
 def parse_faults(text: str | None) -> dict[int, str]:
@@ -498,6 +503,14 @@ def study_compile_cache(study: str, caps: Capabilities) -> Path:
     return compile_cache_dir(study, gpu_kind(caps), dict(caps.versions).get("torch"))
 
 
+def study_compile_artifacts(ctx: _Context) -> str | None:
+    """The study's artefact folder that its trials load from and save to; None without one, or when the
+    spec asks for cold compiles (``compile_cache = false``: artefacts would make them warm)."""
+    if ctx.compile_artifacts is None or not ctx.spec.compile_cache:
+        return None
+    return str(study_artifacts_dir(ctx.compile_artifacts, ctx.spec.name))
+
+
 def measured_steps(spec: StudySpec) -> int | None:
     """The steps searched trials run when fewer than the workload's (``run.measure_steps``), else None."""
     steps = spec.measure_steps
@@ -532,6 +545,7 @@ def _request(
         cache_dir=str(cache_dir()),
         compile_cache_dir=str(study_compile_cache(spec.name, ctx.caps)) if spec.compile_cache else None,
         fresh_compile_cache=not spec.compile_cache,
+        compile_artifacts_dir=study_compile_artifacts(ctx),
         fault=ctx.faults.get(number),  # type: ignore[arg-type]
         reference_dir=str(reference_dir(spec, workload)),
         save_reference=reference,
@@ -871,6 +885,7 @@ def run_study(
     allow_changed_spec: bool = False,
     prepare_only: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    compile_artifacts: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Run (or resume) the study ``spec`` until its trial target or time limit.
 
@@ -879,6 +894,9 @@ def run_study(
 
     Ctrl-C ends the running trial's child, records that trial as interrupted and re-raises
     ``KeyboardInterrupt``; everything finished before stays in the storage.
+
+    Compiling trials load and save the study's portable compile artefacts in ``compile_artifacts``
+    (default: beside a SQLite storage file, else in qco-tune's cache; ``compile_artifacts.artifacts_root``).
     """
     observer = observer or SilentObserver()
     quiet_optuna()
@@ -889,6 +907,7 @@ def run_study(
     space, local = study_spaces(study, spec, model, caps)
     faults = parse_faults(os.environ.get(FAULTS_ENV))
     ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
+    ctx.compile_artifacts = artifacts_root(resolve_storage_url(storage_url), compile_artifacts)
     deadline = clock() + spec.timeout if spec.timeout else math.inf
     observer.study_started(spec, ledger(study).counted, spec.trials, resumed)
     if prepare_only:

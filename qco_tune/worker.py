@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qco_tune.compile_artifacts import artifacts_root
 from qco_tune.config import Capabilities
 from qco_tune.modelref import resolve_model
 from qco_tune.spec import spec_from_dict
@@ -64,7 +66,9 @@ def open_studies(storage: Any, names: tuple[str, ...]) -> list[str]:
     return list(names) if names else sorted(known)
 
 
-def _context_for(study: optuna.Study, caps: Capabilities, observer: Observer) -> _Context:
+def _context_for(
+    study: optuna.Study, caps: Capabilities, observer: Observer, compile_artifacts: Path | None = None
+) -> _Context:
     stored = study.user_attrs.get(SPEC_ATTR)
     if not isinstance(stored, dict):
         raise StudyError(f"study {study.study_name!r} was not made by qco-tune (no stored spec)")
@@ -72,7 +76,9 @@ def _context_for(study: optuna.Study, caps: Capabilities, observer: Observer) ->
     model = resolve_model(spec.model, spec.weights)
     space, local = study_spaces(study, spec, model, caps)
     faults = parse_faults(os.environ.get(FAULTS_ENV))
-    return _Context(spec, model, caps, space, study, observer, faults, local_space=local)
+    ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
+    ctx.compile_artifacts = compile_artifacts
+    return ctx
 
 
 def has_work(study: optuna.Study) -> bool:
@@ -104,8 +110,13 @@ def run_worker(
     poll_s: float = 30.0,
     exit_when_idle: bool = False,
     sleep: Callable[[float], None] = time.sleep,
+    compile_artifacts: str | os.PathLike[str] | None = None,
 ) -> WorkerResult:
-    """Serve studies until stopped (SIGTERM or Ctrl-C), or until idle with ``exit_when_idle``."""
+    """Serve studies until stopped (SIGTERM or Ctrl-C), or until idle with ``exit_when_idle``.
+
+    ``compile_artifacts``: the folder of the studies' portable compile artefacts (default: beside a
+    SQLite storage file, else this host's qco-tune cache; name a shared folder for PostgreSQL hosts).
+    """
     import optuna
 
     from qco_tune.runner import probe_capabilities
@@ -114,6 +125,7 @@ def run_worker(
     observer = observer or SilentObserver()
     storage = open_storage(url)
     caps = caps or probe_capabilities()
+    artifacts = artifacts_root(storage_url(url), compile_artifacts)
     result = WorkerResult()
     observer.message(f"worker on {gpu_kind(caps)} serving {mask_url(storage_url(url))}")
     with sigterm_as_interrupt():
@@ -131,7 +143,7 @@ def run_worker(
                             raise  # asked for by name: say why not
                         continue  # serving all studies: leave it to workers of its GPU kind
                     record_gpu_kind(study, caps)
-                    ctx = _context_for(study, caps, observer)
+                    ctx = _context_for(study, caps, observer, artifacts)
                     run = RunResult(study_name=name)
                     run_loop(ctx, run)
                     if run.stopped in ("trials", "exhausted"):

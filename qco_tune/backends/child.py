@@ -9,6 +9,10 @@ lines ``QCO-PHASE import``, ``QCO-PHASE materialize ...`` (a preset's first use 
 ``QCO-PHASE apply``, ``QCO-PHASE first-call``, ``QCO-PHASE warmup``, ``QCO-PHASE timed i/N`` (N is
 ``timed_calls``, then ``max_timed_calls`` once the spread asks for more calls) and ``QCO-PHASE done``.
 
+A compiling trial with ``request.compile_artifacts_dir`` loads the study's portable compile artefacts
+of its GPU kind, torch and Triton before compiling and saves its own after the first call
+(``backends.artifacts``; recorded in ``extra["compile_cache"]["artifacts"]``).
+
 Exit status 0 whenever a result was written, failures included (OOM: status ``oom``; any other
 exception: status ``error`` with the traceback in ``output_tail``). A crash (abort, segfault) or a
 hang leaves no result: the parent turns those into data. Status 2: bad command line.
@@ -24,11 +28,15 @@ import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qco_tune.backends import compile_cache
 from qco_tune.backends.fidelity import FinalLatents
 from qco_tune.config import Measurement, TrialRequest, Workload
+
+if TYPE_CHECKING:
+    from qco_tune.backends.artifacts import ArtifactReport
+    from qco_tune.compile_artifacts import ArtifactKey
 
 TOLERANCE = 0.05
 """Timed calls continue (up to ``max_timed_calls``) while spread / median exceeds this."""
@@ -294,6 +302,7 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
     inject_fault(request.fault)
 
     phase("apply")
+    artifacts = load_compile_artifacts(request, record)
     apply_config(pipe, request.config, device)
     record.extra["dynamo"] = dynamo_settings(request.config)
     record.extra["steps"] = request.workload.steps
@@ -313,6 +322,8 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
     capture.enabled = True
     record.first_call_s, result = call(capture)
     capture.enabled = False
+    if artifacts is not None:
+        save_compile_artifacts(request, record, *artifacts)
     measure_fidelity(request, record, output_array(result), capture.latents())
     if request.warmup_calls > 0:
         phase("warmup")
@@ -326,6 +337,45 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
         record.latencies.append(elapsed)
     record.step_time_s = timer.step_time_s
     _save_output(output_array(result), output_path, record)
+
+
+def load_compile_artifacts(request: TrialRequest, record: TrialRecord) -> tuple[ArtifactReport, ArtifactKey] | None:
+    """Load the study's compile artefacts of this GPU kind, torch and Triton, before anything compiles.
+
+    Returns (report, key) for ``save_compile_artifacts``, or None when the trial does not compile or
+    the request names no artefact folder. Recorded in ``extra["compile_cache"]["artifacts"]``.
+    """
+    from qco_tune.backends.artifacts import current_key, load_artifacts
+
+    if not request.compile_artifacts_dir or request.config.compile == "none":
+        return None
+    try:
+        key = current_key(request.device)
+        report = load_artifacts(request, key)
+    except Exception as exc:  # an unreadable folder: the trial compiles from scratch, and says why
+        notice = f"compile artefacts not loaded: {type(exc).__name__}: {exc}"[:REASON_MAX_CHARS]
+        record.extra.setdefault(COMPILE_CACHE_KEY, {})["artifacts"] = {"notices": [notice]}
+        return None
+    if report is None:
+        return None
+    record.extra.setdefault(COMPILE_CACHE_KEY, {})["artifacts"] = report.to_dict()
+    return report, key
+
+
+def save_compile_artifacts(
+    request: TrialRequest, record: TrialRecord, report: ArtifactReport, key: ArtifactKey
+) -> None:
+    """After the first call (the compilation): write what it compiled or hit as this configuration's file.
+
+    A failure to save is a notice, never the trial's failure.
+    """
+    from qco_tune.backends.artifacts import save_artifacts
+
+    try:
+        save_artifacts(request, report, key)
+    except Exception as exc:
+        report.notices.append(f"saving compile artefacts failed: {type(exc).__name__}: {exc}"[:REASON_MAX_CHARS])
+    record.extra[COMPILE_CACHE_KEY]["artifacts"] = report.to_dict()
 
 
 def measure_fidelity(request: TrialRequest, record: TrialRecord, output: Any, latents: Any | None) -> None:
@@ -454,7 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     import_libraries()
     measurement = measure(request, result_path, baseline_used, handle)
     if cache is not None and request.config.compile != "none":
-        measurement.extra[COMPILE_CACHE_KEY] = cache.report()
+        report = {**cache.report(), **measurement.extra.get(COMPILE_CACHE_KEY, {})}
+        if (report.get("artifacts") or {}).get("loaded_bytes"):
+            report["state"] = "warm"  # started from the study's artefacts (made on another host, maybe)
+        measurement.extra[COMPILE_CACHE_KEY] = report
     write_result(result_path, measurement)
     if cache is not None:
         cache.cleanup()

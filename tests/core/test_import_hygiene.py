@@ -9,7 +9,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CORE = ("config", "spec", "space", "memory", "modelref", "presets", "presets.cache", "workloads", "preset_report")
+CORE = (
+    "config",
+    "spec",
+    "space",
+    "memory",
+    "modelref",
+    "presets",
+    "presets.cache",
+    "workloads",
+    "preset_report",
+    "compile_artifacts",
+)
 HEAVY = ("torch", "diffusers", "transformers", "textual", "optuna")
 
 

@@ -113,6 +113,8 @@ class Case:
     """A recipe of the diffusers guide "Compiling and offloading quantized models"."""
     cpu: bool = field(default=False)
     """Runs on a CPU (no bitsandbytes, offloading or float8): executed against the tiny pipeline."""
+    compile_artifacts: str | None = None
+    """``export --compile-artifacts``: the snippet loads a study's compile artefacts from this folder."""
 
     @property
     def model(self) -> ModelInfo:
@@ -305,6 +307,14 @@ CASES += (
         ),
         WAN_WORKLOAD,
         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    ),
+    Case(
+        "nf4_regional_compile_artifacts",
+        "flux.1-dev",
+        TrialConfig(quantization=NF4_FLUX, compile="regional"),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        compile_artifacts="/srv/models/qco.compile-artifacts/flux-dev-16gib-5f1c2a9e",
     ),
 )
 GUIDE_CASES = tuple(c for c in CASES if c.guide)

@@ -157,3 +157,17 @@ def test_export_is_listed_in_help() -> None:
     assert result.exit_code == 0
     for option in ("--trial", "--model", "--format", "--output", "--force", "--allow-failed"):
         assert option in result.output
+
+
+def test_compile_artifacts_are_loaded_before_compiling_on_request(storage: str) -> None:
+    folder = "/srv/qco.compile-artifacts/flux-1234"
+    result = export(storage, "flux", "--compile-artifacts", folder)
+    assert result.exit_code == 0 and result.stderr == "", result.stderr
+    source = result.stdout
+    assert folder in [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)]
+    assert source.index("torch.compiler.load_cache_artifacts(blob)") < source.index(".compile(")
+    assert "import json" in source and "from pathlib import Path" in source
+    assert "load_cache_artifacts" not in export(storage, "flux").stdout  # opt-in
+    uncompiled = export(storage, "flux", "--trial", "1", "--compile-artifacts", folder)
+    assert uncompiled.exit_code == 0 and "load_cache_artifacts" not in uncompiled.stdout
+    assert "--compile-artifacts ignored: the trial does not compile" in uncompiled.stderr

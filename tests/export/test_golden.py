@@ -29,6 +29,7 @@ def render_case(case: Case) -> str:
         dtype=case.dtype,
         model_ref=case.model_ref,
         header=case.header,
+        compile_artifacts=case.compile_artifacts,
     )
 
 

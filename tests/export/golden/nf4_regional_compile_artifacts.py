@@ -1,0 +1,61 @@
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.quantizers import PipelineQuantizationConfig
+
+device = "cuda"  # where the pipeline runs
+
+torch._dynamo.config.capture_dynamic_output_shape_ops = True
+
+# quantize
+pipeline_quant_config = PipelineQuantizationConfig(
+    quant_backend="bitsandbytes_4bit",
+    quant_kwargs={
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_compute_dtype": torch.bfloat16,
+    },
+    components_to_quantize=["transformer", "text_encoder_2"],
+)
+
+pipeline = DiffusionPipeline.from_pretrained(
+    "black-forest-labs/FLUX.1-dev",
+    quantization_config=pipeline_quant_config,
+    dtype=torch.bfloat16,
+)
+pipeline.to(device)
+
+# start warm: load the kernels a qco-tune study compiled (torch's portable compile
+# cache) so that the first call skips most of the compilation; only files made on
+# this GPU kind with this torch, and not cut short, are loaded
+compile_artifacts = "/srv/models/qco.compile-artifacts/flux-dev-16gib-5f1c2a9e"
+here = {
+    "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+    "torch": torch.__version__,
+}
+for artifact in sorted(Path(compile_artifacts).rglob("*.qco-artifact")):
+    header, _, blob = artifact.read_bytes().partition(b"\n")
+    made = json.loads(header.partition(b" ")[2])
+    if {key: made[key] for key in here} == here and len(blob) == made["bytes"]:
+        torch.compiler.load_cache_artifacts(blob)
+
+# compile
+pipeline.transformer.compile_repeated_blocks()
+
+prompt = (
+    "cinematic film still of a cat sipping a margarita in a pool in Palm Springs, "
+    "California, highly detailed, high budget hollywood movie, cinemascope, moody, "
+    "epic, gorgeous, film grain"
+)
+
+image = pipeline(
+    prompt=prompt,
+    height=1024,
+    width=1024,
+    num_inference_steps=28,
+    guidance_scale=3.5,
+    generator=torch.Generator("cpu").manual_seed(0),
+).images[0]
+image.save("output.png")
