@@ -17,14 +17,17 @@ space of millions of configurations plans as fast as a small one.
    eager and the fastest compiled). The survey ends when no family is left, after ``SURVEY_SHARE`` of a trial
    target, or once ``MIN_SURVEY`` levels are measured and the last ``SURVEY_PATIENCE`` did not enlarge the
    front of what the measured trials could reach compiled.
-2. **Compile.** For every measured configuration whose compiled variant could still enlarge the front
-   (an eager latency divided by its denoiser backend's speed-up, measured in the study or else the prior,
-   with a margin; a compiled front configuration by ``REFINE_SPEEDUP``), its cheapest untried compile
-   variant (regional before full, default mode before autotuning, no fullgraph first) is a candidate; the
-   one that adds the most hypervolume per expected second (compile cost learned from the study) goes next.
-3. **Refine.** From each front configuration, fastest first, one knob at a time along every other knob of
-   the space (group offloading's options, attention backend, VAE settings, layerwise casting, tf32, and any
-   knob added later): the first untried value that can run.
+2. **Compile.** For every measured configuration at default settings whose compiled variant could still
+   enlarge the front (an eager latency divided by its denoiser backend's speed-up, measured in the study or
+   else the prior, with a margin; the fastest compiled variant of a configuration, if on the front, by
+   ``REFINE_SPEEDUP`` shrinking with each variant measured), a compile variant is a candidate: an eager
+   configuration's cheapest (regional, default mode, no fullgraph), a compiled one's neighbours (one compile
+   knob changed: the scope, then the mode in the order of ``COMPILE_MODES``, then fullgraph), at most
+   ``MAX_COMPILE_VARIANTS`` per configuration. The one that adds the most hypervolume per expected second
+   (compile costs learned from the study) goes next.
+3. **Refine.** From each front configuration, fastest first, one knob at a time along every knob of the space
+   that is neither a memory level's (``quant.*``, ``PLACEMENT_KNOBS``) nor a compile knob: attention backend,
+   VAE settings, layerwise casting, tf32, and any knob added later; the first untried value that can run.
 4. Nothing left: None, and the sampler proposes over the whole space (TPE).
 
 Everything a plan proposes is checked by the caller's ``runnable`` (rules, duplicates, the memory model), so
@@ -36,7 +39,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from qco_tune.config import COMPILE_MODES, GROUP_OFFLOADS, TrialConfig
 from qco_tune.frontier import Point, hypervolume_2d, pareto_points
@@ -138,8 +141,8 @@ class Done:
     """A seeded baseline (the reference, a guide's recipe): measured, but not a trial of the search."""
 
 
-Stage = str
-"""``survey``, ``compile`` or ``refine``: what a planned configuration is for (``stage_of``)."""
+Stage = Literal["survey", "compile", "refine"]
+"""What a planned configuration is for (``stage_of``)."""
 
 
 def plan_next(
@@ -218,15 +221,19 @@ class _Planner:
             self._checked[key] = self._runnable(config)
         return self._checked[key]
 
-    def fits(self, config: TrialConfig, under: float = float("inf")) -> bool:
-        """Predicted within the budget, and under ``under`` (True when the memory model cannot tell)."""
+    def need(self, config: TrialConfig) -> float | None:
+        """The memory model's prediction in bytes (None: unknown)."""
         if self._predict is None:
-            return True
+            return None
         key = config.key()
         if key not in self._predicted:
             self.checks += 1
             self._predicted[key] = self._predict(config)
-        need = self._predicted[key]
+        return self._predicted[key]
+
+    def fits(self, config: TrialConfig, under: float = float("inf")) -> bool:
+        """Predicted within the budget, and under ``under`` (True when the memory model cannot tell)."""
+        need = self.need(config)
         return need is None or (need <= self.budget and need < under)
 
     def spent(self) -> bool:
@@ -309,8 +316,8 @@ class _Planner:
             tries[family] = tries.get(family, 0) + 1
             if d.feasible or tries[family] >= LEVELS_PER_FAMILY:
                 covered.add(family)
-            elif self._predict is not None:
-                need = self._predict(d.config)
+            else:
+                need = self.need(d.config)
                 if need is not None:
                     under[family] = min(under.get(family, float("inf")), need)
         backends = self.knobs.get(f"quant.{self.denoiser}", ("none",))
