@@ -195,6 +195,7 @@ class _Planner:
         self._predicted: dict[str, float | None] = {}
         self.checks = 0
         self._speedup_cache: dict[str, float] | None = None
+        self._placement_cache: dict[str, list[dict[str, Any]]] = {}
         self.denoiser = space.model.denoiser
         self.components = space.components
         self.secondary = [
@@ -384,6 +385,8 @@ class _Planner:
 
     def _placements(self, offload: str) -> list[dict[str, Any]]:
         """An offload kind with its group options, the guide's first, then by how many options differ."""
+        if offload in self._placement_cache:
+            return self._placement_cache[offload]
         if offload not in GROUP_OFFLOADS:
             return [{OFFLOAD_KNOB: offload}]
         names = [k for k in ("blocks_per_group", *PREFERRED_PLACEMENT) if k in self.knobs]
@@ -398,7 +401,8 @@ class _Planner:
         for picks in sorted(itertools.product(*(range(len(o)) for o in orders)), key=lambda p: sum(x > 0 for x in p)):
             params = {OFFLOAD_KNOB: offload, **{n: o[i] for n, o, i in zip(names, orders, picks, strict=True)}}
             out.setdefault(SearchSpace.config_from({}, **params).key(), params)
-        return list(out.values())
+        self._placement_cache[offload] = list(out.values())
+        return self._placement_cache[offload]
 
     def _factor(self, backend: str, *, compiled: bool) -> float:
         eager = PRIOR_EAGER.get(backend, UNKNOWN_EAGER)
