@@ -455,9 +455,7 @@ def _assemble(
     if spec.max_timed_calls < spec.timed_calls:
         raise fail("max_timed_calls", f"must be at least timed_calls ({spec.timed_calls}), got {spec.max_timed_calls}")
     if spec.measure_steps is not None and spec.measure_steps > spec.workload.steps:
-        raise fail(
-            "measure_steps", f"must be at most workload.steps ({spec.workload.steps}), got {spec.measure_steps}"
-        )
+        raise fail("measure_steps", f"must be at most workload.steps ({spec.workload.steps}), got {spec.measure_steps}")
     if spec.weights == "random" and not is_preset(spec.model):
         close = suggest_preset(spec.model)
         if close is not None:

@@ -72,7 +72,9 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
 
     url = storage_url(url)
     if "://" not in url:
-        raise StorageError(f"not a storage URL: {mask_url(url)!r} (e.g. sqlite:///studies/qco.db or postgresql+psycopg://...)")
+        raise StorageError(
+            f"not a storage URL: {mask_url(url)!r} (e.g. sqlite:///studies/qco.db or postgresql+psycopg://...)"
+        )
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         _prepare_sqlite(url)
