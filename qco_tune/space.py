@@ -217,6 +217,14 @@ class SearchSpace:
         """(knob or value, why it is missing here) for what the study allows but this machine cannot run."""
         return list(self._missing)
 
+    @staticmethod
+    def config_from(quantization: dict[str, str], **knobs: Any) -> TrialConfig:
+        """The canonical configuration with this quantization (component → backend) and these knobs (parameter
+        names as in ``TrialConfig.to_params``), every other knob at its default; conditional knobs that mean
+        nothing (``compile_mode`` without compiling, stream knobs without group offloading) are reset."""
+        params = {f"quant.{component}": backend for component, backend in quantization.items()}
+        return TrialConfig.from_params({**params, **knobs}).canonical()
+
     def params(self, config: TrialConfig) -> dict[str, Any]:
         """Every parameter ``suggest`` would ask for ``config``: for ``study.enqueue_trial``.
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -79,6 +78,8 @@ from qco_tune.workloads import check_workload
 if TYPE_CHECKING:
     import optuna
 
+    from qco_tune.planner import Done
+
 GIB = 2**30
 SPEC_ATTR = "qco.spec"
 MODEL_ATTR = "qco.model"
@@ -88,10 +89,6 @@ VERSION_ATTR = "qco.version"
 GPU_KINDS_ATTR = "qco.gpu_kinds"
 PREDICTED_HOST_ATTR = "qco.predicted_host_bytes"
 METRIC_NAMES = ["latency_s", "peak_memory_gib"]
-PLAN_MAX_CONFIGS = 20_000
-"""The planner stages spaces up to this many configurations; in larger ones TPE proposes alone. It walks
-the whole space before each proposal: 2.6 s at FLUX.1-dev's 17,840 (16 GiB spec, H100 knobs) on two
-CPU cores, against minutes of GPU time per full-size trial."""
 MAX_CONSECUTIVE_SKIPS = 25
 MAX_ATTEMPTS = 3
 """Runs of one configuration that may end interrupted before it is given up: a configuration whose
@@ -175,10 +172,9 @@ class _Context:
     execute: Callable[..., Measurement] = run_trial
     """Runs one trial request: the real runner, or a replay of recorded measurements (``qco-tune bench``)."""
     plan: bool = True
-    """Stage the search (``qco_tune.planner``): cheap uncompiled configurations first, then compile the front.
-    False: the sampler alone proposes (kept for the benchmark's comparison)."""
-    plan_configs: list[TrialConfig] | None = None
-    """The space's configurations as the planner sees them (empty: too many to plan over, TPE alone)."""
+    """Stage the search (``qco_tune.planner``): the memory levels uncompiled, then compile what can reach the
+    front, then refine it along the other knobs. False: the sampler alone proposes (kept for the benchmark's
+    comparison)."""
     compile_artifacts: Path | None = None
     """The folder of the storage's portable compile artefacts (``compile_artifacts.artifacts_root``); None:
     trials neither load nor save them (the benchmark's replays)."""
@@ -435,18 +431,34 @@ def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
     return False
 
 
-def _enqueue_plan(ctx: _Context, book: Ledger, skips_in_a_row: int) -> None:
+def _enqueue_plan(ctx: _Context, book: Ledger) -> None:
     """Queue what the planner wants measured next, unless something is queued already."""
     from optuna.trial import TrialState
 
-    from qco_tune.planner import Done, plan_next
+    from qco_tune.planner import plan_next
 
     study = ctx.study
-    if ctx.plan_configs is None:  # once: the planner walks small spaces only
-        head = list(itertools.islice(ctx.space.iter_configs(), PLAN_MAX_CONFIGS + 1))
-        ctx.plan_configs = head if len(head) <= PLAN_MAX_CONFIGS else []
-    if not ctx.plan_configs or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return
+    plan = plan_next(
+        ctx.space,
+        planner_trials(study),
+        set(book.keys),
+        lambda config: _why_not_run(ctx, config, book.keys) is None,
+        budget_bytes=ctx.spec.vram_budget,
+        target=ctx.spec.trials,
+        predict=lambda config: memory.predict(ctx.model, config, ctx.spec, ctx.caps, ctx.calibration).device_bytes,
+    )
+    if plan is not None:
+        study.enqueue_trial(ctx.space.params(plan))
+
+
+def planner_trials(study: optuna.Study) -> list[Done]:
+    """The study's finished trials as the planner sees them (interrupted ones left out)."""
+    from optuna.trial import TrialState
+
+    from qco_tune.planner import Done
+
     done = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         data = trial.user_attrs.get(CONFIG_ATTR)
@@ -470,22 +482,10 @@ def _enqueue_plan(ctx: _Context, book: Ledger, skips_in_a_row: int) -> None:
                 memory_bytes=float(memory_bytes) if ok and memory_bytes is not None else None,
                 feasible=ok and all(c <= 0 for c in excess),
                 seconds=float(wall) if isinstance(wall, (int, float)) else None,
+                seeded=bool(trial.user_attrs.get(BASELINE_ATTR)),
             )
         )
-    plan = plan_next(
-        ctx.space.knobs(),
-        ctx.plan_configs,
-        done,
-        set(book.keys),
-        lambda config: _why_not_run(ctx, config, book.keys) is None,
-        budget_bytes=ctx.spec.vram_budget,
-        target=ctx.spec.trials,
-        skips_in_a_row=skips_in_a_row,
-    )
-    if isinstance(plan, TrialConfig):
-        study.enqueue_trial(ctx.space.params(plan))
-    elif plan:
-        study.enqueue_trial(plan)
+    return done
 
 
 def reference_dir(spec: StudySpec, workload: Workload | None = None) -> Path:
@@ -757,7 +757,7 @@ def run_loop(
                     return
                 skips_in_a_row = 0
             if ctx.plan:
-                _enqueue_plan(ctx, book, skips_in_a_row)
+                _enqueue_plan(ctx, book)
             trial = current = study.ask()
             config = ctx.space.suggest(trial)
             baseline = trial.user_attrs.get(BASELINE_ATTR)
