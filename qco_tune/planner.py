@@ -44,6 +44,7 @@ from typing import Any, Literal
 from qco_tune.config import COMPILE_MODES, GROUP_OFFLOADS, TrialConfig
 from qco_tune.frontier import Point, hypervolume_2d, pareto_points
 from qco_tune.space import SearchSpace
+from qco_tune.trial_cost import compile_cost, compile_costs
 
 COMPILE_KNOBS = ("compile", "compile_mode", "fullgraph")
 """Stage 2's knobs."""
@@ -111,14 +112,6 @@ MAX_COMPILE_VARIANTS = 3
 """Compile variants measured at most per configuration (each costs minutes of first call)."""
 NEAR_BUDGET = 1.1
 """An eager configuration this close over the budget may fit compiled (fused kernels keep fewer activations)."""
-PRIOR_COST = {
-    ("regional", "default"): 3.0,
-    ("full", "default"): 4.0,
-    ("regional", "reduce-overhead"): 4.0,
-    ("full", "reduce-overhead"): 5.0,
-}
-"""Cost of a compile variant in eager trials, before one like it has been measured (autotuning: 8)."""
-PRIOR_AUTOTUNE_COST = 8.0
 IMPROVEMENT = 1e-3
 """Relative hypervolume gain that counts as enlarging the front."""
 SCOPE_COST = {"regional": 0, "full": 1}
@@ -450,7 +443,7 @@ class _Planner:
         reference = (max(p[0] for p in points) * 1.1, max(self.budget, *(p[1] for p in points)) * 1.1)
         current = hypervolume_2d(points, reference)
         front = {d.number for d in _front(feasible)}
-        costs = _costs(self.done)
+        costs = compile_costs(self.done)
         compiled: dict[str, list[Done]] = {}
         for d in self.done:
             if d.config.compile != "none":
@@ -480,7 +473,7 @@ class _Planner:
                 continue
             variants = [v for v in variants if v.key() not in self.tried]
             if variants:
-                ranked.append((-gain / _expected_cost(variants[0], costs), d.number, variants))
+                ranked.append((-gain / compile_cost(variants[0], costs), d.number, variants))
         ranked.sort(key=lambda r: (r[0], -r[1]))
         for _, _, variants in ranked:
             for variant in variants:
@@ -534,25 +527,6 @@ class _Planner:
             max((p[0] for p in finite), default=1.0) * 1.1 + 1e-9,
             max((p[1] for p in finite), default=1.0) * 1.1 + 1,
         )
-
-
-def _costs(done: Sequence[Done]) -> dict[Any, float]:
-    """Mean measured seconds per compile variant (scope, mode), and of eager trials (key None)."""
-    spent: dict[Any, list[float]] = {}
-    for d in done:
-        if d.seconds is not None and d.seconds > 0:
-            key = None if d.config.compile == "none" else (d.config.compile, d.config.compile_mode)
-            spent.setdefault(key, []).append(d.seconds)
-    return {k: sum(v) / len(v) for k, v in spent.items()}
-
-
-def _expected_cost(config: TrialConfig, costs: dict[Any, float]) -> float:
-    """Seconds a compile variant is expected to cost: as measured for its kind, else a multiple of an eager trial."""
-    kind = (config.compile, config.compile_mode)
-    if kind in costs:
-        return costs[kind]
-    eager = costs.get(None, 1.0)
-    return eager * PRIOR_COST.get(kind, PRIOR_AUTOTUNE_COST)
 
 
 def _eager_key(config: TrialConfig) -> str:

@@ -679,6 +679,38 @@ def _enqueue_offload_reference(ctx: _Context) -> None:
     ctx.observer.message("the reference did not fit this GPU: it is measured again with model CPU offload (marked so)")
 
 
+DEADLINE_MARGIN = 1.2
+"""A queued trial is started only when the time left is this many times what it is expected to cost."""
+
+
+def _next_outlasts(ctx: _Context, left: float) -> bool:
+    """True when the next queued trial is not expected to finish in the ``left`` seconds of the run's time
+    limit: it stays queued for the next run, rather than be cut off at the limit (GPU time lost). What the
+    sampler proposes next is not known before it is asked, and runs."""
+    from optuna.trial import TrialState
+
+    from qco_tune.trial_cost import expected_seconds
+
+    if math.isinf(left):
+        return False
+    waiting = ctx.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if not waiting:
+        return False
+    params = min(waiting, key=lambda t: t.number).system_attrs.get("fixed_params") or {}
+    try:
+        config = TrialConfig.from_params(dict(params))
+    except (ValueError, TypeError):
+        return False
+    expected = expected_seconds(config, planner_trials(ctx.study))
+    if expected is None or expected * DEADLINE_MARGIN <= left:
+        return False
+    ctx.observer.message(
+        f"stopping before the time limit: the next trial ({config.describe()}) is expected to take "
+        f"{expected:.0f} s, {max(left, 0):.0f} s are left; it stays queued for the next run"
+    )
+    return True
+
+
 def _is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
     from optuna.trial import TrialState
 
@@ -758,6 +790,9 @@ def run_loop(
                 skips_in_a_row = 0
             if ctx.plan:
                 _enqueue_plan(ctx, book)
+            if _next_outlasts(ctx, deadline - clock()):
+                result.stopped = "timeout"
+                return
             trial = current = study.ask()
             config = ctx.space.suggest(trial)
             baseline = trial.user_attrs.get(BASELINE_ATTR)

@@ -20,6 +20,9 @@ CORE = (
     "workloads",
     "preset_report",
     "compile_artifacts",
+    "planner",
+    "trial_cost",
+    "calibration",
 )
 HEAVY = ("torch", "diffusers", "transformers", "textual", "optuna")
 

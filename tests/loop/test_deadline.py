@@ -1,0 +1,111 @@
+"""The run's time limit: a queued trial not expected to finish before it stays queued for the next run.
+
+In-process, an in-memory Optuna study, a FAKE trial runner (no child, no GPU) that advances a fake clock
+by the seconds each trial is said to cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+import pytest
+
+from qco_tune.config import Capabilities, Measurement, TrialConfig, TrialRequest
+from qco_tune.modelref import resolve_model
+from qco_tune.planner import Done
+from qco_tune.space import SearchSpace
+from qco_tune.spec import spec_for_model
+from qco_tune.study import RunResult, SilentObserver, _Context, run_loop
+from qco_tune.trial_cost import expected_seconds
+
+H100 = Capabilities(
+    cuda=True,
+    gpu_name="NVIDIA H100 80GB HBM3",
+    gpu_count=1,
+    total_memory=80 * 2**30,
+    compute_capability=(9, 0),
+    backends=("bitsandbytes", "torchao", "quanto"),
+)
+NF4 = (("transformer", "bnb_nf4"), ("text_encoder_2", "bnb_nf4"))
+EAGER = TrialConfig(quantization=NF4)
+COMPILED = TrialConfig(quantization=NF4, compile="full")
+OFFLOADED = TrialConfig(quantization=NF4, compile="full", offload="model")
+
+
+class Messages(SilentObserver):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+class FakeTimedRunner:
+    """A FAKE runner: each trial 'costs' the seconds given for its compile scope, on a fake clock."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.now = 0.0
+        self.seconds = seconds
+        self.ran: list[TrialConfig] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, request: TrialRequest, timeout: float, on_phase: object = None) -> Measurement:
+        wall = self.seconds[request.config.compile]
+        self.now += wall
+        self.ran.append(request.config)
+        return Measurement(
+            status="ok", device="cuda", latency_s=5.0, peak_device_bytes=15 * 2**30, extra={"wall_s": wall}
+        )
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Context:
+    monkeypatch.setenv("QCO_CACHE", str(tmp_path))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = dataclasses.replace(spec_for_model("flux.1-dev"), trials=None)
+    model = resolve_model(spec.model, spec.weights)
+    space = SearchSpace.build(spec, model, H100)
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for config in (EAGER, COMPILED):
+        study.enqueue_trial(space.params(config))
+    return _Context(spec, model, H100, space, study, Messages(), {}, plan=False)
+
+
+def test_a_queued_trial_that_cannot_finish_before_the_limit_stays_queued(ctx: _Context) -> None:
+    runner = FakeTimedRunner({"none": 50.0, "full": 200.0})
+    ctx = dataclasses.replace(ctx, execute=runner)
+    result = RunResult(ctx.spec.name)
+    run_loop(ctx, result, deadline=150.0, clock=runner.clock)
+    # The eager trial ran (50 s); the compiled one is expected to cost 4 eager trials (200 s) > 100 s left.
+    assert runner.ran == [EAGER] and result.stopped == "timeout"
+    states = [t.state for t in ctx.study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING]  # nothing cut off
+    assert isinstance(ctx.observer, Messages)
+    (line,) = [m for m in ctx.observer.lines if m.startswith("stopping before the time limit")]
+    assert "expected to take 200 s, 100 s are left; it stays queued for the next run" in line
+
+
+def test_with_time_enough_the_queued_trial_runs(ctx: _Context) -> None:
+    runner = FakeTimedRunner({"none": 50.0, "full": 200.0})
+    ctx = dataclasses.replace(ctx, execute=runner)
+    run_loop(ctx, RunResult(ctx.spec.name), deadline=50.0 + 200.0 * 1.2 + 1, clock=runner.clock)
+    assert runner.ran[:2] == [EAGER, COMPILED]
+
+
+def done(number: int, config: TrialConfig, seconds: float | None) -> Done:
+    return Done(number, config, 5.0, 2.0**34, True, seconds)
+
+
+def test_what_a_trial_is_expected_to_cost() -> None:
+    assert expected_seconds(EAGER, []) is None  # nothing measured yet: unknown, so it runs
+    history = [done(0, EAGER, 50.0), done(1, EAGER, 70.0), done(2, COMPILED, 180.0), done(3, OFFLOADED, 300.0)]
+    assert expected_seconds(TrialConfig(), history) == 60.0  # eager: the median of the eager ones
+    assert expected_seconds(COMPILED, history) == 180.0  # alike in compile variant and offloading
+    assert expected_seconds(OFFLOADED, history) == 300.0  # offloading trials run slower calls
+    # A compile variant not measured yet: a prior multiple of an eager trial (autotuning: 8).
+    autotuned = TrialConfig(quantization=NF4, compile="regional", compile_mode="max-autotune")
+    assert expected_seconds(autotuned, history[:2]) == pytest.approx(60.0 * 8)
