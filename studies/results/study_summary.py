@@ -120,8 +120,8 @@ def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
 def gpu_seconds(summary: ParetoSummary) -> dict[str, Any]:
     """What the study's trials cost, in trial order: in all, in trials that ended out of memory, and until
     the fastest feasible configuration had been measured (``Measurement.extra["wall_s"]``, child start to
-    result; skipped proposals cost nothing)."""
-    spent = oom = 0.0
+    result; skipped proposals cost nothing); also what trials cut off by a stop (Ctrl-C, a time limit) spent."""
+    spent = oom = cut = 0.0
     to_best: float | None = None
     best = summary.best.number if summary.best else None
     for row in sorted(summary.rows, key=lambda r: r.number):
@@ -132,9 +132,17 @@ def gpu_seconds(summary: ParetoSummary) -> dict[str, Any]:
         spent += float(wall)
         if m is not None and m.status == "oom":
             oom += float(wall)
+        if m is not None and m.status == "interrupted":
+            cut += float(wall)
         if row.number == best:
             to_best = spent
-    return {"total": spent, "oom": oom, "oom_share": oom / spent if spent else None, "to_best": to_best}
+    return {
+        "total": spent,
+        "oom": oom,
+        "oom_share": oom / spent if spent else None,
+        "interrupted": cut,
+        "to_best": to_best,
+    }
 
 
 def _s(value: float | None, digits: int = 3) -> str:
@@ -184,7 +192,7 @@ def markdown(data: dict[str, Any]) -> str:
         reached = f", the fastest feasible reached after {spent['to_best'] / 60:.1f} min" if spent["to_best"] else ""
         lines += [
             f"Trial GPU time: {spent['total'] / 60:.1f} min in all{reached}; {spent['oom_share']:.0%} of it in "
-            "trials that ran out of memory.",
+            f"trials that ran out of memory, {spent['interrupted'] / spent['total']:.0%} in trials cut off by a stop.",
             "",
         ]
     lines += [
