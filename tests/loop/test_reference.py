@@ -11,8 +11,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from loop_fakes import H100, FakeRunner
 
-from qco_tune.config import Capabilities, Measurement, TrialConfig, TrialRequest
+from qco_tune.config import Measurement, TrialConfig
 from qco_tune.modelref import resolve_model
 from qco_tune.pareto import BASELINE_ATTR
 from qco_tune.space import SearchSpace
@@ -28,15 +29,6 @@ from qco_tune.study import (
     ledger,
     reference_dir,
     run_loop,
-)
-
-H100 = Capabilities(
-    cuda=True,
-    gpu_name="NVIDIA H100 80GB HBM3",
-    gpu_count=1,
-    total_memory=80 * 2**30,
-    compute_capability=(9, 0),
-    backends=("bitsandbytes", "torchao", "quanto"),
 )
 
 
@@ -86,17 +78,6 @@ def test_a_reference_that_does_not_fit_is_measured_again_with_model_offload(ctx:
     params = waiting.system_attrs["fixed_params"]  # what the next ask() of the study will suggest
     assert params["offload"] == "model" and params["compile"] == "none"
     assert _request(ctx, TrialConfig(offload="model"), 1, OFFLOAD_REFERENCE).save_reference
-
-
-class FakeRunner:
-    """A FAKE trial runner: records each request and returns invented figures (no child, no GPU)."""
-
-    def __init__(self) -> None:
-        self.requests: list[TrialRequest] = []
-
-    def __call__(self, request: TrialRequest, timeout: float, on_phase: object = None) -> Measurement:
-        self.requests.append(request)
-        return Measurement(status="ok", device="cuda", latency_s=5.0, step_time_s=0.18, peak_device_bytes=30 * 2**30)
 
 
 def _study_with_reference(ctx: _Context, runner: FakeRunner, trials: int) -> _Context:
