@@ -100,7 +100,9 @@ def test_a_local_unet_pipeline_runs_a_trial(sd_folder: Path, tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="local-sd", storage=url)
-    (trial,) = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
+    assert len(finished) == 2  # the reference (measurement, not a trial of the target) and the 1 trial
+    trial = finished[0]
     m = trial.user_attrs["qco.measurement"]
     assert m["status"] == "ok", (m["reason"], m["output_tail"])
     assert m["extra"]["output_shape"] == [1, 64, 64, 3] and m["step_time_s"] > 0
