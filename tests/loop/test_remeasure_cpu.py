@@ -36,7 +36,7 @@ def test_the_final_front_is_measured_again_at_the_full_step_count(tmp_path: Path
         name="steps",
         steps=4,
         measure_steps=2,
-        trials=3,
+        trials=2,  # and the reference besides: 3 run
         timed_calls=2,
         max_timed_calls=2,
         warmup_calls=0,
