@@ -20,6 +20,7 @@ skips it and it never counts as a trial of the target.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -339,7 +340,14 @@ def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
             continue  # a measurement at the full step count after the search: not a trial of the target
         data = trial.user_attrs.get(CONFIG_ATTR)
         if trial.state == TrialState.RUNNING and not isinstance(data, dict):
-            continue  # asked by another process, not yet decided: may still be skipped
+            # Asked by another process, not yet decided. One asked before ours with queued parameters
+            # (two workers may queue the same plan at once) will run them unless skipped: ours would
+            # repeat it. The later one gives way, so a configuration runs once.
+            params = trial.system_attrs.get("fixed_params")
+            if exclude is not None and trial.number < exclude and isinstance(params, dict):
+                with contextlib.suppress(ValueError, TypeError):
+                    book.keys.setdefault(TrialConfig.from_params(dict(params)).key(), (trial.number, "running"))
+            continue
         if trial.user_attrs.get(BASELINE_ATTR) not in REFERENCE_BASELINES:
             book.counted += 1  # the reference is measurement, not a candidate: never a trial of the target
         if isinstance(data, dict):
