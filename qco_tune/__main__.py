@@ -1,3 +1,3 @@
-from qco_tune.cli import main
+from qco_tune.cli.main import main
 
 main()

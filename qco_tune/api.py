@@ -3,7 +3,7 @@
 ``from_pretrained`` loads with quantization (it can only happen at load time), then makes the
 settings (layerwise casting, attention backend, VAE tiling, slicing and channels-last, TF32), offloads
 and compiles; ``apply`` does the same to a pipeline that is already loaded. Both call
-``qco_tune.backends`` exactly as a trial's child process does (``load_pipeline``, then
+``qco_tune.measure.backends`` exactly as a trial's child process does (``load_pipeline``, then
 ``apply_config``), so what the tuner measured, what ``qco-tune export`` writes and what these do
 cannot drift apart.
 """
@@ -14,8 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from qco_tune.config import ModelInfo, TrialConfig
-from qco_tune.export import load_config
+from qco_tune.core.config import ModelInfo, TrialConfig
+from qco_tune.export.render import load_config
 
 ConfigSource = TrialConfig | Mapping[str, Any] | str | os.PathLike[str]
 """A ``TrialConfig``, its ``to_dict`` form, or a JSON/TOML file written by ``qco-tune export --format``."""
@@ -40,7 +40,7 @@ def apply(pipe: Any, config: ConfigSource, *, device: str | None = None) -> Any:
     quantized with that backend (use ``from_pretrained``), when the offloading needs CUDA and
     ``device`` is not a GPU, or when the configuration is invalid or from a newer qco-tune.
     """
-    from qco_tune.backends.apply import apply_config
+    from qco_tune.measure.backends.apply import apply_config
 
     trial_config = load_config(config)
     check_quantized(pipe, trial_config)
@@ -62,8 +62,8 @@ def from_pretrained(
     Raises ``ModelError`` for a model that is not there and ``ValueError`` for a configuration this
     machine cannot run (bitsandbytes or float8 without a suitable GPU) or that is invalid.
     """
-    from qco_tune.backends.apply import apply_config
-    from qco_tune.backends.models import load_pipeline
+    from qco_tune.measure.backends.apply import apply_config
+    from qco_tune.measure.backends.models import load_pipeline
 
     trial_config = load_config(config)
     device = device or default_device()
@@ -73,8 +73,8 @@ def from_pretrained(
 
 def resolve(model: str | os.PathLike[str]) -> ModelInfo:
     """The ``ModelInfo`` of a preset name (random weights), a local folder or a cached hub id."""
-    from qco_tune.modelref import resolve_model
-    from qco_tune.presets import is_preset
+    from qco_tune.core.modelref import resolve_model
+    from qco_tune.core.presets import is_preset
 
     reference = os.fspath(model)
     return resolve_model(reference, "random" if is_preset(reference) else "real")

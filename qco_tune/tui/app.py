@@ -10,7 +10,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
-from qco_tune.storage import mask_url
+from qco_tune.store.storage import mask_url
 from qco_tune.tui.commands import QcoCommands
 from qco_tune.tui.data import DataError, StorageReader, open_reader
 from qco_tune.tui.runs import RUN_COMMAND, RunManager

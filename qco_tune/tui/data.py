@@ -8,7 +8,7 @@ Two readers give the same answer:
 * ``OptunaReader`` (``qco-tune tui --optuna-api``) goes through ``optuna.load_study`` and
   ``get_trials``: slower, but independent of Optuna's table layout.
 
-Both feed ``qco_tune.pareto.summarize``, so the TUI agrees with ``qco-tune show`` on every category.
+Both feed ``qco_tune.search.pareto.summarize``, so the TUI agrees with ``qco-tune show`` on every category.
 Every failure to read becomes a ``DataError`` with one line for the user (credentials masked).
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from qco_tune.pareto import (
+from qco_tune.search.pareto import (
     BASELINE_ATTR,
     CONFIG_ATTR,
     MEASUREMENT_ATTR,
@@ -38,7 +38,7 @@ from qco_tune.pareto import (
 if TYPE_CHECKING:
     import sqlalchemy
 
-# Study attributes as ``qco_tune.study`` writes them (mirrored so the TUI does not import the
+# Study attributes as ``qco_tune.loop.study`` writes them (mirrored so the TUI does not import the
 # trial machinery; tests/tui check that the two agree).
 SPEC_ATTR = "qco.spec"
 MODEL_ATTR = "qco.model"
@@ -244,7 +244,7 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _masked(url: str) -> str:
-    from qco_tune.storage import mask_url
+    from qco_tune.store.storage import mask_url
 
     return mask_url(url)
 

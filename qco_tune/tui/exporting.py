@@ -1,6 +1,6 @@
 """What the export screen shows and writes: the same text as ``qco-tune export``. Headless.
 
-The seam is ``export_text``: it renders through ``qco_tune.export_study.prepare_export`` (the
+The seam is ``export_text``: it renders through ``qco_tune.loop.export_study.prepare_export`` (the
 exporter the CLI uses) and falls back to the configuration as JSON (``TrialConfig.to_dict``) only
 where that exporter is not installed or cannot describe the study (e.g. one without a stored spec).
 """
@@ -41,7 +41,7 @@ def suggested_name(study: str, number: int, language: Language) -> str:
 def export_text(data: StudyData, number: int, fmt: Language = "python") -> ExportText:
     """Trial ``number`` of ``data`` rendered as ``qco-tune export STUDY --trial N --format FMT --allow-failed`` does."""
     try:
-        from qco_tune.export_study import ExportError, prepare_export
+        from qco_tune.loop.export_study import ExportError, prepare_export
     except ImportError:  # the exporter is not part of this installation: show the configuration itself
         return _json_fallback(data, number, "the Python exporter is not available here")
     try:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qco_tune.config import SETTINGS_DEFAULTS
-from qco_tune.pareto import TrialRow
+from qco_tune.core.config import SETTINGS_DEFAULTS
+from qco_tune.search.pareto import TrialRow
 
 STATES = ("front", "dominated", "feasible", "infeasible", "failed", "skipped", "running", "waiting")
 STATE_CYCLE = ("", "feasible", "front", "infeasible", "failed", "skipped", "running")

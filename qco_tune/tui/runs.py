@@ -25,7 +25,7 @@ RUN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "qco_tune", "run")
 def study_name_of(spec_path: Path) -> str:
     """The study a spec file runs, as ``qco-tune run`` names it (a name derived when the spec has none)."""
     try:
-        from qco_tune.spec import load_spec
+        from qco_tune.core.spec import load_spec
 
         return load_spec(spec_path).name
     except Exception:  # an unreadable or invalid spec: the run itself reports why

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qco_tune.config import Measurement, TrialRequest, Workload
+from qco_tune.core.config import Measurement, TrialRequest, Workload
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_WORKLOAD = Workload(height=64, width=64, steps=2, guidance=3.5, max_sequence_length=32)
@@ -17,14 +17,14 @@ ChildRun = tuple[subprocess.CompletedProcess[str], Measurement | None]
 
 
 class ChildProcess:
-    """``python -m qco_tune.backends.child`` on ``request``, started now; ``finish()`` waits for it."""
+    """``python -m qco_tune.measure.backends.child`` on ``request``, started now; ``finish()`` waits for it."""
 
     def __init__(self, request: TrialRequest, folder: Path) -> None:
         request_path, self.result_path = folder / "request.json", folder / "result.json"
         request_path.write_text(json.dumps(request.to_dict()))
         pythonpath = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qco_tune.backends.child", str(request_path), str(self.result_path)],
+            [sys.executable, "-m", "qco_tune.measure.backends.child", str(request_path), str(self.result_path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,

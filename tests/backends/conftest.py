@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.config import ModelInfo
-from qco_tune.presets import get_preset
+from qco_tune.core.config import ModelInfo
+from qco_tune.core.presets import get_preset
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +17,6 @@ def tiny_model() -> ModelInfo:
 
 @pytest.fixture(scope="session")
 def tiny_flux_path(qco_cache_dir: Path) -> Path:
-    from qco_tune.backends.tiny import materialize_preset
+    from qco_tune.measure.backends.tiny import materialize_preset
 
     return materialize_preset("tiny-flux", qco_cache_dir)

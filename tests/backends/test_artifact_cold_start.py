@@ -1,4 +1,4 @@
-"""``python -m qco_tune.artifact_cold_start``: its arguments, its requests, and its record (with a fake runner)."""
+"""``python -m qco_tune.tools.artifact_cold_start``: arguments, requests and record (fake runner)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from qco_tune import artifact_cold_start as tool
-from qco_tune.config import Capabilities, Measurement, TrialRequest
+from qco_tune.core.config import Capabilities, Measurement, TrialRequest
+from qco_tune.tools import artifact_cold_start as tool
 
 H200 = Capabilities(cuda=True, gpu_name="NVIDIA H200", versions=(("torch", "2.11.0+cu130"), ("triton", "3.5.0")))
 

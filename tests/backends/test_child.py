@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from backend_helpers import TINY_WORKLOAD, ChildProcess, ChildRun
 
-from qco_tune.config import FaultKind, ModelInfo, TrialConfig, TrialRequest
+from qco_tune.core.config import FaultKind, ModelInfo, TrialConfig, TrialRequest
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from qco_tune.backends import child
-from qco_tune.config import Measurement, ModelInfo, TrialConfig, TrialRequest, Workload
+from qco_tune.core.config import Measurement, ModelInfo, TrialConfig, TrialRequest, Workload
+from qco_tune.measure.backends import child
 
 
 class _ImagePipe:
@@ -38,7 +38,7 @@ def test_call_kwargs_pass_only_what_the_pipeline_accepts() -> None:
 
 
 def test_recorded_call_kwargs_are_what_the_exporter_reads() -> None:
-    from qco_tune.export_study import CALL_PARAMETERS_KEY
+    from qco_tune.loop.export_study import CALL_PARAMETERS_KEY
 
     assert child.CALL_KWARGS_KEY == CALL_PARAMETERS_KEY
     kwargs = child.call_kwargs(_ImagePipe(), Workload(guidance=4.0, max_sequence_length=64), False, print)
@@ -53,8 +53,8 @@ def test_recorded_call_kwargs_are_what_the_exporter_reads() -> None:
 def test_faults_become_statuses(
     tiny_model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, status: str, reason: str
 ) -> None:
-    monkeypatch.setattr("qco_tune.backends.models.load_pipeline", lambda *a, **k: object())
-    monkeypatch.setattr("qco_tune.backends.child.materialize", lambda *a, **k: None)
+    monkeypatch.setattr("qco_tune.measure.backends.models.load_pipeline", lambda *a, **k: object())
+    monkeypatch.setattr("qco_tune.measure.backends.child.materialize", lambda *a, **k: None)
     request = TrialRequest(model=tiny_model, config=TrialConfig(), workload=Workload(), fault=fault)  # type: ignore[arg-type]
     m = child.measure(request, tmp_path / "result.json", None, None)
     assert (m.status, m.reason) == (status, reason)
@@ -67,8 +67,8 @@ def test_oom_raised_outside_the_allocator_is_an_oom(
     def fail(*_: object, **__: object) -> None:
         raise RuntimeError("CUDA error: out of memory\nmore detail")
 
-    monkeypatch.setattr("qco_tune.backends.models.load_pipeline", fail)
-    monkeypatch.setattr("qco_tune.backends.child.materialize", lambda *a, **k: None)
+    monkeypatch.setattr("qco_tune.measure.backends.models.load_pipeline", fail)
+    monkeypatch.setattr("qco_tune.measure.backends.child.materialize", lambda *a, **k: None)
     request = TrialRequest(model=tiny_model, config=TrialConfig(), workload=Workload())
     m = child.measure(request, tmp_path / "result.json", None, None)
     assert (m.status, m.reason) == ("oom", "CUDA error: out of memory")

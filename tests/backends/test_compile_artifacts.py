@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from backend_helpers import TINY_WORKLOAD
 
-from qco_tune.backends.artifacts import current_key, load_artifacts
-from qco_tune.compile_artifacts import ArtifactKey, artifact_files, config_file_name, read_artifact, write_artifact
-from qco_tune.config import ModelInfo, TrialConfig, TrialRequest
-from qco_tune.runner import run_trial
+from qco_tune.core.compile_artifacts import ArtifactKey, artifact_files, config_file_name, read_artifact, write_artifact
+from qco_tune.core.config import ModelInfo, TrialConfig, TrialRequest
+from qco_tune.measure.backends.artifacts import current_key, load_artifacts
+from qco_tune.measure.runner import run_trial
 
 CONFIG = TrialConfig(compile="full")
 """Whole-denoiser compilation: one graph, the quickest to compile on two CPU cores."""

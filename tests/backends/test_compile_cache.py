@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from backend_helpers import TINY_WORKLOAD
 
-from qco_tune.backends import compile_cache
-from qco_tune.config import Capabilities, ModelInfo, TrialConfig, TrialRequest
-from qco_tune.paths import compile_cache_dir
-from qco_tune.runner import run_trial
-from qco_tune.study import study_compile_cache
+from qco_tune.core.config import Capabilities, ModelInfo, TrialConfig, TrialRequest
+from qco_tune.core.paths import compile_cache_dir
+from qco_tune.loop.study import study_compile_cache
+from qco_tune.measure.backends import compile_cache
+from qco_tune.measure.runner import run_trial
 
 CPU = Capabilities(cuda=False, versions=(("torch", "2.14.1+cu130"),))
 
@@ -91,14 +91,14 @@ def test_a_repeated_compile_configuration_starts_warm(
 
 @pytest.mark.slow
 def test_the_gpu_cold_start_script_dry_run(tmp_path: Path, tiny_flux_path: Path, qco_cache_dir: Path) -> None:
-    """``studies/results/gpu_cold_start.py --tiny``: both runs recorded, the repeat warm; a second command skips."""
+    """``python -m qco_tune.tools.gpu_cold_start --tiny``: both runs recorded, repeat warm; a rerun skips."""
     import json
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[2] / "studies" / "results" / "gpu_cold_start.py"
+    script = ("-m", "qco_tune.tools.gpu_cold_start")
     out = tmp_path / "out"
-    command = [sys.executable, str(script), str(out), "--tiny", "--only", "flux-nf4-full", "--recorded", str(tmp_path)]
+    command = [sys.executable, *script, str(out), "--tiny", "--only", "flux-nf4-full", "--recorded", str(tmp_path)]
     env = {**os.environ, "QCO_CACHE": str(qco_cache_dir)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -115,9 +115,9 @@ def test_the_gpu_cold_start_script_dry_run(tmp_path: Path, tiny_flux_path: Path,
 
 
 def test_show_counts_cold_and_warm_starts() -> None:
-    from qco_tune.config import Measurement
-    from qco_tune.pareto import TrialRow
-    from qco_tune.report import compile_cache_starts
+    from qco_tune.cli.report import compile_cache_starts
+    from qco_tune.core.config import Measurement
+    from qco_tune.search.pareto import TrialRow
 
     def row(number: int, state: str | None, first: float, status: str = "ok") -> TrialRow:
         extra = {"compile_cache": {"state": state, "dir": "/c"}} if state else {}

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from qco_tune.backends.dynamo import OFFLOAD_CACHE_SIZE_LIMIT, dynamo_settings
-from qco_tune.config import TrialConfig
+from qco_tune.calls.dynamo import OFFLOAD_CACHE_SIZE_LIMIT, dynamo_settings
+from qco_tune.core.config import TrialConfig
 
 
 @pytest.mark.parametrize(
@@ -34,5 +34,5 @@ def test_dynamo_settings(config: TrialConfig, expected: dict[str, object]) -> No
 
 
 def test_imports_without_torch() -> None:
-    code = "import sys, qco_tune.backends.dynamo; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, qco_tune.calls.dynamo; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from backend_helpers import run_child
 
-from qco_tune.backends import fidelity
-from qco_tune.config import Measurement, TrialConfig, TrialRequest
-from qco_tune.presets import get_preset
+from qco_tune.core.config import Measurement, TrialConfig, TrialRequest
+from qco_tune.core.presets import get_preset
+from qco_tune.measure.backends import fidelity
 
 
 def test_psnr_and_cosine() -> None:
@@ -85,9 +85,9 @@ def test_the_reference_trial_and_a_quantized_one(tmp_path: Path, qco_cache_dir: 
 
 
 def test_a_reference_from_other_random_weights_is_not_compared(tmp_path: Path, qco_cache_dir: Path) -> None:
-    from qco_tune.backends import child
-    from qco_tune.backends.materialize import materialize_preset
-    from qco_tune.presets.cache import marker
+    from qco_tune.core.presets.cache import marker
+    from qco_tune.measure.backends import child
+    from qco_tune.measure.backends.materialize import materialize_preset
 
     preset = get_preset("tiny-wan")
     folder = materialize_preset(preset.name, qco_cache_dir).path

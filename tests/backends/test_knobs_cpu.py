@@ -17,8 +17,8 @@ import pytest
 from backend_helpers import TINY_WORKLOAD, ChildProcess, ChildRun
 
 import qco_tune
-from qco_tune.config import ModelInfo, TrialConfig, TrialRequest
-from qco_tune.space import VAE_2D_CLASSES, VAE_TILING_CLASSES
+from qco_tune.core.config import ModelInfo, TrialConfig, TrialRequest
+from qco_tune.search.space import VAE_2D_CLASSES, VAE_TILING_CLASSES
 
 torch = pytest.importorskip("torch")
 
@@ -145,7 +145,7 @@ def test_a_setting_the_pipeline_cannot_take_is_refused_in_one_line(tiny_flux_pat
 
 
 def test_the_probe_on_a_cpu_offers_native_attention_and_runs_the_new_kernels() -> None:
-    from qco_tune.backends.probe import attention_backends, quantization_smoke
+    from qco_tune.measure.backends.probe import attention_backends, quantization_smoke
 
     assert attention_backends(cuda=False) == (("native",), {})
     assert quantization_smoke(cuda=False, backends=("torchao", "quanto")) == {}  # all but int4 run on the CPU
@@ -153,7 +153,7 @@ def test_the_probe_on_a_cpu_offers_native_attention_and_runs_the_new_kernels() -
 
 
 def test_the_probe_reports_a_failing_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    from qco_tune.backends import probe
+    from qco_tune.measure.backends import probe
 
     def broken(layer: object, backend: str, entry: object) -> None:
         if backend == "quanto_fp8":
@@ -183,8 +183,8 @@ def test_the_vae_tables_match_the_installed_diffusers() -> None:
 def test_the_attention_backends_exist_in_the_installed_diffusers() -> None:
     from diffusers.models.attention_dispatch import AttentionBackendName
 
-    from qco_tune.config import ATTENTION_BACKENDS
-    from qco_tune.space import HALF_ONLY_ATTENTION
+    from qco_tune.core.config import ATTENTION_BACKENDS
+    from qco_tune.search.space import HALF_ONLY_ATTENTION
 
     values = {b.value for b in AttentionBackendName}
     assert set(ATTENTION_BACKENDS) <= values

@@ -26,8 +26,8 @@ def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from qco_tune.backends.presets_build import build_tokenizer
-    from qco_tune.presets.tiny import CLIP_TOKENIZER
+    from qco_tune.core.presets.tiny import CLIP_TOKENIZER
+    from qco_tune.measure.backends.presets_build import build_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

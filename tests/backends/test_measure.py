@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from qco_tune.backends.measure import (
+from qco_tune.measure.backends.measure import (
     HostMemoryTracker,
     StepTimer,
     Stopwatch,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from qco_tune.backends.apply import apply_config
-from qco_tune.backends.compile import apply_compile, find_denoiser
-from qco_tune.backends.offload import apply_offload, group_offload_kwargs
-from qco_tune.config import ModelInfo, TrialConfig
+from qco_tune.core.config import ModelInfo, TrialConfig
+from qco_tune.measure.backends.apply import apply_config
+from qco_tune.measure.backends.compile import apply_compile, find_denoiser
+from qco_tune.measure.backends.offload import apply_offload, group_offload_kwargs
 
 
 class _Recorder:
@@ -88,7 +88,7 @@ def test_apply_config_offloads_before_compiling() -> None:
 @pytest.mark.slow
 def test_regional_compile_runs_the_tiny_pipeline_on_cpu(tiny_model: ModelInfo, qco_cache_dir: Path) -> None:
     """Real inductor compilation of the two tiny blocks (tens of seconds cold, seconds with a warm cache)."""
-    from qco_tune.backends.models import load_pipeline
+    from qco_tune.measure.backends.models import load_pipeline
 
     def run(config: TrialConfig) -> np.ndarray:
         pipe = load_pipeline(tiny_model, config, "float32", "cpu", qco_cache_dir)

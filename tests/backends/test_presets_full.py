@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qco_tune.backends.presets_build import build_model, build_tokenizer, count_parameters
-from qco_tune.presets import PRESETS, get_preset
+from qco_tune.core.presets import PRESETS, get_preset
+from qco_tune.measure.backends.presets_build import build_model, build_tokenizer, count_parameters
 
 FULL = [name for name, preset in PRESETS.items() if preset.hub_id]
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from qco_tune.backends import child, probe
-from qco_tune.config import Capabilities
+from qco_tune.core.config import Capabilities
+from qco_tune.measure.backends import child, probe
 
 
 @pytest.mark.slow  # imports the quantization libraries

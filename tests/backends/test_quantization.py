@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from qco_tune.backends.quantization import build_quantization_config
-from qco_tune.config import ComponentInfo, ModelInfo, TrialConfig
+from qco_tune.core.config import ComponentInfo, ModelInfo, TrialConfig
+from qco_tune.measure.backends.quantization import build_quantization_config
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
 
@@ -65,7 +65,7 @@ def test_gpu_only_backends_are_refused_on_cpu(tiny_model: ModelInfo, backend: st
 def test_tiny_pipeline_loads_quantized_on_cpu(
     tiny_model: ModelInfo, qco_cache_dir: Path, tiny_flux_path: Path, backend: str
 ) -> None:
-    from qco_tune.backends.models import load_pipeline
+    from qco_tune.measure.backends.models import load_pipeline
 
     config = TrialConfig(quantization=(("transformer", backend), ("text_encoder_2", backend)))
     pipe = load_pipeline(tiny_model, config, "bfloat16", "cpu", qco_cache_dir)

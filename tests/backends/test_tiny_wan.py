@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from qco_tune.backends.materialize import materialize_preset
-from qco_tune.presets import get_preset
-from qco_tune.presets.cache import MARKER
+from qco_tune.core.presets import get_preset
+from qco_tune.core.presets.cache import MARKER
+from qco_tune.measure.backends.materialize import materialize_preset
 
 pytestmark = pytest.mark.slow
 

@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qco_tune import bench
-from qco_tune.cli import cli
-from qco_tune.config import Measurement, TrialConfig
-from qco_tune.frontier import hypervolume_2d, pareto_points
-from qco_tune.grid import (
+from qco_tune.bench import search as bench
+from qco_tune.bench.grid import (
     Grid,
     GridError,
     GridRecord,
@@ -25,6 +22,9 @@ from qco_tune.grid import (
     recorded_keys,
     synthetic_grid,
 )
+from qco_tune.cli.main import cli
+from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.search.frontier import hypervolume_2d, pareto_points
 
 GIB = 2**30
 NF4 = (("transformer", "bnb_nf4"),)

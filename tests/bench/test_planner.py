@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune import planner
-from qco_tune.config import Capabilities, TrialConfig
-from qco_tune.grid import grid_spec
-from qco_tune.planner import Done, plan_next, stage_of
-from qco_tune.presets import get_preset
-from qco_tune.space import SearchSpace
+from qco_tune.bench.grid import grid_spec
+from qco_tune.core.config import Capabilities, TrialConfig
+from qco_tune.core.presets import get_preset
+from qco_tune.search import planner
+from qco_tune.search.planner import Done, plan_next, stage_of
+from qco_tune.search.space import SearchSpace
 
 GIB = 2**30
 H100 = Capabilities(
@@ -138,10 +138,10 @@ def test_the_headline_study_is_staged_too() -> None:
     """
     import optuna
 
-    from qco_tune import memory
-    from qco_tune.config import Measurement, TrialRequest
-    from qco_tune.spec import load_spec
-    from qco_tune.study import RunResult, SilentObserver, _Context, open_study, run_loop
+    from qco_tune.core.config import Measurement, TrialRequest
+    from qco_tune.core.spec import load_spec
+    from qco_tune.loop.study import RunResult, SilentObserver, _Context, open_study, run_loop
+    from qco_tune.search import memory
 
     spec = dataclasses.replace(
         load_spec(Path(__file__).resolve().parents[2] / "studies" / "flux-dev-16gib.toml"), trials=12, timeout=None

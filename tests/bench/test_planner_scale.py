@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from planner_fakes import GIB, FakeFluxRunner
 
-from qco_tune import memory
-from qco_tune.config import Capabilities, SpaceRestriction, StudySpec, TrialConfig
-from qco_tune.planner import COMPILE_KNOBS, Done, plan_next, stage_of
-from qco_tune.presets import get_preset
-from qco_tune.space import SearchSpace
-from qco_tune.spec import load_spec
+from qco_tune.core.config import Capabilities, SpaceRestriction, StudySpec, TrialConfig
+from qco_tune.core.presets import get_preset
+from qco_tune.core.spec import load_spec
+from qco_tune.search import memory
+from qco_tune.search.planner import COMPILE_KNOBS, Done, plan_next, stage_of
+from qco_tune.search.space import SearchSpace
 
 HERE = Path(__file__).resolve().parent
 HEADLINE = HERE.parents[1] / "studies" / "flux-dev-16gib.toml"
@@ -194,7 +194,7 @@ def run_headline_loop(budget_gib: int, stop: Callable[[FakeFluxRunner], bool], h
     """The real loop (``run_loop``: Optuna, the rules, the memory model, the planner) with the fake runner."""
     import optuna
 
-    from qco_tune.study import RunResult, SilentObserver, _Context, open_study, quiet_optuna, run_loop
+    from qco_tune.loop.study import RunResult, SilentObserver, _Context, open_study, quiet_optuna, run_loop
 
     quiet_optuna()
     spec = headline(budget_gib)

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qco_tune.cli import cli
-from qco_tune.grid import load_grid
+from qco_tune.bench.grid import load_grid
+from qco_tune.cli.main import cli
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "studies" / "results" / "record_grid.py"
+SCRIPT = ("-m", "qco_tune.tools.record_grid")
 
 
 def record(out: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "QCO_CACHE": str(cache)}
-    command = [sys.executable, str(SCRIPT), str(out), "--tiny", "--resume", str(out.parent / "none.jsonl"), *args]
+    command = [sys.executable, *SCRIPT, str(out), "--tiny", "--resume", str(out.parent / "none.jsonl"), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
 
 

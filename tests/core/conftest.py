@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qco_tune.config import ModelInfo, StudySpec
-from qco_tune.modelref import resolve_model
-from qco_tune.spec import load_default_spec
+from qco_tune.core.config import ModelInfo, StudySpec
+from qco_tune.core.modelref import resolve_model
+from qco_tune.core.spec import load_default_spec
 
 
 @pytest.fixture

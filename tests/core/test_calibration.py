@@ -16,12 +16,12 @@ import pytest
 from fakes import H100
 from optuna.trial import TrialState
 
-from qco_tune import memory
-from qco_tune.calibration import Sample, calibrate, error_summary, fit, fit_configs, row_errors
-from qco_tune.config import Measurement, ModelInfo, StudySpec, TrialConfig, Workload
-from qco_tune.memory import Calibration, Correction, MemoryTerms, predict, predict_terms
-from qco_tune.pareto import row_from_trial
-from qco_tune.spec import parse_spec, spec_from_dict
+from qco_tune.core.config import Measurement, ModelInfo, StudySpec, TrialConfig, Workload
+from qco_tune.core.spec import parse_spec, spec_from_dict
+from qco_tune.search import memory
+from qco_tune.search.calibration import Sample, calibrate, error_summary, fit, fit_configs, row_errors
+from qco_tune.search.memory import Calibration, Correction, MemoryTerms, predict, predict_terms
+from qco_tune.search.pareto import row_from_trial
 
 GIB = 2**30
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def error(model: ModelInfo, config: TrialConfig, study: StudySpec, measured_gib:
 
 @pytest.fixture
 def wan() -> ModelInfo:
-    from qco_tune.modelref import resolve_model
+    from qco_tune.core.modelref import resolve_model
 
     return resolve_model("wan2.1-t2v-1.3b", "random")
 
@@ -92,7 +92,7 @@ FULL_SIZE = sorted((RESULTS.parent / "full_size").glob("*.json"))
 
 
 def _full_size(path: Path, metric: str) -> tuple[ModelInfo, TrialConfig, StudySpec, Measurement]:
-    from qco_tune.modelref import resolve_model
+    from qco_tune.core.modelref import resolve_model
 
     data = json.loads(path.read_text())
     study = dataclasses.replace(spec(data["preset"], metric), workload=Workload(**data["workload"]))
@@ -114,7 +114,7 @@ def test_uncalibrated_within_15_percent_of_each_full_size_run_in_every_metric(pa
 
 
 def test_host_ram_calibrates_too() -> None:
-    from qco_tune.pareto import TrialRow
+    from qco_tune.search.pareto import TrialRow
 
     assert len(FULL_SIZE) >= 3
     flux = [p for p in FULL_SIZE if p.stem.startswith("flux")]
@@ -227,7 +227,7 @@ def test_error_summary() -> None:
 
 
 def _study_with_trials(url: str, flux_spec: StudySpec) -> optuna.Study:
-    from qco_tune.config import spec_to_dict
+    from qco_tune.core.config import spec_to_dict
 
     study = optuna.create_study(study_name="mem", storage=url, directions=["minimize", "minimize"])
     study.set_user_attr("qco.spec", spec_to_dict(flux_spec))
@@ -255,14 +255,14 @@ def _study_with_trials(url: str, flux_spec: StudySpec) -> optuna.Study:
 
 
 def memory_model() -> ModelInfo:
-    from qco_tune.modelref import resolve_model
+    from qco_tune.core.modelref import resolve_model
 
     return resolve_model("flux.1-dev", "random")
 
 
 def test_the_loop_calibrates_on_finished_trials_and_says_so_when_it_skips(tmp_path: Path, flux: ModelInfo) -> None:
-    from qco_tune.space import SearchSpace
-    from qco_tune.study import SilentObserver, _Context, _why_not_run, recalibrate
+    from qco_tune.loop.study import SilentObserver, _Context, _why_not_run, recalibrate
+    from qco_tune.search.space import SearchSpace
 
     flux_spec = spec("flux.1-dev", budget="20GiB")
     study = _study_with_trials(f"sqlite:///{tmp_path}/m.db", flux_spec)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.compile_artifacts import (
+from qco_tune.core.compile_artifacts import (
     ArtifactError,
     ArtifactKey,
     artifact_files,
@@ -19,7 +19,7 @@ from qco_tune.compile_artifacts import (
     study_artifacts_dir,
     write_artifact,
 )
-from qco_tune.config import Capabilities, StudySpec, TrialConfig, TrialRequest, Workload
+from qco_tune.core.config import Capabilities, StudySpec, TrialConfig, TrialRequest, Workload
 
 H200 = ArtifactKey("NVIDIA H200", "2.11.0+cu130", "3.5.0")
 
@@ -91,7 +91,7 @@ def test_temporary_and_set_aside_files_are_not_listed(tmp_path: Path) -> None:
 
 
 def test_an_old_request_without_the_field_still_reads() -> None:
-    from qco_tune.presets import get_preset
+    from qco_tune.core.presets import get_preset
 
     model = get_preset("tiny-flux").model_info()
     request = TrialRequest(model=model, config=TrialConfig(), workload=Workload())
@@ -104,8 +104,8 @@ def test_an_old_request_without_the_field_still_reads() -> None:
 def test_the_study_passes_its_folder_to_compiling_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from qco_tune import study as study_module
-    from qco_tune.presets import get_preset
+    from qco_tune.core.presets import get_preset
+    from qco_tune.loop import study as study_module
 
     monkeypatch.setenv("QCO_CACHE", str(tmp_path / "cache"))
     spec = StudySpec(name="flux", model="tiny-flux")

@@ -10,7 +10,7 @@ import json
 import pytest
 from fakes import A100, CPU, H100, FakeTrial
 
-from qco_tune.config import (
+from qco_tune.core.config import (
     SETTINGS_DEFAULTS,
     Capabilities,
     ComponentInfo,
@@ -21,9 +21,9 @@ from qco_tune.config import (
     identity_of,
     spec_to_dict,
 )
-from qco_tune.memory import predict
-from qco_tune.space import SearchSpace
-from qco_tune.spec import SpecError, apply_overrides, parse_spec, spec_from_dict
+from qco_tune.core.spec import SpecError, apply_overrides, parse_spec, spec_from_dict
+from qco_tune.search.memory import predict
+from qco_tune.search.space import SearchSpace
 
 GIB = 2**30
 NEW_BACKENDS = ("torchao_int4wo", "torchao_fp8wo", "torchao_int8dq", "quanto_int4", "quanto_fp8")

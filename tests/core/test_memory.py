@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fakes import CPU, H100
 
-from qco_tune import memory
-from qco_tune.config import ComponentInfo, ModelInfo, StudySpec, TrialConfig
-from qco_tune.memory import MemoryPrediction, over_budget, over_budget_bytes, predict, smallest_need
-from qco_tune.space import SearchSpace
-from qco_tune.spec import parse_spec
+from qco_tune.core.config import ComponentInfo, ModelInfo, StudySpec, TrialConfig
+from qco_tune.core.spec import parse_spec
+from qco_tune.search import memory
+from qco_tune.search.memory import MemoryPrediction, over_budget, over_budget_bytes, predict, smallest_need
+from qco_tune.search.space import SearchSpace
 
 GIB = 2**30
 NF4 = TrialConfig(quantization=(("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4")))

@@ -20,13 +20,13 @@ import optuna
 import pytest
 from fakes import H100
 
-from qco_tune import memory
-from qco_tune.calibration import calibrate, fit, high_quantile
-from qco_tune.config import Capabilities, ModelInfo, StudySpec, TrialConfig, Workload
-from qco_tune.memory import Correction, MemoryPrediction, budget_check, predict, skip_margin
-from qco_tune.modelref import resolve_model
-from qco_tune.pareto import PREDICTED_ATTR, PREDICTED_RAW_ATTR, row_from_trial, summarize
-from qco_tune.spec import parse_spec, spec_from_dict
+from qco_tune.core.config import Capabilities, ModelInfo, StudySpec, TrialConfig, Workload
+from qco_tune.core.modelref import resolve_model
+from qco_tune.core.spec import parse_spec, spec_from_dict
+from qco_tune.search import memory
+from qco_tune.search.calibration import calibrate, fit, high_quantile
+from qco_tune.search.memory import Correction, MemoryPrediction, budget_check, predict, skip_margin
+from qco_tune.search.pareto import PREDICTED_ATTR, PREDICTED_RAW_ATTR, row_from_trial, summarize
 
 GIB = 2**30
 DATA = Path(__file__).parent / "data"
@@ -137,8 +137,8 @@ def test_calibrated_on_the_h200_study_the_margin_comes_from_its_residuals() -> N
 
 
 def _context(tmp_path: Path) -> Any:
-    from qco_tune.space import SearchSpace
-    from qco_tune.study import SilentObserver, _Context
+    from qco_tune.loop.study import SilentObserver, _Context
+    from qco_tune.search.space import SearchSpace
 
     path = tmp_path / DB.name
     shutil.copy(DB, path)
@@ -150,7 +150,7 @@ def _context(tmp_path: Path) -> Any:
 
 
 def test_the_skip_reason_states_the_prediction_the_margin_and_the_budget(tmp_path: Path) -> None:
-    from qco_tune.study import _why_not_run, recalibrate
+    from qco_tune.loop.study import _why_not_run, recalibrate
 
     ctx = _context(tmp_path)
     config = TrialConfig.from_dict(_trial("h200-16gib-#10")["config"])
@@ -172,7 +172,7 @@ def test_the_skip_reason_states_the_prediction_the_margin_and_the_budget(tmp_pat
 def test_stored_predictions_of_an_older_memory_model_read_back_unchanged(tmp_path: Path) -> None:
     """The H200 study's predictions came from the model before the load phase: show and the summary
     report them as stored (they are data), and do not predict again."""
-    from qco_tune.report import memory_model_dict
+    from qco_tune.cli.report import memory_model_dict
 
     ctx = _context(tmp_path)
     trials = ctx.study.get_trials()

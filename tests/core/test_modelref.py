@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.modelref import (
+from qco_tune.core.modelref import (
     ModelError,
     ModelNotFound,
     classify_component,
@@ -17,7 +17,7 @@ from qco_tune.modelref import (
     resolve_model,
     safetensors_numel,
 )
-from qco_tune.presets import PRESETS, UnknownPreset, get_preset, preset_for_hub_id, preset_names
+from qco_tune.core.presets import PRESETS, UnknownPreset, get_preset, preset_for_hub_id, preset_names
 
 
 def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> None:

@@ -9,10 +9,10 @@ import re
 import pytest
 from fakes import A100, CPU, H100, FakeTrial, every_suggestion
 
-from qco_tune.config import Capabilities, ModelInfo, QuantBackend, StudySpec, TrialConfig
-from qco_tune.modelref import resolve_model
-from qco_tune.space import RULES, SearchSpace, SpaceError
-from qco_tune.spec import apply_overrides, load_default_spec, parse_spec
+from qco_tune.core.config import Capabilities, ModelInfo, QuantBackend, StudySpec, TrialConfig
+from qco_tune.core.modelref import resolve_model
+from qco_tune.core.spec import apply_overrides, load_default_spec, parse_spec
+from qco_tune.search.space import RULES, SearchSpace, SpaceError
 
 BOOLS = (False, True)
 NF4_PAIR: tuple[tuple[str, QuantBackend], ...] = (("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4"))

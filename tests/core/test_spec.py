@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune import spec as spec_module
-from qco_tune.config import SpaceRestriction, StudySpec, spec_to_dict
-from qco_tune.spec import (
+from qco_tune.core import spec as spec_module
+from qco_tune.core.config import SpaceRestriction, StudySpec, spec_to_dict
+from qco_tune.core.spec import (
     SpecError,
     apply_overrides,
     derive_name,

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from qco_tune.config import Measurement, TrialConfig
-from qco_tune.pareto import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REMEASURE_OF_ATTR, summarize
-from qco_tune.spec import SpecError, apply_overrides, parse_spec
-from qco_tune.steps import EXTRAPOLATED_KEY, extrapolate, extrapolate_latency, extrapolation_of, is_extrapolated
-from qco_tune.study import measured_steps, reference_dir, trial_workload
+from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.spec import SpecError, apply_overrides, parse_spec
+from qco_tune.loop.study import measured_steps, reference_dir, trial_workload
+from qco_tune.search.pareto import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REMEASURE_OF_ATTR, summarize
+from qco_tune.search.steps import EXTRAPOLATED_KEY, extrapolate, extrapolate_latency, extrapolation_of, is_extrapolated
 
 GIB = 2**30
 
@@ -134,7 +134,7 @@ def test_compile_cache_is_a_strict_run_only_switch() -> None:
 def test_bad_flags_are_one_line_errors(tmp_path: Any, args: list[str], fragment: str) -> None:
     from click.testing import CliRunner
 
-    from qco_tune.cli import cli
+    from qco_tune.cli.main import cli
 
     result = CliRunner().invoke(cli, ["run", *args, "--storage", f"sqlite:///{tmp_path}/q.db"])
     assert result.exit_code == 2, result.output

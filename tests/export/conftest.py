@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.config import ModelInfo
-from qco_tune.presets import get_preset
+from qco_tune.core.config import ModelInfo
+from qco_tune.core.presets import get_preset
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +29,6 @@ def tiny() -> ModelInfo:
 def tiny_folder(qco_cache_dir: Path) -> Path:
     """The tiny random-weight FluxPipeline saved as a diffusers folder, in the session's shared qco-tune cache."""
     pytest.importorskip("diffusers")
-    from qco_tune.backends.tiny import materialize_preset
+    from qco_tune.measure.backends.tiny import materialize_preset
 
     return materialize_preset("tiny-flux", qco_cache_dir)

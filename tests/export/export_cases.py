@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qco_tune.config import (
+from qco_tune.core.config import (
     ATTENTION_BACKENDS,
     Capabilities,
     ModelInfo,
@@ -17,9 +17,9 @@ from qco_tune.config import (
     TrialConfig,
     Workload,
 )
-from qco_tune.export import ExportHeader
-from qco_tune.presets import get_preset
-from qco_tune.space import SearchSpace
+from qco_tune.core.presets import get_preset
+from qco_tune.export.render import ExportHeader
+from qco_tune.search.space import SearchSpace
 
 H100 = Capabilities(
     cuda=True,

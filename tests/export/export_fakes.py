@@ -7,7 +7,7 @@ and ``qco_tune.from_pretrained`` through it shows whether they do the same thing
 and without weights or a GPU.
 
 ``add_fake_trial`` writes a FAKE trial (nothing ran) into a real Optuna storage with the attributes
-``qco_tune.study`` records, for the CLI tests.
+``qco_tune.loop.study`` records, for the CLI tests.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from qco_tune.config import ModelInfo, StudySpec, TrialConfig, spec_to_dict
-from qco_tune.quantconfigs import LIBRARY_OF_ROLE
+from qco_tune.calls.quantconfigs import LIBRARY_OF_ROLE
+from qco_tune.core.config import ModelInfo, StudySpec, TrialConfig, spec_to_dict
 
 # -- a recording pipeline --------------------------------------------------------------------------
 
@@ -306,10 +306,10 @@ FAKE_GPU = "FAKE GPU 80GB (fake trials)"
 
 
 def create_fake_study(storage: Any, name: str, spec: StudySpec, model: ModelInfo, gpu: str = FAKE_GPU) -> Any:
-    """A FAKE study: created through Optuna with the attributes ``qco_tune.study`` stores, and no trials."""
+    """A FAKE study: created through Optuna with the attributes ``qco_tune.loop.study`` stores, and no trials."""
     import optuna
 
-    from qco_tune.study import GPU_ATTR, MODEL_ATTR, SPEC_ATTR
+    from qco_tune.loop.study import GPU_ATTR, MODEL_ATTR, SPEC_ATTR
 
     study = optuna.create_study(study_name=name, storage=storage, directions=["minimize", "minimize"])
     study.set_user_attr(SPEC_ATTR, spec_to_dict(spec))
@@ -338,7 +338,7 @@ def add_fake_trial(
     import optuna
     from optuna.trial import TrialState
 
-    from qco_tune.pareto import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR, STATUS_ATTR
+    from qco_tune.search.pareto import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR, STATUS_ATTR
 
     data = config.to_dict() if isinstance(config, TrialConfig) else config
     attrs: dict[str, Any] = {CONFIG_ATTR: data, STATUS_ATTR: status}

@@ -17,9 +17,9 @@ from export_fakes import add_fake_trial, create_fake_study, run_snippet
 from export_helpers import TINY_WORKLOAD
 
 import qco_tune
-from qco_tune.cli import cli
-from qco_tune.config import ModelInfo, StudySpec, TrialConfig, Workload
-from qco_tune.export import render_json, render_python
+from qco_tune.cli.main import cli
+from qco_tune.core.config import ModelInfo, StudySpec, TrialConfig, Workload
+from qco_tune.export.render import render_json, render_python
 
 pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")

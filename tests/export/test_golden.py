@@ -15,7 +15,7 @@ import pytest
 from export_cases import CASES, Case
 from export_helpers import ruff_problems
 
-from qco_tune.export import render_python
+from qco_tune.export.render import render_python
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_ENV = "QCO_UPDATE_GOLDEN"

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from export_cases import CASES
 
-from qco_tune.config import SpaceRestriction, StudySpec, Workload
-from qco_tune.export import render_python
-from qco_tune.presets import get_preset
+from qco_tune.core.config import SpaceRestriction, StudySpec, Workload
+from qco_tune.core.presets import get_preset
+from qco_tune.export.render import render_python
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -56,9 +56,9 @@ def test_best_trial_snippet_reproduces_its_measurement(
 ) -> None:
     import optuna
 
-    from qco_tune.backends.tiny import materialize_preset
-    from qco_tune.export_study import prepare_export
-    from qco_tune.study import run_study
+    from qco_tune.loop.export_study import prepare_export
+    from qco_tune.loop.study import run_study
+    from qco_tune.measure.backends.tiny import materialize_preset
 
     monkeypatch.setenv("QCO_CACHE", str(qco_cache_dir))
     folder = materialize_preset("tiny-flux", qco_cache_dir)
@@ -115,7 +115,7 @@ def test_best_trial_snippet_reproduces_its_measurement(
 
 def test_snippets_that_need_cuda_run(tmp_path: Path, qco_cache_dir: Path) -> None:
     """The guide's recipes and the other CUDA-only knobs (bitsandbytes, offloading, compile), on the tiny pipeline."""
-    from qco_tune.backends.tiny import materialize_preset
+    from qco_tune.measure.backends.tiny import materialize_preset
 
     folder = materialize_preset("tiny-flux", qco_cache_dir)
     tiny = get_preset("tiny-flux").model_info()

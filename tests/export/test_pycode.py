@@ -9,7 +9,7 @@ from export_helpers import ruff_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qco_tune.pycode import (
+from qco_tune.core.pycode import (
     LINE_WIDTH,
     Imports,
     Name,

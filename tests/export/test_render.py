@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from export_cases import FLUX_WORKLOAD, sample_space
 
-from qco_tune.config import CONFIG_SCHEMA_VERSION, ComponentInfo, ModelInfo, TrialConfig, Workload
-from qco_tune.export import (
+from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, build_config, config_call
+from qco_tune.core.config import CONFIG_SCHEMA_VERSION, ComponentInfo, ModelInfo, TrialConfig, Workload
+from qco_tune.export.render import (
     ExportHeader,
     load_config,
     plan_call,
@@ -23,7 +24,6 @@ from qco_tune.export import (
     render_python,
     render_toml,
 )
-from qco_tune.quantconfigs import BACKEND_CONFIGS, build_config, config_call
 
 NF4 = (("transformer", "bnb_nf4"), ("text_encoder_2", "bnb_nf4"))
 
@@ -186,7 +186,7 @@ def test_load_config_errors_are_one_line(tmp_path: Path) -> None:
 def test_table_objects_equal_what_the_snippet_builds(backend: str, library: str) -> None:
     """``build_config`` (for the backends) and the written call (for users) give the same object."""
     pytest.importorskip("diffusers")
-    from qco_tune.pycode import Imports, format_node, value_node
+    from qco_tune.core.pycode import Imports, format_node, value_node
 
     imports = Imports()
     expression = "\n".join(format_node(value_node(config_call(backend, library), imports)))

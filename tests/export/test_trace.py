@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qco_tune
-from qco_tune.config import ModelInfo, TrialConfig, Workload
-from qco_tune.export import render_python
-from qco_tune.modelref import read_pipeline_folder
-from qco_tune.presets import get_preset
+from qco_tune.core.config import ModelInfo, TrialConfig, Workload
+from qco_tune.core.modelref import read_pipeline_folder
+from qco_tune.core.presets import get_preset
+from qco_tune.export.render import render_python
 
 pytest.importorskip("diffusers")
 
@@ -40,7 +40,7 @@ def trial_trace(
     folder: Path, config: TrialConfig, workload: Workload, dtype: str, monkeypatch: pytest.MonkeyPatch
 ) -> Trace:
     """What a trial does: ``qco_tune.from_pretrained`` (load_pipeline + apply_config), then one call."""
-    from qco_tune.backends.child import call_kwargs
+    from qco_tune.measure.backends.child import call_kwargs
 
     model = read_pipeline_folder(folder, reference=str(folder))
     with recording(model, monkeypatch) as trace:
@@ -136,7 +136,7 @@ def test_apply_on_a_loaded_pipeline_matches_the_snippet(tmp_path: Path, monkeypa
     """``qco_tune.apply`` takes the configuration as a dict or a file and does the snippet's post-load calls."""
     case = next(c for c in CASES if c.name == "bf16_regional_compile")
     config_file = tmp_path / "tuned.json"
-    config_file.write_text(qco_tune.export.render_json(case.config))
+    config_file.write_text(qco_tune.export.render.render_json(case.config))
     folder = write_model_index(tmp_path / "model", case.model)
     source = render_python(case.config, model=case.model, workload=case.workload, model_ref=str(folder))
     exported = snippet_trace(source, case.model, monkeypatch, tmp_path)

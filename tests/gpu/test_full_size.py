@@ -1,4 +1,4 @@
-"""Full-size presets on a CUDA GPU, lightly (skipped without one; studies/results/gpu_full_size.py records runs).
+"""Full-size presets on a CUDA GPU, lightly (skipped without one; python -m qco_tune.tools.gpu_full_size records runs).
 
 - FLUX.1-dev's and Wan2.1's transformers at their real width with two blocks, at the real token
   counts (1024x1024 with 512 text tokens; 480x832x33 frames), built on the GPU in bf16;
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import torch
 
-from qco_tune.backends.presets_build import build_model
-from qco_tune.config import TrialConfig, TrialRequest
-from qco_tune.presets import get_preset
-from qco_tune.presets.blueprint import ModelPart
-from qco_tune.runner import run_trial
+from qco_tune.core.config import TrialConfig, TrialRequest
+from qco_tune.core.presets import get_preset
+from qco_tune.core.presets.blueprint import ModelPart
+from qco_tune.measure.backends.presets_build import build_model
+from qco_tune.measure.runner import run_trial
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

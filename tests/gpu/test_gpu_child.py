@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from qco_tune.config import TrialConfig, TrialRequest, Workload
-from qco_tune.presets import get_preset
-from qco_tune.runner import run_trial
+from qco_tune.core.config import TrialConfig, TrialRequest, Workload
+from qco_tune.core.presets import get_preset
+from qco_tune.measure.runner import run_trial
 
 pytestmark = [
     pytest.mark.gpu,

@@ -5,7 +5,7 @@ single-stream block, CLIP-L and T5-XXL at their real widths with one layer each,
 tokenizers built locally (about 1.1 B parameters, 2.2 GB in bf16). It is built once per session on
 the GPU and saved to a temporary folder, which every case then loads as a trial does.
 
-Each case runs through the trial child's own code (``qco_tune.backends.child.measure``: the quantized
+Each case runs through the trial child's own code (``qco_tune.measure.backends.child.measure``: the quantized
 ``load_pipeline``, ``apply_config``, the first call, a warm-up and the timed calls under the memory
 trackers), in this process, so that the session pays the imports once; process-wide settings a case
 changes (Dynamo and Inductor config, the float32 matmul precision, diffusers' active attention backend)
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.config import (
+from qco_tune.core.config import (
     ATTENTION_BACKENDS,
     QUANT_BACKENDS,
     Capabilities,
@@ -44,7 +44,7 @@ from qco_tune.config import (
     TrialRequest,
     Workload,
 )
-from qco_tune.space import RULES, SearchSpace
+from qco_tune.search.space import RULES, SearchSpace
 
 torch = pytest.importorskip("torch")
 
@@ -132,9 +132,9 @@ EXCLUDED: list[tuple[str, TrialConfig, str]] = [
 @pytest.fixture(scope="session")
 def reduced_flux(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
     """FLUX.1-dev at its real widths with one block or layer per stack, saved once as a local folder."""
-    from qco_tune.backends.presets_build import build_pipeline
-    from qco_tune.modelref import resolve_model
-    from qco_tune.presets import get_preset
+    from qco_tune.core.modelref import resolve_model
+    from qco_tune.core.presets import get_preset
+    from qco_tune.measure.backends.presets_build import build_pipeline
 
     blueprint = get_preset("flux.1-dev").blueprint
     models = tuple(
@@ -153,7 +153,7 @@ def reduced_flux(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
 @pytest.fixture(scope="session")
 def caps() -> Capabilities:
     """What this machine can run, probed as a study probes it (in this process)."""
-    from qco_tune.backends.probe import probe
+    from qco_tune.measure.backends.probe import probe
 
     return probe()
 
@@ -189,8 +189,8 @@ def _process_settings_restored() -> Iterator[None]:
 
 def _measure(model: ModelInfo, config: TrialConfig, folder: Path, reference: Path, save: bool = False) -> Measurement:
     """One trial, as the child runs it, in this process."""
-    from qco_tune.backends.child import measure
-    from qco_tune.backends.measure import nvml_handle, nvml_used_bytes
+    from qco_tune.measure.backends.child import measure
+    from qco_tune.measure.backends.measure import nvml_handle, nvml_used_bytes
 
     request = TrialRequest(
         model=model,
@@ -219,7 +219,7 @@ def _keep(config: TrialConfig, m: Measurement) -> None:
         return
     import json
 
-    from qco_tune.report import strict_json
+    from qco_tune.cli.report import strict_json
 
     path = Path(folder) / "cases.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from qco_tune.config import TrialConfig, TrialRequest, Workload
-from qco_tune.presets import get_preset
-from qco_tune.runner import run_trial
-from qco_tune.spec import load_default_spec, load_spec
-from qco_tune.study import run_study
+from qco_tune.core.config import TrialConfig, TrialRequest, Workload
+from qco_tune.core.presets import get_preset
+from qco_tune.core.spec import load_default_spec, load_spec
+from qco_tune.loop.study import run_study
+from qco_tune.measure.runner import run_trial
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 REPO = Path(__file__).resolve().parents[2]

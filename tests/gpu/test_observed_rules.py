@@ -2,7 +2,7 @@
 
 Each case runs the rule's combination with the tiny preset through the real runner and expects the
 failure the rule quotes. When a release of torch, diffusers or a quantization library fixes it, the
-case fails here, and the rule should leave `qco_tune/space.py`: combinations that work must not be
+case fails here, and the rule should leave `qco_tune/search/space.py`: combinations that work must not be
 excluded.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from qco_tune.config import TrialConfig, TrialRequest, Workload
-from qco_tune.presets import get_preset
-from qco_tune.runner import run_trial
-from qco_tune.space import RULES
+from qco_tune.core.config import TrialConfig, TrialRequest, Workload
+from qco_tune.core.presets import get_preset
+from qco_tune.measure.runner import run_trial
+from qco_tune.search.space import RULES
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

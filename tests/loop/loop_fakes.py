@@ -5,8 +5,8 @@ No child process, no GPU: each runner records the requests it is given and answe
 
 from __future__ import annotations
 
-from qco_tune.config import Capabilities, Measurement, TrialConfig, TrialRequest
-from qco_tune.study import SilentObserver
+from qco_tune.core.config import Capabilities, Measurement, TrialConfig, TrialRequest
+from qco_tune.loop.study import SilentObserver
 
 H100 = Capabilities(
     cuda=True,

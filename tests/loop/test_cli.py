@@ -34,7 +34,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 def test_help_imports_no_torch_or_textual() -> None:
     code = (
-        "import sys; from click.testing import CliRunner; from qco_tune.cli import cli;"
+        "import sys; from click.testing import CliRunner; from qco_tune.cli.main import cli;"
         "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output;"
         "bad = [m for m in ('torch', 'diffusers', 'textual', 'optuna') if m in sys.modules];"
         "assert not bad, bad"
@@ -132,8 +132,8 @@ def test_a_workload_the_pipeline_rejects(tmp_path: Path, args: tuple[str, ...], 
 def test_too_little_disk_to_materialize(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from qco_tune.cli import cli
-    from qco_tune.presets import cache
+    from qco_tune.cli.main import cli
+    from qco_tune.core.presets import cache
 
     usage = type("Usage", (), {"total": 2**40, "used": 2**40 - 2**30, "free": 2**30})
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage)
@@ -149,8 +149,8 @@ def test_show_has_a_fidelity_column(tmp_path: Path) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from qco_tune.config import TrialConfig, spec_to_dict
-    from qco_tune.spec import spec_for_model
+    from qco_tune.core.config import TrialConfig, spec_to_dict
+    from qco_tune.core.spec import spec_for_model
 
     url = f"sqlite:///{tmp_path}/q.db"
     study = optuna.create_study(study_name="fid", storage=url, directions=["minimize", "minimize"])

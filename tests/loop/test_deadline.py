@@ -13,13 +13,13 @@ import optuna
 import pytest
 from loop_fakes import H100, FakeTimedRunner, Messages
 
-from qco_tune.config import QuantBackend, TrialConfig
-from qco_tune.modelref import resolve_model
-from qco_tune.planner import Done
-from qco_tune.space import SearchSpace
-from qco_tune.spec import spec_for_model
-from qco_tune.study import RunResult, _Context, run_loop
-from qco_tune.trial_cost import expected_seconds
+from qco_tune.core.config import QuantBackend, TrialConfig
+from qco_tune.core.modelref import resolve_model
+from qco_tune.core.spec import spec_for_model
+from qco_tune.loop.study import RunResult, _Context, run_loop
+from qco_tune.search.planner import Done
+from qco_tune.search.space import SearchSpace
+from qco_tune.search.trial_cost import expected_seconds
 
 NF4: tuple[tuple[str, QuantBackend], ...] = (("transformer", "bnb_nf4"), ("text_encoder_2", "bnb_nf4"))
 EAGER = TrialConfig(quantization=NF4)

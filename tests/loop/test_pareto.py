@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from qco_tune.config import Measurement, TrialConfig
-from qco_tune.pareto import BASELINE_ATTR, CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR, summarize
+from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.search.pareto import BASELINE_ATTR, CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR, summarize
 
 GIB = 2**30
 

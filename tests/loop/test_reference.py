@@ -13,12 +13,10 @@ import optuna
 import pytest
 from loop_fakes import H100, FakeRunner
 
-from qco_tune.config import Measurement, TrialConfig
-from qco_tune.modelref import resolve_model
-from qco_tune.pareto import BASELINE_ATTR
-from qco_tune.space import SearchSpace
-from qco_tune.spec import spec_for_model
-from qco_tune.study import (
+from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.modelref import resolve_model
+from qco_tune.core.spec import spec_for_model
+from qco_tune.loop.study import (
     OFFLOAD_REFERENCE,
     RunResult,
     SilentObserver,
@@ -30,6 +28,8 @@ from qco_tune.study import (
     reference_dir,
     run_loop,
 )
+from qco_tune.search.pareto import BASELINE_ATTR
+from qco_tune.search.space import SearchSpace
 
 
 @pytest.fixture

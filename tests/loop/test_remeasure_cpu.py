@@ -11,18 +11,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from qco_tune.config import Capabilities, Measurement
-from qco_tune.pareto import REMEASURE_OF_ATTR
-from qco_tune.spec import apply_overrides, load_default_spec
-from qco_tune.steps import extrapolation_of
-from qco_tune.study import load_summary, run_study
+from qco_tune.core.config import Capabilities, Measurement
+from qco_tune.core.spec import apply_overrides, load_default_spec
+from qco_tune.loop.study import load_summary, run_study
+from qco_tune.search.pareto import REMEASURE_OF_ATTR
+from qco_tune.search.steps import extrapolation_of
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def cpu_caps() -> Capabilities:
-    from qco_tune.runner import probe_capabilities
+    from qco_tune.measure.runner import probe_capabilities
 
     caps = probe_capabilities()
     if caps.cuda:

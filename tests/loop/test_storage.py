@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.storage import DEFAULT_STORAGE, StorageError, mask_url, open_storage, storage_url
+from qco_tune.store.storage import DEFAULT_STORAGE, StorageError, mask_url, open_storage, storage_url
 
 
 def test_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:

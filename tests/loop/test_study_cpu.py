@@ -18,9 +18,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from qco_tune.config import Capabilities
-from qco_tune.spec import apply_overrides, load_default_spec
-from qco_tune.study import FAULTS_ENV, StudyError, run_study
+from qco_tune.core.config import Capabilities
+from qco_tune.core.spec import apply_overrides, load_default_spec
+from qco_tune.loop.study import FAULTS_ENV, StudyError, run_study
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def cpu_caps() -> Capabilities:
-    from qco_tune.runner import probe_capabilities
+    from qco_tune.measure.runner import probe_capabilities
 
     caps = probe_capabilities()
     if caps.cuda:

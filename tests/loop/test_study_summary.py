@@ -1,4 +1,4 @@
-"""``studies/results/study_summary.py`` on a study recorded on an H100.
+"""``python -m qco_tune.tools.study_summary`` on a study recorded on an H100.
 
 The storage: ``studies/results/issue2-h100/tiny-gpu-first-visits.db``, committed with those results.
 """
@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qco_tune.cli import cli
+from qco_tune.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "studies" / "results" / "study_summary.py"
+SCRIPT = ("-m", "qco_tune.tools.study_summary")
 RECORDED = REPO / "studies" / "results" / "issue2-h100" / "tiny-gpu-first-visits.db"
 
 
 def summarize(db: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(SCRIPT), "tiny-gpu", "--storage", f"sqlite:///{db}", "--out", str(out), *args]
+    command = [sys.executable, *SCRIPT, "tiny-gpu", "--storage", f"sqlite:///{db}", "--out", str(out), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -85,7 +85,7 @@ def test_a_missing_recipe_or_study_is_said_in_one_line(db: Path, tmp_path: Path)
     run = summarize(db, tmp_path / "out")  # that study seeded no "quantization + compile"
     assert run.returncode == 0 and "'quantization + compile' has no measured latency" in run.stdout
     missing = subprocess.run(
-        [sys.executable, str(SCRIPT), "nope", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "x")],
+        [sys.executable, *SCRIPT, "nope", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "x")],
         capture_output=True,
         text=True,
         check=False,
@@ -109,7 +109,7 @@ def test_the_summary_says_what_the_trials_cost_and_how_much_went_to_out_of_memor
     shutil.copyfile(H200_PARTIAL, copy)
     command = [
         sys.executable,
-        str(SCRIPT),
+        *SCRIPT,
         "flux.1-dev-16gib",
         "--storage",
         f"sqlite:///{copy}",

@@ -16,7 +16,7 @@ import optuna
 from fake_study import create_fake_study, fake_trial, fast_storage
 from optuna.trial import TrialState
 
-from qco_tune.config import TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.tui.runs import study_name_of
 
 GIB = 2**30

@@ -1,7 +1,7 @@
 """A FAKE BACKEND for TUI tests and the open benchmark: studies filled with made-up trials.
 
 Nothing here runs a pipeline. Trials are written through Optuna's own API into a real storage
-with exactly the attributes ``qco_tune.study`` records (``qco.config``, ``qco.measurement``,
+with exactly the attributes ``qco_tune.loop.study`` records (``qco.config``, ``qco.measurement``,
 ``qco.memory_bytes``, ``qco.baseline``, ``qco.reason``, ``qco.status``, the ``vram`` constraint,
 the study's ``qco.spec`` / ``qco.gpu`` / ``qco.model``), so the TUI reads them as it reads a real
 study. Latency and memory come from a toy model of the guide's measurements plus noise.
@@ -24,7 +24,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
-from qco_tune.config import (
+from qco_tune.core.config import (
     COMPILE_MODES,
     COMPILE_SCOPES,
     OFFLOAD_KINDS,
@@ -233,7 +233,7 @@ def fake_spec(name: str, budget: int, model: str = "flux.1-dev") -> dict[str, An
 
 def fake_model(model: str = "flux.1-dev") -> dict[str, Any]:
     """The stored model description (a real preset's metadata: no weights involved)."""
-    from qco_tune.modelref import resolve_model
+    from qco_tune.core.modelref import resolve_model
 
     return resolve_model(model, "random").to_dict()
 
@@ -255,7 +255,7 @@ def fast_storage(url: str) -> optuna.storages.RDBStorage:
 def create_fake_study(
     url: str, name: str, *, budget: int = 16 * GIB, gpu: str = FAKE_GPU, model: str = "flux.1-dev"
 ) -> optuna.Study:
-    """An empty study with the user attributes ``qco_tune.study.open_study`` sets."""
+    """An empty study with the user attributes ``qco_tune.loop.study.open_study`` sets."""
     study = optuna.create_study(study_name=name, storage=fast_storage(url), directions=["minimize", "minimize"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -1,4 +1,4 @@
-"""Comparing studies: configurations matched by key, speed-ups, fronts (headless ``qco_tune.compare``)."""
+"""Comparing studies: configurations matched by key, speed-ups, fronts (headless ``qco_tune.search.compare``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from qco_tune.compare import compare_summaries
-from qco_tune.config import Measurement, TrialConfig
-from qco_tune.pareto import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, summarize
+from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.search.compare import compare_summaries
+from qco_tune.search.pareto import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, summarize
 from qco_tune.tui.data import StoredTrial, open_reader
 
 GIB = 2**30

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fake_study import fill_fake_study
 
-from qco_tune.pareto import TrialRow, _dominates, _front_numbers
+from qco_tune.search.pareto import TrialRow, _dominates, _front_numbers
 from qco_tune.tui import data
 from qco_tune.tui.data import DataError, open_reader
 
@@ -103,7 +103,7 @@ def test_masked_credentials_in_messages() -> None:
 
 
 def test_study_attribute_names_match_the_study_loop() -> None:
-    study = pytest.importorskip("qco_tune.study")
+    study = pytest.importorskip("qco_tune.loop.study")
     assert (data.SPEC_ATTR, data.MODEL_ATTR, data.GPU_ATTR, data.CAPABILITIES_ATTR) == (
         study.SPEC_ATTR,
         study.MODEL_ATTR,
@@ -136,8 +136,8 @@ def test_headless_parts_import_no_textual() -> None:
     from tui_helpers import subprocess_env
 
     code = (
-        "import sys; import qco_tune.compare, qco_tune.tui.data, qco_tune.tui.filters, qco_tune.tui.runs,"
-        " qco_tune.tui.exporting, qco_tune.cli;"
+        "import sys; import qco_tune.search.compare, qco_tune.tui.data, qco_tune.tui.filters, qco_tune.tui.runs,"
+        " qco_tune.tui.exporting, qco_tune.cli.main;"
         "bad = [m for m in ('textual', 'torch') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=subprocess_env(), timeout=60)

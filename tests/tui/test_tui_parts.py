@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.config import Measurement, TrialConfig
-from qco_tune.pareto import TrialRow
+from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.search.pareto import TrialRow
 from qco_tune.tui.filters import TrialFilter
 from qco_tune.tui.runs import study_name_of
 from qco_tune.tui.widgets.canvas import PlotPoint, draw_scatter
@@ -91,7 +91,7 @@ def test_study_name_of_spec(tmp_path: Path) -> None:
 
 
 def test_json_fallback_without_a_spec(tmp_path: Path) -> None:
-    from qco_tune.pareto import summarize
+    from qco_tune.search.pareto import summarize
     from qco_tune.tui.data import Stamp, StoredTrial, build_study
     from qco_tune.tui.exporting import export_text, write_export
 

@@ -13,8 +13,8 @@ from textual.containers import Container
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from qco_tune.compare import ComparedConfig, Comparison, compare_summaries
-from qco_tune.config import format_size
+from qco_tune.core.config import format_size
+from qco_tune.search.compare import ComparedConfig, Comparison, compare_summaries
 from qco_tune.tui.data import DataError, StudyData
 from qco_tune.tui.widgets.canvas import SERIES_MARKERS, PlotPoint
 from qco_tune.tui.widgets.scatter import ScatterPlot

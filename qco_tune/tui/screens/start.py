@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from qco_tune.storage import mask_url
+from qco_tune.store.storage import mask_url
 
 if TYPE_CHECKING:
     from qco_tune.tui.app import QcoTuneApp

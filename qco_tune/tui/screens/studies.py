@@ -11,8 +11,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from qco_tune.config import format_size
-from qco_tune.storage import mask_url
+from qco_tune.core.config import format_size
+from qco_tune.store.storage import mask_url
 from qco_tune.tui.data import DataError, StudyOverview
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""The search benchmark: recorded grids and replays of samplers against them."""

@@ -1,0 +1,465 @@
+"""The ``qco-tune`` command. Imports optuna, torch and textual only inside the commands that need them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from qco_tune import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_ENV = "QCO_DEBUG"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or an unusable environment: shown as one line, no traceback."""
+    from qco_tune.core.modelref import ModelError
+    from qco_tune.core.presets import UnknownPreset
+    from qco_tune.core.spec import SpecError
+    from qco_tune.loop.study import StudyError
+    from qco_tune.store.storage import StorageError
+
+    return (SpecError, ModelError, UnknownPreset, StorageError, StudyError, ValueError, FileNotFoundError)
+
+
+def friendly(func: F) -> F:
+    """Turn expected failures into ``error: <one line>`` and a non-zero exit; tracebacks only with QCO_DEBUG=1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            known = isinstance(exc, _user_errors())
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            click.echo(f"error: {first}" if known else f"error: {type(exc).__name__}: {first}", err=True)
+            sys.exit(EXIT_USAGE if known else 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qco-tune")
+def cli() -> None:
+    """Find the fastest quantization + torch.compile + offloading of a diffusers pipeline under a VRAM budget."""
+
+
+storage_option = click.option(
+    "--storage",
+    metavar="URL",
+    default=None,
+    help="Optuna storage URL (default: $QCO_STORAGE or sqlite:///studies/qco.db).",
+)
+artifacts_option = click.option(
+    "--compile-artifacts",
+    "compile_artifacts",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the studies' portable compile artefacts (default: <db stem>.compile-artifacts beside a "
+    "SQLite storage, else qco-tune's cache dir).",
+)
+
+
+_FLAG_HELP = {
+    "model": "Preset name, Hugging Face hub id (local cache) or local diffusers folder.",
+    "weights": "real, or random (a random-weight preset).",
+    "budget": 'VRAM budget, e.g. "16GiB".',
+    "trials": "Trials to run in the study in total (seeded baselines included).",
+    "timeout": 'Wall-clock limit for this run, e.g. "90m".',
+    "trial_timeout": "Time limit of one trial (a hang is killed after it).",
+    "min_psnr": "Minimum PSNR (dB) of a trial's output against the study's reference output: a second constraint.",
+    "measure_steps": "Trials run this many denoising steps; latency is extrapolated to --steps, the front re-measured.",
+    "compile_cache": "true (default): the study's trials share Inductor's compilation caches; false: compile afresh.",
+    "attention_backends": "Attention backends to search, e.g. native,_native_cudnn (those usable here are).",
+    "layerwise_casting": "Layerwise casting of the denoiser to search: none,float8_e4m3fn.",
+    "vae_slicing": "false,true searches VAE slicing (left out by default: a trial decodes one image).",
+    "tf32": "false,true searches TF32 matmuls (by default only in float32 studies).",
+}
+
+
+def spec_flags(func: F) -> F:
+    """One option per spec field (``qco_tune.core.spec.OVERRIDES``), so every flag maps onto the spec."""
+    from qco_tune.core.spec import OVERRIDES
+
+    for key in reversed([k for k in OVERRIDES if k != "name"]):
+        flag = "--" + key.replace("_", "-")
+        func = click.option(
+            flag, key, default=None, metavar="VALUE", help=_FLAG_HELP.get(key, f"Spec field {OVERRIDES[key]}.")
+        )(func)
+    return func
+
+
+@cli.command()
+@click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@spec_flags
+@click.option("--study", "study_name", metavar="NAME", help="Study name (default: from the spec).")
+@click.option("--allow-changed-spec", is_flag=True, help="Continue a study whose stored spec differs.")
+@click.option("--prepare-only", is_flag=True, help="Create the study and queue its baselines; workers run the trials.")
+@storage_option
+@artifacts_option
+@friendly
+def run(
+    spec_file: Path | None,
+    study_name: str | None,
+    allow_changed_spec: bool,
+    prepare_only: bool,
+    storage: str | None,
+    compile_artifacts: Path | None,
+    **flags: str | None,
+) -> None:
+    """Run (or resume) a study. Without SPEC_FILE or --model: the embedded tiny default.
+
+    With --model and no SPEC_FILE the study times the model's usual workload (FLUX.1: 1024x1024 in 28
+    steps; Wan2.1: 480x832, 33 frames). Every spec field has a flag (e.g. --steps 4, --compile
+    none,regional) that overrides the file or those defaults.
+    """
+    from qco_tune.cli.progress import LiveObserver
+    from qco_tune.core.spec import apply_overrides, load_default_spec, load_spec, spec_for_model
+    from qco_tune.loop.study import run_study
+    from qco_tune.store.storage import mask_url, storage_url
+
+    model = (flags.get("model") or "").strip()
+    if spec_file is not None:
+        spec = load_spec(spec_file)
+    elif model and model.lower() != load_default_spec().model:
+        spec = spec_for_model(model)
+    else:
+        spec = load_default_spec()
+    given = {key: value for key, value in flags.items() if value is not None}
+    spec = apply_overrides(spec, name=study_name, **given)
+    url = storage_url(storage)
+    with LiveObserver() as observer:
+        observer.message(f"storage {mask_url(url)}")
+        try:
+            result = run_study(
+                spec,
+                storage_url=url,
+                observer=observer,
+                allow_changed_spec=allow_changed_spec,
+                prepare_only=prepare_only,
+                compile_artifacts=compile_artifacts,
+            )
+        except KeyboardInterrupt:
+            observer.close()
+            click.echo(
+                f"interrupted: the running trial was stopped and recorded; `qco-tune run` again resumes {spec.name!r}",
+                err=True,
+            )
+            sys.exit(EXIT_INTERRUPTED)
+    from qco_tune.cli.report import print_run_result
+
+    print_run_result(result)
+
+
+@cli.command("list")
+@storage_option
+@friendly
+def list_studies(storage: str | None) -> None:
+    """Studies in the storage: model, GPU, budget, trials, best feasible latency."""
+    from qco_tune.cli.report import print_study_list
+
+    print_study_list(storage)
+
+
+@cli.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (front, baselines, every trial).")
+@storage_option
+@friendly
+def show(study_name: str, as_json: bool, storage: str | None) -> None:
+    """A study's Pareto front, seeded baselines, and infeasible, failed and skipped trials with reasons."""
+    from qco_tune.cli.report import print_study, print_study_json
+
+    if as_json:
+        print_study_json(study_name, storage)
+    else:
+        print_study(study_name, storage)
+
+
+@cli.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option(
+    "--trial", "trial", default="best", show_default=True, help="'best' (fastest feasible) or a trial number."
+)
+@click.option("--model", metavar="ID_OR_PATH", help="Load this hub id or local folder instead of the study's model.")
+@click.option(
+    "--format",
+    "fmt",
+    default="python",
+    show_default=True,
+    help="python (a runnable snippet), json or toml (the configuration).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--allow-failed", is_flag=True, help="Export a trial that failed, went over budget or never ran.")
+@click.option(
+    "--compile-artifacts",
+    "compile_artifacts",
+    metavar="PATH",
+    default=None,
+    help="The snippet loads the study's compile artefacts from PATH (where the deployment keeps a copy of "
+    "the study's folder of them) before compiling, so its first call starts warm.",
+)
+@storage_option
+@friendly
+def export(
+    study_name: str,
+    trial: str,
+    model: str | None,
+    fmt: str,
+    output: Path | None,
+    force: bool,
+    allow_failed: bool,
+    compile_artifacts: str | None,
+    storage: str | None,
+) -> None:
+    """A trial's configuration as Python code to paste into a project (or as JSON/TOML)."""
+    from qco_tune.cli.report import load_stored_study
+    from qco_tune.loop.export_study import ExportError, check_format, parse_trial_choice, prepare_export
+
+    check_format(fmt)
+    choice = parse_trial_choice(trial)
+    if output is not None and output.exists() and not force:
+        raise ExportError(f"{output} exists; pass --force to overwrite it")
+    study = load_stored_study(study_name, storage)
+    prepared = prepare_export(
+        study_name,
+        study.user_attrs,
+        study.get_trials(deepcopy=False),
+        trial=choice,
+        model=model,
+        allow_failed=allow_failed,
+    )
+    text = prepared.render(fmt, compile_artifacts=compile_artifacts)
+    if prepared.warning:
+        click.echo(f"warning: {prepared.warning}", err=True)
+    if compile_artifacts and (fmt != "python" or prepared.config.compile == "none"):
+        why = f"the {fmt} format has no code" if fmt != "python" else "the trial does not compile"
+        click.echo(f"warning: --compile-artifacts ignored: {why}", err=True)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output} (trial {prepared.header.trial}, {fmt})", err=True)
+
+
+@cli.command()
+@click.argument("study_name", metavar="[STUDY]", required=False)
+@click.option("--optuna-api", is_flag=True, help="Read through Optuna's API instead of its tables (slower).")
+@click.option("--light", is_flag=True, help="Start with the light theme (ctrl+t switches).")
+@click.option("--poll", type=float, default=2.0, show_default=True, help="Seconds between checks for new trials.")
+@storage_option
+@friendly
+def tui(study_name: str | None, optuna_api: bool, light: bool, poll: float, storage: str | None) -> None:
+    """Browse studies: Pareto front, trials, export, comparison; follows running studies live."""
+    from qco_tune.store.storage import storage_url
+    from qco_tune.tui.app import DARK_THEME, LIGHT_THEME, QcoTuneApp
+
+    app = QcoTuneApp(
+        storage_url(storage),
+        study=study_name,
+        optuna_api=optuna_api,
+        poll_interval=max(0.2, poll),
+        theme=LIGHT_THEME if light else DARK_THEME,
+    )
+    app.run()
+
+
+@cli.command()
+@storage_option
+@click.option("--study", "studies", multiple=True, metavar="NAME", help="Serve only this study (repeatable).")
+@click.option("--gpu", type=click.IntRange(min=0), help="Run trials on this GPU index (CUDA_VISIBLE_DEVICES).")
+@click.option("--poll", default=30.0, show_default=True, help="Seconds between looks for work when idle.")
+@click.option("--exit-when-idle", is_flag=True, help="Stop when no study has work left instead of waiting.")
+@artifacts_option
+@friendly
+def worker(
+    storage: str | None,
+    studies: tuple[str, ...],
+    gpu: int | None,
+    poll: float,
+    exit_when_idle: bool,
+    compile_artifacts: Path | None,
+) -> None:
+    """Take trials of the studies in a shared storage and run them on this machine's GPU.
+
+    Stops cleanly on SIGTERM or Ctrl-C: the running trial is stopped, recorded and queued again.
+    """
+    from qco_tune.cli.progress import LiveObserver
+    from qco_tune.loop.worker import run_worker
+
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    with LiveObserver() as observer:
+        result = run_worker(
+            url=storage,
+            study_names=studies,
+            observer=observer,
+            poll_s=poll,
+            exit_when_idle=exit_when_idle,
+            compile_artifacts=compile_artifacts,
+        )
+    ran = ", ".join(f"{name}: {n}" for name, n in result.ran.items()) or "none"
+    click.echo(f"worker stopped ({result.stopped}); trials run: {ran}")
+
+
+@cli.command()
+@click.argument("studies", nargs=-1, metavar="STUDY...")
+@click.option("--replay", "replay_from", metavar="STUDY", help="Queue this study's Pareto configurations...")
+@click.option("--into", "replay_into", metavar="STUDY", help="...into this study, to be measured on its GPU.")
+@storage_option
+@friendly
+def compare(studies: tuple[str, ...], replay_from: str | None, replay_into: str | None, storage: str | None) -> None:
+    """The same configurations side by side in studies made on different GPUs.
+
+    With --replay A --into B: queue A's Pareto configurations in B; `qco-tune run` or a worker on
+    B's GPU then measures them.
+    """
+    from qco_tune.cli.report import load_stored_study, print_comparison
+
+    if replay_from or replay_into:
+        if not (replay_from and replay_into):
+            raise click.UsageError("--replay and --into go together")
+        from qco_tune.loop.crossgpu import replay
+
+        queued = replay(load_stored_study(replay_from, storage), load_stored_study(replay_into, storage))
+        click.echo(f"queued {len(queued)} configuration(s) of {replay_from!r} in {replay_into!r}")
+        for config in queued:
+            click.echo(f"  {config.describe()}")
+        return
+    if len(studies) < 2:
+        raise click.UsageError("name at least two studies to compare")
+    print_comparison([load_stored_study(name, storage) for name in studies])
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+@friendly
+def presets(ctx: click.Context) -> None:
+    """Random-weight presets: parameters and bf16 size per component, and whether each is materialised here."""
+    if ctx.invoked_subcommand is None:
+        from qco_tune.cli.presets import print_presets
+
+        print_presets()
+
+
+@presets.command("materialize")
+@click.argument("name")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cuda", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="Where the weights are created (auto: the GPU when there is one).",
+)
+@friendly
+def presets_materialize(name: str, device: str) -> None:
+    """Build (or find) preset NAME as a local diffusers folder and print its path.
+
+    The folder loads with plain diffusers: DiffusionPipeline.from_pretrained(PATH). It lives under
+    $QCO_CACHE (default: the XDG cache, ~/.cache/qco-tune) and is built once.
+    """
+    from qco_tune.cli.presets import materialize
+
+    materialize(name, device)
+
+
+DEFAULT_GRID = Path("studies/results/search-grid/grid.jsonl")
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks of the search itself, replayed on the CPU from recorded measurements."""
+
+
+@bench.command("search")
+@click.option(
+    "--grid",
+    "grid_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_GRID,
+    show_default=True,
+    help="A recorded grid (studies/results/record_grid.py) or a synthetic one (qco-tune bench synthetic).",
+)
+@click.option("--seeds", type=int, default=20, show_default=True, help="Replays per sampler (seeds 0..N-1).")
+@click.option(
+    "--samplers",
+    default="random,optuna_default,qco_tpe,qco",
+    show_default=True,
+    help="Comma-separated: random, optuna_default, qco_tpe, qco, exhaustive.",
+)
+@click.option("--budget", metavar="SIZE", help='VRAM budget, e.g. "4GiB" (default: the grid\'s).')
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON summary.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write an SVG line chart here.")
+@friendly
+def bench_search(
+    grid_path: Path, seeds: int, samplers: str, budget: str | None, as_json: bool, plot: Path | None
+) -> None:
+    """GPU seconds each sampler spends to find the Pareto front, replayed from a recorded grid.
+
+    Each replay is a real Optuna study over the grid's search space; a trial is answered with the
+    recorded measurement and charged the recorded seconds. Reported per sampler: the median over
+    seeds of the GPU seconds to reach 95% of the whole grid's feasible-front hypervolume.
+    """
+    import json
+
+    from qco_tune.bench.grid import load_grid
+    from qco_tune.bench.search import format_table, render_svg, run_bench
+    from qco_tune.core.config import parse_size
+
+    names = [n.strip() for n in samplers.split(",") if n.strip()]
+    if not names:
+        raise click.UsageError("--samplers names no sampler")
+    budget_bytes = parse_size(budget) if budget is not None else None
+    grid = load_grid(grid_path)
+
+    def progress(name: str, seed: int) -> None:
+        if seed == 0:
+            click.echo(f"replaying {name} ({seeds} seed(s))", err=True)
+
+    result = run_bench(grid, names, seeds, budget_bytes, progress=progress)
+    if plot is not None:
+        plot.write_text(render_svg(result), encoding="utf-8")
+        click.echo(f"wrote {plot}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        click.echo(format_table(result))
+
+
+@bench.command("synthetic")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the made-up figures.")
+@friendly
+def bench_synthetic(out: Path, seed: int) -> None:
+    """Write a SYNTHETIC grid (made-up figures with the structure a real one is expected to have) to OUT."""
+    from qco_tune.bench.grid import synthetic_grid
+
+    grid = synthetic_grid(seed)
+    grid.write(out)
+    click.echo(f"wrote {out}: {len(grid.records)} synthetic configurations, {grid.total_seconds:,.0f} s in all")
+
+
+def main() -> None:
+    """Entry point of the ``qco-tune`` script and ``python -m qco_tune``."""
+    cli(prog_name="qco-tune")
+
+
+if __name__ == "__main__":
+    main()

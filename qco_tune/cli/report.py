@@ -1,0 +1,480 @@
+"""Text reports of stored studies for ``qco-tune list``, ``show`` and the end of ``run``."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from qco_tune.core.config import Capabilities, Measurement, ModelInfo, format_size
+from qco_tune.search.pareto import ParetoSummary, TrialRow
+
+if TYPE_CHECKING:
+    import optuna
+
+    from qco_tune.loop.study import RunResult
+
+
+def _console() -> Console:
+    # Into a file or a pipe, tables keep their columns (a terminal's width applies on a terminal).
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def load_stored_study(name: str, url: str | None) -> optuna.Study:
+    """Load a study by name; ``StudyError`` naming the storage (masked) when it is not there."""
+    import optuna
+
+    from qco_tune.loop.study import StudyError
+    from qco_tune.store.storage import mask_url, open_storage, storage_url
+
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        hint = f"; studies there: {', '.join(known[:8])}" if known else "; it holds no study yet"
+        raise StudyError(f"no study named {name!r} in {mask_url(storage_url(url))}{hint}") from None
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.3f} s" if value is not None else "-"
+
+
+def _fidelity(m: Measurement | None) -> str:
+    """``34.5 dB · 0.99931``: PSNR of the output and cosine of the final latents against the reference."""
+    if m is None or m.psnr_db is None:
+        return "-"
+    psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.1f} dB"
+    return psnr + (f" · {m.latent_cosine:.5f}" if m.latent_cosine is not None else "")
+
+
+def _latency(row: TrialRow) -> str:
+    """The latency; ``~`` marks one extrapolated from fewer denoising steps."""
+    from qco_tune.search.steps import is_extrapolated
+
+    return ("~" if is_extrapolated(row.measurement) else "") + _seconds(row.latency_s)
+
+
+def _row_cells(row: TrialRow) -> list[str]:
+    m = row.measurement
+    return [
+        str(row.number),
+        row.config.describe() if row.config else "?",
+        _latency(row),
+        f"±{m.latency_spread_s:.3f}" if m and m.latency_spread_s is not None else "",
+        _seconds(m.step_time_s if m else None),
+        format_size(row.memory_bytes),
+        _fidelity(m),
+        _seconds(m.first_call_s if m else None),
+        row.baseline or "",
+    ]
+
+
+def _trial_table(title: str, rows: tuple[TrialRow, ...] | list[TrialRow]) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=False)
+    columns = ("#", "configuration", "latency", "spread", "s/step", "peak mem", "PSNR · cos", "cold start", "baseline")
+    for name in columns:
+        # Only the configuration wraps; numbers keep their width on a narrow terminal.
+        table.add_column(name, no_wrap=name != "configuration", min_width=len(name) if name != "configuration" else 20)
+    for row in rows:
+        table.add_row(*_row_cells(row))
+    return table
+
+
+def print_study(name: str, url: str | None) -> None:
+    """``qco-tune show``: the feasible Pareto front, baselines and everything that did not make it."""
+    from qco_tune.loop.study import CAPABILITIES_ATTR, MODEL_ATTR, SPEC_ATTR, load_summary
+
+    study = load_stored_study(name, url)
+    summary = load_summary(study)
+    spec = study.user_attrs.get(SPEC_ATTR, {})
+    console = _console()
+    console.print(
+        f"[bold]{name}[/] · {spec.get('model', '?')} · {study.user_attrs.get('qco.gpu', '?')} · "
+        f"budget {format_size(spec.get('vram_budget'))} ({spec.get('memory_metric', 'device')} memory)"
+    )
+    if not summary.rows:
+        console.print("no trials yet: `qco-tune run` starts them")
+        return
+    if summary.front:
+        console.print(_trial_table("Pareto front (feasible, fastest first)", summary.front))
+    else:
+        console.print("[yellow]no feasible trial yet[/]")
+    _print_baselines(console, summary)
+    dominated = summary.by_category("dominated")
+    if dominated:
+        console.print(_trial_table("dominated (feasible)", dominated))
+    infeasible = summary.by_category("infeasible")
+    if infeasible:
+        title = "over budget" + (f" or below {spec['min_psnr']:g} dB PSNR" if spec.get("min_psnr") is not None else "")
+        console.print(_trial_table(title, infeasible))
+    _print_fidelity_note(console, summary, spec)
+    _print_extrapolation(console, summary)
+    _print_compile_cache(console, summary)
+    _print_memory_model(console, summary)
+    _print_reasons(console, "failed", summary.by_category("failed"))
+    skipped = summary.by_category("skipped")
+    if skipped:
+        counts = Counter(r.reason or "?" for r in skipped)
+        console.print(f"[bold]skipped before running[/] ({len(skipped)})")
+        for reason, n in counts.most_common(8):
+            console.print(f"  {n}× {reason}")
+    running = summary.by_category("running")
+    if running:
+        console.print(f"running now: {', '.join('#' + str(r.number) for r in running)}")
+    attrs = study.user_attrs
+    _print_missing(console, attrs.get(SPEC_ATTR), attrs.get(MODEL_ATTR), attrs.get(CAPABILITIES_ATTR))
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with infinite and NaN floats as the strings "inf", "-inf" and "nan": plain JSON has no
+    such numbers (Python would write ``Infinity``, which jq and browsers reject). An identical output's
+    PSNR is infinite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def print_study_json(name: str, url: str | None) -> None:
+    """``qco-tune show --json``: the summary plus the study's spec, model and machine."""
+    import json
+
+    from qco_tune.loop.study import load_summary
+    from qco_tune.search.pareto import summary_to_dict
+
+    study = load_stored_study(name, url)
+    summary = load_summary(study)
+    data = {
+        "study": name,
+        **{key.removeprefix("qco."): value for key, value in study.user_attrs.items() if key.startswith("qco.")},
+        **summary_to_dict(summary),
+        "memory_model": memory_model_dict(summary),
+    }
+    click.echo(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False))
+
+
+def _print_baselines(console: Console, summary: ParetoSummary) -> None:
+    if not summary.baselines:
+        return
+    table = Table(title="seeded guide recipes", title_justify="left")
+    for name in ("recipe", "#", "latency", "peak mem", "state", "best is faster by"):
+        table.add_column(name)
+    for name, row in summary.baselines.items():
+        speedup = summary.speedups.get(name)
+        faster = f"{speedup:.2f}×" if speedup else "-"
+        best = summary.best
+        if row.category == "infeasible" and row.latency_s and best is not None and best.latency_s:
+            # The guide's recipe may not fit the budget; what it would cost in time is still worth saying.
+            faster = f"{row.latency_s / best.latency_s:.2f}× (recipe over budget)"
+        table.add_row(
+            name,
+            str(row.number),
+            _seconds(row.latency_s),
+            format_size(row.memory_bytes),
+            row.category if row.category not in ("front", "dominated") else "feasible",
+            faster,
+        )
+    console.print(table)
+
+
+def _print_fidelity_note(console: Console, summary: ParetoSummary, spec: dict[str, Any]) -> None:
+    """What the PSNR column compares, and that random weights make it a measure of numerical deviation."""
+    rows = [
+        r for r in summary.rows if r.measurement and r.measurement.psnr_db is not None and r.category != "superseded"
+    ]
+    if not rows:
+        return
+    reference = next((r for r in rows if r.baseline and r.baseline.startswith("reference")), None)
+    which = f"trial #{reference.number}, " if reference else ""
+    offloaded = reference is not None and reference.config is not None and reference.config.offload == "model"
+    dtype = spec.get("dtype", "bfloat16")
+    how = f"{dtype}, no quantization or compile, " + (
+        "with model CPU offload as it does not fit otherwise" if offloaded else "no offload"
+    )
+    console.print(
+        f"PSNR · cos: decoded output (PSNR) and final latents (cosine) of each trial's first call against the "
+        f"reference output ({which}{how}; same seed)."
+    )
+    if spec.get("weights", "random") == "random":
+        console.print(
+            "[dim]With random weights this measures numerical deviation (quantization, kernels, compilation), "
+            "not picture quality: the images are noise either way.[/]"
+        )
+
+
+def _print_extrapolation(console: Console, summary: ParetoSummary) -> None:
+    """Which latencies are extrapolated, and how the re-measured ones compare with their extrapolation."""
+    from qco_tune.search.steps import extrapolation_of
+
+    notes = [n for r in summary.rows if (n := extrapolation_of(r.measurement)) and r.category != "superseded"]
+    if notes:
+        console.print(
+            f"~ latency extrapolated from {notes[0]['measured_steps']} to {notes[0]['steps']} denoising steps "
+            "(fixed part + steps x per-step time); the final front is measured again at the full step count"
+        )
+    by_number = {r.number: r for r in summary.rows}
+    pairs = [
+        (old, r)
+        for r in summary.rows
+        if r.remeasure_of is not None and (old := by_number.get(r.remeasure_of)) is not None
+    ]
+    if not pairs:
+        return
+    console.print("[bold]measured again at the full step count[/] (authoritative; extrapolated → measured)")
+    for old, new in pairs:
+        error = _percent(relative(old.latency_s, new.latency_s))
+        console.print(
+            f"  #{old.number} → #{new.number} {old.config.describe() if old.config else '?'}: "
+            f"{_seconds(old.latency_s)} → {_seconds(new.latency_s)} ({error})"
+        )
+
+
+def compile_cache_starts(rows: tuple[TrialRow, ...]) -> dict[str, list[float]]:
+    """First-call seconds of the compiling trials that finished, by the state of their compilation cache
+    (``cold``: empty when the trial started; ``warm``: it held artefacts)."""
+    starts: dict[str, list[float]] = {"cold": [], "warm": []}
+    for row in rows:
+        m = row.measurement
+        cache = m.extra.get("compile_cache") if m is not None else None
+        if m is None or m.status != "ok" or not isinstance(cache, dict) or m.first_call_s is None:
+            continue
+        if cache.get("state") in starts:
+            starts[cache["state"]].append(m.first_call_s)
+    return starts
+
+
+def _print_compile_cache(console: Console, summary: ParetoSummary) -> None:
+    import statistics
+
+    starts = compile_cache_starts(summary.rows)
+    if not starts["cold"] and not starts["warm"]:
+        return
+    parts = [
+        f"{len(values)} {state} (median first call {statistics.median(values):.1f} s)"
+        for state, values in starts.items()
+        if values
+    ]
+    console.print("compiling trials' cache: " + ", ".join(parts))
+
+
+def relative(value: float | None, reference: float | None) -> float | None:
+    return value / reference - 1 if value is not None and reference else None
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:+.1%}" if value is not None else "-"
+
+
+def _print_memory_model(console: Console, summary: ParetoSummary) -> None:
+    """The memory model's prediction (made before each trial ran) against what the trial measured."""
+    from qco_tune.search.calibration import relative_error, row_errors
+
+    rows = [r for r in summary.rows if r.category in MEASURED and r.memory_bytes and r.predicted_bytes is not None]
+    if not rows:
+        return
+    table = Table(title="memory model: predicted before running against measured", title_justify="left")
+    for name in ("#", "configuration", "predicted", "measured", "error", "uncalibrated", "error "):
+        table.add_column(name, no_wrap=name != "configuration", min_width=20 if name == "configuration" else None)
+    for row in rows:
+        table.add_row(
+            str(row.number),
+            row.config.describe() if row.config else "?",
+            format_size(row.predicted_bytes),
+            format_size(row.memory_bytes),
+            _percent(relative_error(row.predicted_bytes, row.memory_bytes)),
+            format_size(row.predicted_raw_bytes),
+            _percent(relative_error(row.predicted_raw_bytes, row.memory_bytes)),
+        )
+    console.print(table)
+    console.print(f"memory model error, feasible trials: {row_errors(summary.rows, feasible_only=True).describe()}")
+    raw = row_errors(summary.rows, feasible_only=True, raw=True)
+    if raw.trials:
+        console.print(f"  the same trials before calibration: {raw.describe()}")
+
+
+MEASURED = ("front", "dominated", "infeasible")
+
+
+def memory_model_dict(summary: ParetoSummary) -> dict[str, Any]:
+    """``show --json``'s ``memory_model``: error summaries (feasible and all finished trials, calibrated
+    and not) and each finished trial's prediction against its measurement."""
+    from qco_tune.search.calibration import relative_error, row_errors
+
+    return {
+        "feasible": row_errors(summary.rows, feasible_only=True).to_dict(),
+        "feasible_uncalibrated": row_errors(summary.rows, feasible_only=True, raw=True).to_dict(),
+        "finished": row_errors(summary.rows).to_dict(),
+        "finished_uncalibrated": row_errors(summary.rows, raw=True).to_dict(),
+        "trials": [
+            {
+                "number": r.number,
+                "category": r.category,
+                "predicted_bytes": r.predicted_bytes,
+                "predicted_raw_bytes": r.predicted_raw_bytes,
+                "measured_bytes": r.memory_bytes,
+                "error": relative_error(r.predicted_bytes, r.memory_bytes),
+                "raw_error": relative_error(r.predicted_raw_bytes, r.memory_bytes),
+            }
+            for r in summary.rows
+            if r.category in MEASURED and r.memory_bytes
+        ],
+    }
+
+
+def _print_reasons(console: Console, title: str, rows: tuple[TrialRow, ...]) -> None:
+    if not rows:
+        return
+    console.print(f"[bold]{title}[/] ({len(rows)})")
+    for row in rows:
+        what = row.config.describe() if row.config else "?"
+        status = row.measurement.status if row.measurement else "failed"
+        console.print(f"  #{row.number} {what}: {status}: {row.reason or 'no reason recorded'}")
+
+
+def _print_missing(console: Console, spec: Any, model: Any, caps: Any) -> None:
+    """Why knobs are missing from the space here (rebuilt from what the study stored)."""
+    if not (isinstance(spec, dict) and isinstance(model, dict) and isinstance(caps, dict)):
+        return
+    from qco_tune.core.spec import spec_from_dict
+    from qco_tune.search.space import SearchSpace
+
+    try:
+        space = SearchSpace.build(spec_from_dict(spec), ModelInfo.from_dict(model), Capabilities.from_dict(caps))
+    except (ValueError, TypeError, KeyError):
+        return
+    missing = space.missing()
+    if missing:
+        console.print("[bold]not in the space here[/]")
+        for knob, why in missing:
+            console.print(f"  {knob}: {why}")
+
+
+def print_study_list(url: str | None) -> None:
+    """``qco-tune list``: one row per study."""
+    import optuna
+
+    from qco_tune.loop.study import SPEC_ATTR, load_summary
+    from qco_tune.store.storage import mask_url, open_storage, storage_url
+
+    storage = open_storage(url)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    console = _console()
+    if not summaries:
+        console.print(f"no studies in {mask_url(storage_url(url))}: `qco-tune run` starts one")
+        return
+    table = Table(title=f"studies in {mask_url(storage_url(url))}", title_justify="left")
+    for name in ("study", "model", "GPU", "budget", "trials", "ok/over/failed", "best feasible", "vs baselines"):
+        table.add_column(name)
+    for item in summaries:
+        study = optuna.load_study(study_name=item.study_name, storage=storage)
+        summary = load_summary(study)
+        spec = study.user_attrs.get(SPEC_ATTR, {})
+        feasible = len(summary.front) + len(summary.by_category("dominated"))
+        counts = f"{feasible}/{len(summary.by_category('infeasible'))}/{len(summary.by_category('failed'))}"
+        best = summary.best
+        vs = ", ".join(f"{k} {v:.2f}×" for k, v in summary.speedups.items() if k != "reference")
+        table.add_row(
+            item.study_name,
+            str(spec.get("model", "?")),
+            str(study.user_attrs.get("qco.gpu", "?")),
+            format_size(spec.get("vram_budget")),
+            str(item.n_trials),
+            counts,
+            _seconds(best.latency_s) + (f" (#{best.number})" if best else "") if best else "-",
+            vs or "-",
+        )
+    console.print(table)
+
+
+def print_run_result(result: RunResult) -> None:
+    """What a ``qco-tune run`` did, and how the best configuration compares with the seeded recipes."""
+    console = _console()
+    why = {
+        "trials": "reached the trial target",
+        "timeout": "reached the time limit",
+        "exhausted": "every valid configuration has been tried",
+        "prepared": "prepared for workers (`qco-tune worker`)",
+    }.get(result.stopped, result.stopped)
+    console.print(f"study {result.study_name!r}: ran {result.ran} trial(s), skipped {result.skipped}; {why}")
+    if result.remeasured:
+        pairs = ", ".join(f"#{a} → #{b}" for a, b in result.remeasured)
+        console.print(f"measured again at the full step count: {pairs}")
+    summary = result.summary
+    if summary is None:
+        return
+    if summary.best is None:
+        console.print("[yellow]no feasible configuration yet[/]")
+    else:
+        best = summary.best
+        console.print(
+            f"best feasible: #{best.number} {best.config.describe() if best.config else '?'} · "
+            f"{_seconds(best.latency_s)} · peak {format_size(best.memory_bytes)}"
+        )
+        for name, ratio in summary.speedups.items():
+            if summary.baselines[name].number == best.number:
+                console.print(f"  the best is the seeded recipe '{name}' itself")
+            elif ratio >= 1:
+                console.print(f"  {ratio:.2f}× faster than the seeded recipe '{name}'")
+            else:
+                console.print(f"  {1 / ratio:.2f}× slower than the seeded recipe '{name}'")
+    console.print(f"details: qco-tune show {result.study_name}")
+
+
+def print_comparison(studies: list[optuna.Study]) -> None:
+    """``qco-tune compare``: matching configurations side by side, each study's front, and the differences."""
+    from qco_tune.loop.crossgpu import load_comparison
+    from qco_tune.loop.study import GPU_KINDS_ATTR
+
+    comparison = load_comparison(studies)
+    console = _console()
+    names = comparison.studies
+    for study in studies:
+        kinds = study.user_attrs.get(GPU_KINDS_ATTR) or [study.user_attrs.get("qco.gpu", "?")]
+        console.print(f"[bold]{study.study_name}[/]: {', '.join(map(str, kinds))}")
+    table = Table(title="configurations measured in every study (speed-up against the first)", title_justify="left")
+    table.add_column("configuration")
+    for i, name in enumerate(names):
+        table.add_column(f"{name} latency")
+        table.add_column(f"{name} peak")
+        if i:
+            table.add_column("speed-up")
+    for item in comparison.matched:
+        cells = [item.config.describe() + (f" [{item.baseline}]" if item.baseline else "")]
+        for i in range(len(names)):
+            front = "*" if item.on_front(i) else ""
+            cells += [_seconds(item.latency(i)) + front, format_size(item.memory(i))]
+            if i:
+                speedup = item.speedup(i)
+                cells.append(f"{speedup:.2f}×" if speedup else "-")
+        table.add_row(*cells)
+    console.print(table)
+    console.print("* on that study's feasible Pareto front")
+    for i, name in enumerate(names):
+        median = comparison.median_speedup(i) if i else None
+        front = ", ".join(f"#{r.number}" for r in comparison.summaries[i].front) or "none"
+        line = f"{name}: front {front}"
+        if median:
+            line += f"; median speed-up over {names[0]}: {median:.2f}×"
+        console.print(line)
+        only = comparison.front_only_in(i)
+        if only:
+            console.print(f"  on {name}'s front only: " + "; ".join(c.config.describe() for c in only))
+    unmatched = len(comparison.configs) - len(comparison.matched)
+    if unmatched:
+        console.print(f"{unmatched} configuration(s) were measured in only some studies")
+    for i, j in ((i, j) for i in range(len(names)) for j in range(len(names)) if i != j):
+        missing = len(comparison.front_unmeasured_in(i, j))
+        if missing:
+            console.print(
+                f"  {missing} of {names[i]}'s front not measured in {names[j]}: "
+                f"`qco-tune compare --replay {names[i]} --into {names[j]}` queues them there"
+            )

@@ -1,0 +1,702 @@
+"""Study specs: TOML files (and their stored JSON form) parsed strictly into ``StudySpec``.
+
+The TOML format, every field optional except ``model`` in practice (the default is ``tiny-flux``)::
+
+    name = "flux.1-dev-16gib"     # derived from model and budget when left out (or empty)
+    model = "flux.1-dev"          # a preset name, a hub id (from the local cache) or a local diffusers folder
+    weights = "random"            # "random" (presets only) or "real"; default: random for presets, else real
+    dtype = "bfloat16"            # bfloat16 | float16 | float32: what unquantized components run in
+
+    [workload]                    # what one pipeline call does; keys left out: the model's usual workload
+    prompt = "a photo of an astronaut riding a horse on the moon"
+    negative_prompt = "blurry"    # optional
+    height = 1024                 # pixels, a positive multiple of 8
+    width = 1024
+    frames = 33                   # video pipelines only
+    steps = 28                    # denoising steps
+    guidance = 3.5                # optional guidance scale
+    seed = 0
+    max_sequence_length = 512     # optional: text tokens for T5-style encoders
+
+    [budget]
+    vram = "16GiB"                # a size ("16GiB", "500MB") or bytes; on a CPU-only machine: host RAM
+    counts = "device"             # device (NVML, includes the CUDA context) | reserved | allocated
+    host_ram = "64GiB"            # optional host RAM budget
+    min_psnr = 30                 # optional: dB of a trial's output against the study's reference output
+
+    [run]
+    trials = 20                   # trials to run (baselines included); "unlimited": until timeout or Ctrl-C
+    timeout = "2h"                # wall clock for this run; "90s", "30m", "2h", "1h30m" or seconds
+    trial_timeout = "30m"         # one trial is killed (and recorded as a hang) after this
+    timed_calls = 3               # minimum timed pipeline calls per trial
+    max_timed_calls = 10          # more while the spread is large, up to this
+    warmup_calls = 1
+    seed_baselines = true         # start with the recipes of the diffusers guide
+    measure_steps = 8             # optional: trials run this many steps (at least 2, at most workload.steps);
+                                  # latency is extrapolated to workload.steps, the final front re-measured
+    compile_cache = true          # share Inductor's compilation caches between the study's trials
+
+    [space]                       # restricts the search; a key left out means "everything that runs here"
+    quantization = ["none", "bnb_nf4", "torchao_fp8dq"]
+    quantize_components = ["transformer", "text_encoder_2"]
+    compile = ["none", "regional", "full"]
+    compile_modes = ["default", "max-autotune-no-cudagraphs"]
+    fullgraph = [false, true]
+    offload = ["none", "model", "sequential", "group_block", "group_leaf"]
+    blocks_per_group = [1, 2]
+    attention_backends = ["native", "_native_cudnn", "flash", "sage"]   # those usable here are searched
+    layerwise_casting = ["none", "float8_e4m3fn"]   # the denoiser's weights stored in float8
+    vae_tiling = [false, true]
+    vae_slicing = [false, true]   # default [false]: a trial decodes one image, slicing splits a batch
+    vae_channels_last = [false, true]
+    tf32 = [false, true]          # default: searched in float32 studies only
+
+An unknown field, a wrong type or a bad value raises ``SpecError`` naming the field path and its line.
+The stored form (``config.spec_to_dict``) is read back by ``spec_from_dict`` with the same checks, and
+``apply_overrides`` maps command-line flags onto a spec, again with the same checks.
+
+Workload keys left out take the model's defaults (``qco_tune.core.workloads.default_workload``: a preset's
+own workload, else its pipeline family's), so ``model = "flux.1-dev"`` alone times 1024x1024 in 28 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.resources
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from qco_tune.core.config import (
+    ATTENTION_BACKENDS,
+    COMPILE_MODES,
+    COMPILE_SCOPES,
+    LAYERWISE_CASTINGS,
+    OFFLOAD_KINDS,
+    QUANT_BACKENDS,
+    MemoryMetric,
+    SpaceRestriction,
+    StudySpec,
+    Workload,
+    parse_size,
+)
+from qco_tune.core.presets import is_preset, preset_names, suggest_preset
+from qco_tune.core.workloads import default_workload
+
+__all__ = [
+    "SpecError",
+    "apply_overrides",
+    "derive_name",
+    "load_default_spec",
+    "load_spec",
+    "parse_duration",
+    "parse_spec",
+    "spec_for_model",
+    "spec_from_dict",
+]
+
+DTYPES: tuple[str, ...] = ("bfloat16", "float16", "float32")
+MEMORY_METRICS: tuple[str, ...] = get_args(MemoryMetric)
+WEIGHTS: tuple[str, ...] = ("random", "real")
+UNLIMITED = ("unlimited", "none")
+_GIB = 2**30
+_MIB = 2**20
+
+
+class SpecError(ValueError):
+    """A study spec that cannot be used: the message names the field, its line (in a file) and the problem."""
+
+    def __init__(self, problem: str, *, path: str | None = None, line: int | None = None, source: str | None = None):
+        self.problem = problem
+        self.path = path
+        self.line = line
+        self.source = source
+        where = ", ".join(p for p in (source, f"line {line}" if line else None) if p)
+        text = f"{path}: {problem}" if path else problem
+        super().__init__(f"{where}: {text}" if where else text)
+
+
+class _Bad(ValueError):
+    """A value that a converter refuses; the caller adds the field path and line."""
+
+
+# -- converters: raw TOML/JSON/CLI value -> typed value, or _Bad ------------------------------------------
+
+
+_TYPE_NAMES = {bool: "a boolean", int: "a whole number", float: "a number", str: "a string", list: "a list"}
+
+
+def _type_name(value: Any) -> str:
+    return "a table" if isinstance(value, dict) else _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"expected a string, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    text = _string(value).strip()
+    if not text:
+        raise _Bad("must not be empty")
+    return text
+
+
+def _optional_text(value: Any) -> str | None:
+    text = _string(value)
+    return text or None
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = _string(value)
+        if text not in choices:
+            close = difflib.get_close_matches(text, choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _Bad(f"unknown value {text!r}{hint}; one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+def _integer(value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"expected a whole number, got {_type_name(value)} {value!r}")
+    if value < minimum:
+        raise _Bad(f"must be {'positive' if minimum == 1 else f'at least {minimum}'}, got {value}")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    return _integer(value, minimum=1)
+
+
+def _step_count(value: Any) -> int:
+    return _integer(value, minimum=2)
+
+
+def _non_negative_int(value: Any) -> int:
+    return _integer(value, minimum=0)
+
+
+def _pixels(value: Any) -> int:
+    number = _positive_int(value)
+    if number % 8:
+        raise _Bad(f"must be a multiple of 8 (the VAE works on 8x8 pixel cells), got {number}")
+    return number
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"expected a number, got {_type_name(value)} {value!r}")
+    if value < 0:
+        raise _Bad(f"must not be negative, got {value}")
+    return float(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"expected true or false, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _Bad(f'expected a size such as "16GiB", got {_type_name(value)} {value!r}')
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"45"`` or a number; ``ValueError`` otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().replace(" ", "")
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text, re.IGNORECASE):
+            seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise ValueError(f'not a duration: {value!r} (write e.g. "90s", "30m", "2h" or seconds)')
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return seconds
+
+
+def _duration(value: Any) -> float:
+    if not isinstance(value, (str, int, float)):
+        raise _Bad(f'expected a duration such as "30m", got {_type_name(value)} {value!r}')
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
+
+
+def _or_unlimited(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def wrapped(value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in UNLIMITED:
+            return None
+        return convert(value)
+
+    return wrapped
+
+
+def _list_of(convert: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    def wrapped(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, (list, tuple)):
+            raise _Bad(f"expected a list, got {_type_name(value)} {value!r}")
+        if not value:
+            raise _Bad("must not be empty (leave the key out to search everything)")
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            try:
+                converted = convert(item)
+            except _Bad as exc:
+                raise _Bad(f"item {index + 1}: {exc}") from None
+            if converted not in items:
+                items.append(converted)
+        return tuple(items)
+
+    return wrapped
+
+
+# -- the field table: one row per spec field ------------------------------------------------------------
+
+Kind = Literal["text", "int", "float", "bool", "list", "intlist", "boollist"]
+
+
+@dataclass(frozen=True)
+class _Field:
+    toml: str
+    """Path in the TOML file, e.g. ``budget.vram``."""
+    attr: str
+    """Path in ``StudySpec`` and its stored dict, e.g. ``vram_budget`` or ``workload.height``."""
+    convert: Callable[[Any], Any]
+    kind: Kind = "text"
+    """How command-line text is read before ``convert`` (CLI values arrive as strings)."""
+
+
+FIELDS: tuple[_Field, ...] = (
+    _Field("name", "name", _string),
+    _Field("model", "model", _text),
+    _Field("weights", "weights", _choice(WEIGHTS)),
+    _Field("dtype", "dtype", _choice(DTYPES)),
+    _Field("workload.prompt", "workload.prompt", _string),
+    _Field("workload.negative_prompt", "workload.negative_prompt", _optional_text),
+    _Field("workload.height", "workload.height", _pixels, "int"),
+    _Field("workload.width", "workload.width", _pixels, "int"),
+    _Field("workload.frames", "workload.frames", _positive_int, "int"),
+    _Field("workload.steps", "workload.steps", _positive_int, "int"),
+    _Field("workload.guidance", "workload.guidance", _number, "float"),
+    _Field("workload.seed", "workload.seed", _non_negative_int, "int"),
+    _Field("workload.max_sequence_length", "workload.max_sequence_length", _positive_int, "int"),
+    _Field("budget.vram", "vram_budget", _size),
+    _Field("budget.counts", "memory_metric", _choice(MEMORY_METRICS)),
+    _Field("budget.host_ram", "host_ram_budget", _size),
+    _Field("budget.min_psnr", "min_psnr", _number, "float"),
+    _Field("run.trials", "trials", _or_unlimited(_positive_int), "int"),
+    _Field("run.timeout", "timeout", _or_unlimited(_duration)),
+    _Field("run.trial_timeout", "trial_timeout", _duration),
+    _Field("run.timed_calls", "timed_calls", _positive_int, "int"),
+    _Field("run.max_timed_calls", "max_timed_calls", _positive_int, "int"),
+    _Field("run.warmup_calls", "warmup_calls", _non_negative_int, "int"),
+    _Field("run.seed_baselines", "seed_baselines", _boolean, "bool"),
+    _Field("run.mix_gpus", "mix_gpus", _boolean, "bool"),
+    _Field("run.measure_steps", "measure_steps", _step_count, "int"),
+    _Field("run.compile_cache", "compile_cache", _boolean, "bool"),
+    _Field("space.quantization", "space.quantization", _list_of(_choice(QUANT_BACKENDS)), "list"),
+    _Field("space.quantize_components", "space.quantize_components", _list_of(_text), "list"),
+    _Field("space.compile", "space.compile", _list_of(_choice(COMPILE_SCOPES)), "list"),
+    _Field("space.compile_modes", "space.compile_modes", _list_of(_choice(COMPILE_MODES)), "list"),
+    _Field("space.fullgraph", "space.fullgraph", _list_of(_boolean), "boollist"),
+    _Field("space.offload", "space.offload", _list_of(_choice(OFFLOAD_KINDS)), "list"),
+    _Field("space.blocks_per_group", "space.blocks_per_group", _list_of(_positive_int), "intlist"),
+    _Field("space.attention_backends", "space.attention_backends", _list_of(_choice(ATTENTION_BACKENDS)), "list"),
+    _Field("space.layerwise_casting", "space.layerwise_casting", _list_of(_choice(LAYERWISE_CASTINGS)), "list"),
+    _Field("space.vae_tiling", "space.vae_tiling", _list_of(_boolean), "boollist"),
+    _Field("space.vae_slicing", "space.vae_slicing", _list_of(_boolean), "boollist"),
+    _Field("space.vae_channels_last", "space.vae_channels_last", _list_of(_boolean), "boollist"),
+    _Field("space.tf32", "space.tf32", _list_of(_boolean), "boollist"),
+)
+_BY_TOML = {f.toml: f for f in FIELDS}
+_BY_ATTR = {f.attr: f for f in FIELDS}
+_TABLES = {"workload", "budget", "run", "space"}
+_DICT_TABLES = {"workload", "space"}
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read a study spec TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read the study spec: {exc.strerror or exc}", source=str(path)) from None
+    return parse_spec(text, source=path.name)
+
+
+def load_default_spec() -> StudySpec:
+    """The embedded default study (``qco_tune/studies/default.toml``): the tiny pipeline on any machine."""
+    text = importlib.resources.files("qco_tune").joinpath("studies/default.toml").read_text(encoding="utf-8")
+    return parse_spec(text, source="default.toml")
+
+
+def parse_spec(text: str, *, source: str = "<spec>") -> StudySpec:
+    """Parse study spec TOML ``text``; ``source`` names the file in error messages."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"not valid TOML: {exc}", source=source) from None
+    lines = _LineFinder(text)
+
+    def fail(problem: str, toml_path: str) -> SpecError:
+        return SpecError(problem, path=toml_path, line=lines.find(toml_path), source=source)
+
+    values: dict[str, Any] = {}
+    for toml_path, raw in _leaves(document):
+        field = _BY_TOML.get(toml_path)
+        if field is None:
+            raise fail(_unknown(toml_path, _BY_TOML, raw), toml_path)
+        try:
+            values[field.attr] = field.convert(raw)
+        except _Bad as exc:
+            raise fail(str(exc), toml_path) from None
+    return _assemble(values, lambda attr, problem: fail(problem, _BY_ATTR[attr].toml), model_defaults=True)
+
+
+def spec_for_model(model: str) -> StudySpec:
+    """The spec of a study of ``model`` with every other field at its default (the model's usual workload).
+
+    What ``qco-tune run --model X`` starts from when no spec file is given.
+    """
+    return parse_spec(f"model = {_toml_string(model)}\n", source="--model")
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def spec_from_dict(data: dict[str, Any]) -> StudySpec:
+    """The inverse of ``config.spec_to_dict`` (specs stored in a study), with the same checks.
+
+    ``spec_to_dict`` drops ``None`` values, so a missing ``trials`` means no trial limit.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"a stored spec must be a JSON object, got {_type_name(data)}")
+    values: dict[str, Any] = {"trials": None}
+    for attr, raw in _leaves(data, tables=_DICT_TABLES):
+        field = _BY_ATTR.get(attr)
+        if field is None:
+            raise SpecError(_unknown(attr, _BY_ATTR, raw), path=attr)
+        if raw is None or (attr.startswith("space.") and raw == []):
+            continue  # dropped or unrestricted
+        try:
+            values[attr] = field.convert(raw)
+        except _Bad as exc:
+            raise SpecError(str(exc), path=attr) from None
+    return _assemble(values, lambda attr, problem: SpecError(problem, path=attr))
+
+
+def _leaves(document: dict[str, Any], tables: set[str] = _TABLES) -> list[tuple[str, Any]]:
+    """(dotted path, value) of every field: known tables are entered, anything else is a leaf."""
+    leaves: list[tuple[str, Any]] = []
+    for key, value in document.items():
+        if key in tables and isinstance(value, dict):
+            leaves.extend((f"{key}.{sub}", item) for sub, item in value.items())
+        else:
+            leaves.append((key, value))
+    return leaves
+
+
+def _unknown(path: str, known: dict[str, _Field], value: Any) -> str:
+    if any(k.startswith(path + ".") for k in known):
+        return f"expected a table of {path}.* keys, got {_type_name(value)}"
+    leaf = path.rsplit(".", 1)[-1]
+    close = [k for k in known if k.rsplit(".", 1)[-1] == leaf][:1]  # a known key in the wrong table
+    close = close or difflib.get_close_matches(path, known, n=1, cutoff=0.7)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown field{hint}"
+
+
+# -- assembling and cross-field checks ----------------------------------------------------------------
+
+
+def _assemble(
+    values: dict[str, Any], fail: Callable[[str, str], SpecError], *, model_defaults: bool = False
+) -> StudySpec:
+    """Build the spec from converted values keyed by attribute path; derive what was left out.
+
+    With ``model_defaults`` workload fields left out take the model's defaults (a stored spec is read
+    back without them: it holds every field it had).
+    """
+    top = {k: v for k, v in values.items() if "." not in k}
+    model = top.get("model", StudySpec.model)
+    given = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("workload.")}
+    workload = Workload(**({**default_workload(model), **given} if model_defaults else given))
+    space = SpaceRestriction(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("space.")})
+    top.setdefault("weights", _default_weights(model))
+    spec = StudySpec(name=top.pop("name", "") or "", workload=workload, space=space, **top)
+    if spec.max_timed_calls < spec.timed_calls:
+        raise fail("max_timed_calls", f"must be at least timed_calls ({spec.timed_calls}), got {spec.max_timed_calls}")
+    if spec.measure_steps is not None and spec.measure_steps > spec.workload.steps:
+        raise fail("measure_steps", f"must be at most workload.steps ({spec.workload.steps}), got {spec.measure_steps}")
+    if spec.weights == "random" and not is_preset(spec.model):
+        close = suggest_preset(spec.model)
+        if close is not None:
+            raise fail("model", f"unknown preset {spec.model!r}; did you mean {close!r}? presets: {_presets()}")
+        raise fail(
+            "weights", f"random weights are built only for presets ({_presets()}), and {spec.model!r} is not one"
+        )
+    if spec.weights == "real" and is_preset(spec.model):
+        raise fail("weights", f"preset {spec.model!r} has random weights only")
+    if not spec.name:
+        spec = dataclasses.replace(spec, name=derive_name(spec))
+    return spec
+
+
+def _presets() -> str:
+    return ", ".join(preset_names())
+
+
+def _default_weights(model: str) -> str:
+    return "random" if is_preset(model) else "real"
+
+
+def derive_name(spec: StudySpec) -> str:
+    """A study name from the model and the budget, e.g. ``flux.1-dev-16gib``."""
+    model = spec.model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1].lower() or "model"
+    model = re.sub(r"[^a-z0-9.]+", "-", model).strip("-") or "model"
+    budget = spec.vram_budget
+    if budget % _GIB == 0:
+        size = f"{budget // _GIB}gib"
+    elif budget % _MIB == 0:
+        size = f"{budget // _MIB}mib"
+    else:
+        size = f"{budget / _GIB:.1f}gib"
+    return f"{model}-{size}"
+
+
+# -- command-line overrides ----------------------------------------------------------------------------
+
+OVERRIDES: dict[str, str] = {
+    "name": "name",
+    "model": "model",
+    "weights": "weights",
+    "dtype": "dtype",
+    "prompt": "workload.prompt",
+    "negative_prompt": "workload.negative_prompt",
+    "height": "workload.height",
+    "width": "workload.width",
+    "frames": "workload.frames",
+    "steps": "workload.steps",
+    "guidance": "workload.guidance",
+    "seed": "workload.seed",
+    "max_sequence_length": "workload.max_sequence_length",
+    "budget": "budget.vram",
+    "counts": "budget.counts",
+    "host_ram": "budget.host_ram",
+    "min_psnr": "budget.min_psnr",
+    "trials": "run.trials",
+    "timeout": "run.timeout",
+    "trial_timeout": "run.trial_timeout",
+    "timed_calls": "run.timed_calls",
+    "max_timed_calls": "run.max_timed_calls",
+    "warmup_calls": "run.warmup_calls",
+    "seed_baselines": "run.seed_baselines",
+    "quantization": "space.quantization",
+    "quantize_components": "space.quantize_components",
+    "compile": "space.compile",
+    "compile_modes": "space.compile_modes",
+    "fullgraph": "space.fullgraph",
+    "offload": "space.offload",
+    "blocks_per_group": "space.blocks_per_group",
+    "attention_backends": "space.attention_backends",
+    "layerwise_casting": "space.layerwise_casting",
+    "vae_tiling": "space.vae_tiling",
+    "vae_slicing": "space.vae_slicing",
+    "vae_channels_last": "space.vae_channels_last",
+    "tf32": "space.tf32",
+    "mix_gpus": "run.mix_gpus",
+    "measure_steps": "run.measure_steps",
+    "compile_cache": "run.compile_cache",
+}
+"""Keyword of ``apply_overrides`` (the CLI flag, ``--trial-timeout`` for ``trial_timeout``) → TOML path."""
+
+
+def apply_overrides(
+    spec: StudySpec,
+    *,
+    name: str | None = None,
+    model: str | None = None,
+    weights: str | None = None,
+    dtype: str | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    height: int | str | None = None,
+    width: int | str | None = None,
+    frames: int | str | None = None,
+    steps: int | str | None = None,
+    guidance: float | str | None = None,
+    seed: int | str | None = None,
+    max_sequence_length: int | str | None = None,
+    budget: str | int | None = None,
+    counts: str | None = None,
+    host_ram: str | int | None = None,
+    min_psnr: float | str | None = None,
+    trials: int | str | None = None,
+    timeout: str | float | None = None,
+    trial_timeout: str | float | None = None,
+    timed_calls: int | str | None = None,
+    max_timed_calls: int | str | None = None,
+    warmup_calls: int | str | None = None,
+    seed_baselines: bool | str | None = None,
+    quantization: str | list[str] | tuple[str, ...] | None = None,
+    quantize_components: str | list[str] | tuple[str, ...] | None = None,
+    compile: str | list[str] | tuple[str, ...] | None = None,
+    compile_modes: str | list[str] | tuple[str, ...] | None = None,
+    fullgraph: str | list[bool] | tuple[bool, ...] | None = None,
+    offload: str | list[str] | tuple[str, ...] | None = None,
+    blocks_per_group: str | list[int] | tuple[int, ...] | None = None,
+    attention_backends: str | list[str] | tuple[str, ...] | None = None,
+    layerwise_casting: str | list[str] | tuple[str, ...] | None = None,
+    vae_tiling: str | list[bool] | tuple[bool, ...] | None = None,
+    vae_slicing: str | list[bool] | tuple[bool, ...] | None = None,
+    vae_channels_last: str | list[bool] | tuple[bool, ...] | None = None,
+    tf32: str | list[bool] | tuple[bool, ...] | None = None,
+    mix_gpus: bool | str | None = None,
+    measure_steps: int | str | None = None,
+    compile_cache: bool | str | None = None,
+) -> StudySpec:
+    """``spec`` with every argument that is not None applied, validated like the TOML field it maps to.
+
+    Values may be typed or command-line text (``"20"``, ``"true"``, ``"none,bnb_nf4"`` for lists).
+    ``trials``/``timeout`` accept ``"unlimited"``. A changed model re-derives ``weights`` unless given, and
+    the workload fields that were the old model's defaults become the new model's; a derived name (or
+    ``name=""``) is derived again from the new model and budget.
+    """
+    # Every parameter is a flag: take those given (locals() holds exactly the parameters here).
+    given = {key: value for key, value in locals().items() if key != "spec" and value is not None}
+    return _override(spec, given)
+
+
+def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
+    values = _spec_values(spec)
+    if spec.name == derive_name(spec) and "name" not in given:
+        values["name"] = ""  # a derived name follows the model and budget
+    if "model" in given and "weights" not in given:
+        values.pop("weights")
+    if "model" in given:
+        _forget_default_workload(values, spec.model)
+    flag_of: dict[str, str] = {}
+    for key, raw in given.items():
+        field = _BY_TOML[OVERRIDES[key]]
+        flag = "--" + key.replace("_", "-")
+        flag_of[field.attr] = flag
+        try:
+            values[field.attr] = field.convert(_from_cli_text(raw, field.kind))
+        except _Bad as exc:
+            raise SpecError(str(exc), path=flag) from None
+    return _assemble(
+        values,
+        lambda attr, problem: SpecError(problem, path=flag_of.get(attr, _BY_ATTR[attr].toml)),
+        model_defaults=True,
+    )
+
+
+def _forget_default_workload(values: dict[str, Any], old_model: str) -> None:
+    """Drop the workload fields that equal ``old_model``'s defaults, so that a new model brings its own."""
+    defaults = {**dataclasses.asdict(Workload()), **default_workload(old_model)}
+    for key, default in defaults.items():
+        if values.get(f"workload.{key}", default) == default:
+            values.pop(f"workload.{key}", None)
+
+
+def _spec_values(spec: StudySpec) -> dict[str, Any]:
+    """The spec's fields keyed by attribute path (``workload.height``), None values left out."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if f.name in _DICT_TABLES:
+            for sub in dataclasses.fields(value):
+                item = getattr(value, sub.name)
+                if item is not None and item != ():
+                    values[f"{f.name}.{sub.name}"] = item
+        else:
+            values[f.name] = value
+    return values
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _from_cli_text(value: Any, kind: Kind) -> Any:
+    """Command-line text to the type the field's converter expects; anything else passes through."""
+    if not isinstance(value, str):
+        return list(value) if isinstance(value, tuple) else value
+    text = value.strip()
+    if kind in ("list", "intlist", "boollist"):
+        item_kind: Kind = {"list": "text", "intlist": "int", "boollist": "bool"}[kind]  # type: ignore[assignment]
+        return [_from_cli_text(item, item_kind) for item in text.split(",") if item.strip()]
+    if kind == "int" and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if kind == "float" and re.fullmatch(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?", text):
+        return float(text)
+    if kind == "bool" and text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    return value
+
+
+# -- lines in the TOML text ------------------------------------------------------------------------------
+
+
+class _LineFinder:
+    """Finds the line of a dotted key in TOML text by scanning for ``key =`` inside its ``[table]``.
+
+    tomllib reports no positions; this is a good-enough scan for error messages (1-based, or None).
+    """
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+    _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.\- ]+?)\s*=""")
+
+    def __init__(self, text: str) -> None:
+        self._keys: list[tuple[str, int]] = []
+        table = ""
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                table = self._normal(header.group(1))
+                self._keys.append((table, number))
+                continue
+            key = self._KEY.match(line)
+            if key:
+                name = self._normal(key.group(1))
+                self._keys.append((f"{table}.{name}" if table else name, number))
+
+    @staticmethod
+    def _normal(key: str) -> str:
+        return ".".join(part.strip().strip("\"'") for part in key.split("."))
+
+    def find(self, path: str) -> int | None:
+        """The line of ``path``, else of its table, else None."""
+        for candidate in (path, path.rsplit(".", 1)[0] if "." in path else None):
+            for key, number in self._keys:
+                if key == candidate:
+                    return number
+        return None

@@ -1,0 +1,73 @@
+"""Studies made on different GPUs side by side: loading them for ``compare`` and replaying one's
+Pareto configurations into another so that they are measured on its GPU."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from qco_tune.core.config import TrialConfig, dict_differences
+from qco_tune.loop.study import SPEC_ATTR, StudyError, load_summary
+from qco_tune.search.compare import Comparison, compare_summaries
+
+if TYPE_CHECKING:
+    import optuna
+
+REPLAYED_FROM_ATTR = "qco.replayed_from"
+COMPARABLE_FIELDS = ("model", "weights", "dtype", "workload", "memory_metric")
+"""What two studies must share for their configurations to be compared."""
+
+
+def check_comparable(studies: list[optuna.Study]) -> None:
+    """``StudyError`` naming what differs when studies measured different things."""
+    first = studies[0]
+    for other in studies[1:]:
+        if len(first.directions) != len(other.directions) or first.metric_names != other.metric_names:
+            raise StudyError(
+                f"{first.study_name!r} and {other.study_name!r} have different objectives "
+                f"({first.metric_names} vs {other.metric_names})"
+            )
+        spec_a, spec_b = first.user_attrs.get(SPEC_ATTR) or {}, other.user_attrs.get(SPEC_ATTR) or {}
+        diffs = dict_differences(
+            {k: spec_a.get(k) for k in COMPARABLE_FIELDS}, {k: spec_b.get(k) for k in COMPARABLE_FIELDS}, sep=" vs "
+        )
+        if diffs:
+            raise StudyError(
+                f"{first.study_name!r} and {other.study_name!r} measured different things: {'; '.join(diffs[:3])}"
+            )
+
+
+def load_comparison(studies: list[optuna.Study]) -> Comparison:
+    check_comparable(studies)
+    return compare_summaries([(s.study_name, load_summary(s)) for s in studies])
+
+
+def _queued_keys(study: optuna.Study) -> set[str]:
+    """Keys of the configurations waiting in the study's queue (their parameters are fixed, not yet set)."""
+    from optuna.trial import TrialState
+
+    keys = set()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            keys.add(TrialConfig.from_params(dict(trial.system_attrs.get("fixed_params", {}))).key())
+        except (ValueError, TypeError):
+            continue
+    return keys
+
+
+def replay(source: optuna.Study, target: optuna.Study) -> list[TrialConfig]:
+    """Queue ``source``'s Pareto-front configurations in ``target`` (those it has not measured yet).
+
+    Returns the configurations queued; ``qco-tune run`` or a worker on the target's GPU measures them.
+    """
+    check_comparable([source, target])
+    measured = {row.config.key() for row in load_summary(target).rows if row.config is not None}
+    measured |= _queued_keys(target)
+    queued: list[TrialConfig] = []
+    for row in load_summary(source).front:
+        if row.config is None or row.config.key() in measured:
+            continue
+        trial = source.trials[row.number]
+        target.enqueue_trial(dict(trial.params), user_attrs={REPLAYED_FROM_ATTR: f"{source.study_name}#{row.number}"})
+        queued.append(row.config)
+        measured.add(row.config.key())
+    return queued

@@ -1,0 +1,622 @@
+"""Predict the peak memory of a configuration before it runs, and correct the prediction with the study's trials.
+
+Stdlib only. The study skips a configuration whose prediction is over the budget by more than the
+model's own measured error (``budget_check``: the calibration's residuals on the study's finished trials,
+or ``UNCALIBRATED_MARGIN`` before any finished), so an error costs at most a trial. A prediction is the
+largest over the phases of a trial (load, text encoding, denoising, VAE decode) of a sum of terms
+(``MemoryTerms``):
+
+- weights resident on the device at the peak, split into unquantized ones (the study's dtype) and
+  quantized ones (bytes per parameter of the backend, scales included; what the backends leave
+  unquantized, text encoders' token embeddings and T5's feed-forward output projections, at the dtype);
+- activations: the denoiser's tokens (latent patches + text) x its width x about 24 live tensors, or
+  the VAE decode at full resolution (about 5.5 tensors of the channels entering the full-resolution
+  stage, read from the VAE's configuration; a few frames at a time for video), whichever is larger.
+  Torch's caching allocator keeps about as much again reserved around them (``ACTIVATION_RESERVED``);
+- offloading: none keeps everything resident; model offload one component at a time; sequential and
+  group offloading a few layers or blocks (twice that with a prefetch stream);
+- the load phase, which matters once weights are offloaded: ``from_pretrained`` with a bitsandbytes
+  config quantizes on the GPU (diffusers' and transformers' bitsandbytes quantizers set ``device_map``
+  to the current GPU), so every bitsandbytes component is resident at once, quantized, before
+  offloading starts; a backend packed on the GPU (``quantconfigs.quantizes_on_device``, torchao int4)
+  loads the whole pipeline there. torchao's other configs and quanto quantize on the CPU and move later.
+  Group offloading then leaves the allocator's cached blocks of that load reserved (model and sequential
+  offload empty the cache when they start), and bitsandbytes 8-bit weights never leave the device;
+- overhead: what NVML sees beyond the allocator (the CUDA context, library workspaces, kernels), or
+  on a machine without CUDA the trial process itself.
+
+Host RAM is predicted the same way (offloaded weights live there). ``Calibration`` corrects both:
+a scale per term and a constant, fitted robustly on the study's finished trials
+(``qco_tune.search.calibration``), so predictions improve as the study runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qco_tune.calls.quantconfigs import quantizes_on_device
+from qco_tune.core.config import (
+    CUDA_GRAPH_MODES,
+    Capabilities,
+    ComponentInfo,
+    ModelInfo,
+    StudySpec,
+    TrialConfig,
+    format_size,
+)
+from qco_tune.core.presets import Preset, get_preset, is_preset, preset_for_hub_id
+
+if TYPE_CHECKING:
+    from qco_tune.search.space import SearchSpace
+
+__all__ = [
+    "BudgetCheck",
+    "Calibration",
+    "Correction",
+    "MemoryPrediction",
+    "MemoryTerms",
+    "budget_check",
+    "over_budget",
+    "over_budget_bytes",
+    "predict",
+    "skip_margin",
+    "smallest_need",
+]
+
+GIB = 2**30
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+QUANT_BYTES_PER_PARAM = {
+    "bnb_nf4": 0.56,
+    "bnb_fp4": 0.56,
+    "bnb_int8": 1.02,
+    "torchao_int8wo": 1.02,
+    "torchao_fp8dq": 1.02,
+    "quanto_int8": 1.02,
+    "torchao_int4wo": 0.56,
+    "torchao_fp8wo": 1.02,
+    "torchao_int8dq": 1.02,
+    "quanto_int4": 0.56,
+    "quanto_fp8": 1.02,
+}
+"""Bytes per parameter of a quantized component, scales and unquantized layers included."""
+LAYERWISE_BYTES_PER_PARAM = {"float8_e4m3fn": 1.0}
+"""Bytes per parameter of the denoiser's weights under layerwise casting (stored in float8)."""
+VAE_TILE_PIXELS = 512 * 512
+"""A tiled VAE decodes tiles of about 512x512 pixels (diffusers' default ``tile_sample_min_size``)."""
+ACTIVATION_TENSORS = 24
+"""Live tensors of token x width size at the peak of a transformer block (MLP 4x, q/k/v, residuals)."""
+VAE_TENSORS = 5.5
+"""Live full-resolution tensors of the VAE decode, in units of the channels entering that stage."""
+VAE_CHANNELS = 256
+"""Channels entering a VAE's full-resolution stage when its configuration is unknown (FLUX.1's VAE)."""
+VAE_CHUNK_FRAMES = 4
+"""Video VAEs decode a few frames at a time."""
+DEFAULT_TEXT_TOKENS = 512
+LAYER_FRACTION = 0.02
+"""Share of a component resident at a time under sequential or leaf-level offloading."""
+ACTIVATION_RESERVED = 1.9
+"""Reserved / allocated of activations: the caching allocator keeps freed blocks of the denoiser's and the
+VAE's transient tensors (FLUX.1-dev at 1024x1024 on an H100: about 2.4 GiB reserved beyond the allocated
+peak, bf16 or NF4 alike). Weights are allocated once, at their size."""
+CUDA_CONTEXT = int(0.7 * GIB)
+"""What NVML sees beyond torch's allocator: the CUDA context (0.51 GiB measured on an H100), library
+workspaces and the kernels loaded (NVML minus reserved on an H100: 0.7 GiB for FLUX.1-dev NF4, 0.65 to
+0.75 GiB for the tiny pipeline)."""
+PROCESS_BASE = GIB
+"""Host memory of a trial process with torch and diffusers imported."""
+LOAD_SHARD_BYTES = 10 * 10**9
+"""Loading passes one checkpoint shard through host memory (``save_pretrained``'s default ``max_shard_size``
+of diffusers models: 10 GB)."""
+LOADS_ON_DEVICE = frozenset({"bnb_nf4", "bnb_fp4", "bnb_int8"})
+"""Backends whose ``from_pretrained`` quantizes on the GPU: the bitsandbytes quantizers of diffusers and
+transformers put the component on the current GPU (``update_device_map``) whatever its later placement.
+Measured on the H200 (studies of 2026-12-01, trials 4 and 5): NF4 transformer + T5 with group or model
+offload peaked at 10.26 GiB allocated, the two quantized components together, at load."""
+STAYS_ON_DEVICE = frozenset({"bnb_int8"})
+"""Backends whose weights stay on the device when the pipeline is offloaded: ``Int8Params`` keeps its
+``CB`` (the int8 weight) on the GPU when a parent module moves it (``nn.Module._apply`` replaces the
+parameter's data, not the ``CB`` attribute), so offloading frees nothing of it (bitsandbytes 0.50).
+H200 trial 8 (bnb_int8 transformer, model offload) ran out of memory at 15.4 GiB allocated with a
+prediction of 13.6 GiB that offloaded it."""
+
+UNCALIBRATED_MARGIN = 0.10
+"""How far over the budget an uncalibrated prediction may be and still run: the model's worst error on
+the recorded full-size trials that fit (FLUX.1-dev and Wan2.1-1.3B through the real runner,
+``studies/results/full_size`` on an H100, ``measurements/h200-2026-12-01`` on an H200: 11 trials, copied
+to ``tests/core/data/full_size_trials.json``). Its worst over-prediction there is +7.8% of the device
+peak (+8.7% of the reserved one) for the NF4 transformer + T5 with group offload on the H200 (trial 4),
+its worst under-prediction -4.9% (Wan2.1 NF4); rounded up to 10%. Over-prediction
+is what wrongly skips, so the margin covers the worst of it; the three configurations of that H200 study
+that ran out of memory or were predicted far over are predicted 1.2x to 1.45x over a 16 GiB budget."""
+MARGIN_FLOOR = 0.05
+"""The least margin of a calibrated model: its residuals are measured on the trials it was fitted on, so
+they understate its error on a new configuration (half the uncalibrated margin)."""
+MARGIN_CAP = 0.5
+"""The most margin: a model this wrong on a study still skips what it predicts 1.5x over (the old rule)."""
+NOTHING_FITS_MARGIN = 0.25
+"""``prepare`` refuses a whole study only when its smallest predicted need is this far over the budget:
+a wrong refusal costs the user everything, so this is two and a half times the per-trial margin."""
+DEFAULT_MARGIN = 1 + NOTHING_FITS_MARGIN
+"""The factor ``over_budget`` and ``over_budget_bytes`` apply by default (the cautious check)."""
+
+
+@dataclass(frozen=True)
+class MemoryTerms:
+    """The parts of one predicted peak, in bytes, as the counted metric sees them."""
+
+    weights: float = 0.0
+    """Unquantized weights resident at the peak."""
+    quantized: float = 0.0
+    """Quantized weights resident at the peak."""
+    activations: float = 0.0
+    """Activations at the peak (with the allocator's reserve when the metric counts it)."""
+    overhead: float = 0.0
+    """CUDA context and workspaces (device), or the process itself (host)."""
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.quantized + self.activations + self.overhead
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "weights": self.weights,
+            "quantized": self.quantized,
+            "activations": self.activations,
+            "overhead": self.overhead,
+        }
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A fitted correction of one kind of prediction: ``sum(scale x term) + overhead + offset``."""
+
+    weights: float = 1.0
+    quantized: float = 1.0
+    activations: float = 1.0
+    offset: float = 0.0
+    """Bytes added to every prediction (e.g. a larger CUDA context than assumed)."""
+    trials: int = 0
+    """Finished trials it was fitted on (0: the uncorrected model)."""
+    error: float | None = None
+    """A high quantile of ``|corrected / measured - 1|`` over those trials (``calibration.fit``); None
+    without trials. ``skip_margin`` reads it."""
+
+    def apply(self, terms: MemoryTerms) -> float:
+        value = (
+            self.weights * terms.weights
+            + self.quantized * terms.quantized
+            + self.activations * terms.activations
+            + terms.overhead
+            + self.offset
+        )
+        return max(value, 0.0)
+
+    def describe(self) -> str:
+        if not self.trials:
+            return "uncalibrated"
+        return (
+            f"calibrated on {self.trials} trial(s): weights x{self.weights:.2f}, quantized x{self.quantized:.2f}, "
+            f"activations x{self.activations:.2f}, {self.offset / GIB:+.2f} GiB"
+        )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Corrections of the device (counted metric) and host predictions, fitted on a study's trials."""
+
+    device: Correction = Correction()
+    host: Correction = Correction()
+
+
+UNCALIBRATED = Calibration()
+
+
+@dataclass(frozen=True)
+class MemoryPrediction:
+    """Predicted peaks of one configuration; ``None`` where parameter counts are unknown."""
+
+    device_bytes: int | None
+    """The peak the budget counts: device memory as ``spec.memory_metric`` counts it, or host RAM
+    on a machine without CUDA (where the trial runs on the CPU). Calibrated when a calibration was given."""
+    host_bytes: int | None
+    """Peak host RAM of the trial process (offloaded and pinned weights count)."""
+    detail: str
+    """One line on how the number was made, for trial attributes and the TUI."""
+    raw_device_bytes: int | None = None
+    """``device_bytes`` before calibration."""
+    device_terms: MemoryTerms | None = None
+    host_terms: MemoryTerms | None = None
+    correction: Correction | None = None
+    """The correction applied to ``device_bytes`` (its ``error`` sets the skip margin)."""
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What activation estimates need to know about the architecture."""
+
+    hidden_size: int = 3072
+    num_blocks: int = 24
+    vae_scale_factor: int = 8
+    patch_size: int = 2
+    temporal_compression: int = 1
+    vae_channels: int = VAE_CHANNELS
+
+
+def predict(
+    model: ModelInfo,
+    config: TrialConfig,
+    spec: StudySpec,
+    caps: Capabilities,
+    calibration: Calibration | None = None,
+) -> MemoryPrediction:
+    """Predicted peak memory of running ``config`` of ``model`` on ``spec``'s workload here."""
+    terms = predict_terms(model, config, spec, caps)
+    if terms is None:
+        unknown = [c.name for c in model.components if c.params is None]
+        return MemoryPrediction(None, None, f"parameter count unknown for {', '.join(unknown)}")
+    device_terms, host_terms, how = terms
+    calibration = calibration or UNCALIBRATED
+    raw = device_terms.total
+    device = (calibration.host if not caps.cuda else calibration.device).apply(device_terms)
+    host = calibration.host.apply(host_terms)
+    metric = spec.memory_metric if caps.cuda else "host RAM"
+    correction = calibration.device if caps.cuda else calibration.host
+    detail = f"{how}; {metric} ≈ {format_size(device)} ({correction.describe()})"
+    return MemoryPrediction(int(device), int(host), detail, int(raw), device_terms, host_terms, correction)
+
+
+def predict_terms(
+    model: ModelInfo, config: TrialConfig, spec: StudySpec, caps: Capabilities
+) -> tuple[MemoryTerms, MemoryTerms, str] | None:
+    """(device terms in the counted metric, host terms, a short account); None when counts are unknown.
+
+    On a machine without CUDA the device terms are the host terms (the budget counts host RAM).
+    """
+    if any(c.params is None for c in model.components):
+        return None
+    config = config.canonical()
+    shape = _shape(model)
+    weights = {c.name: _weight_bytes(model, c, config, spec.dtype) for c in model.components}
+    if config.layerwise_casting != "none" and model.denoiser in weights:
+        # Stored in float8 whole, like a quantization of every layer.
+        params = model.component(model.denoiser).params or 0
+        weights[model.denoiser] = (0.0, params * LAYERWISE_BYTES_PER_PARAM.get(config.layerwise_casting, 1.0))
+    acts = _activations(model, spec, shape, vae_tiling=config.vae_tiling)
+    if config.compile != "none" and config.compile_mode in CUDA_GRAPH_MODES:
+        acts[model.denoiser] *= 2  # CUDA graphs keep static copies of inputs and outputs
+    total_plain = sum(plain for plain, _ in weights.values())
+    total_quant = sum(quant for _, quant in weights.values())
+    if not caps.cuda:
+        host = MemoryTerms(total_plain, total_quant, max(acts.values()), PROCESS_BASE)
+        how = f"CPU: weights {format_size(total_plain + total_quant)} + activations {format_size(host.activations)}"
+        return host, host, how
+    device, how = _resident(model, config, weights, acts, shape, spec.memory_metric)
+    host = _host_terms(weights, config, max(c.params or 0 for c in model.components) * DTYPE_BYTES.get(spec.dtype, 2))
+    return device, host, how
+
+
+def _host_terms(weights: dict[str, tuple[float, float]], config: TrialConfig, largest: float) -> MemoryTerms:
+    """Host RAM of a CUDA trial: the process, plus offloaded weights (twice over when group offloading
+    prefetches on a stream from pinned copies made up front), else one checkpoint shard being loaded."""
+    plain = sum(p for p, _ in weights.values())
+    quant = sum(q for _, q in weights.values())
+    if config.offload == "none":
+        return MemoryTerms(min(largest, LOAD_SHARD_BYTES), 0.0, 0.0, PROCESS_BASE)
+    copies = 2.0 if config.is_group_offload and config.use_stream and not config.low_cpu_mem_usage else 1.0
+    return MemoryTerms(plain * copies, quant * copies, 0.0, PROCESS_BASE)
+
+
+def _as_counted(resident: tuple[float, float], activations: float, metric: str) -> MemoryTerms:
+    plain, quant = resident
+    if metric == "allocated":
+        return MemoryTerms(plain, quant, activations, 0.0)
+    reserved = activations * ACTIVATION_RESERVED
+    return MemoryTerms(plain, quant, reserved, CUDA_CONTEXT if metric == "device" else 0.0)
+
+
+def _weight_bytes(model: ModelInfo, component: ComponentInfo, config: TrialConfig, dtype: str) -> tuple[float, float]:
+    """(unquantized bytes, quantized bytes) of a component's weights."""
+    backend = config.backend_for(component.name)
+    params = component.params or 0
+    dtype_bytes = DTYPE_BYTES.get(dtype, 2)
+    per_param = QUANT_BYTES_PER_PARAM.get(backend)
+    if per_param is None:
+        return params * dtype_bytes, 0.0
+    kept = min(_kept_params(model, component), params)
+    return kept * dtype_bytes, (params - kept) * per_param
+
+
+def _resident(
+    model: ModelInfo,
+    config: TrialConfig,
+    weights: dict[str, tuple[float, float]],
+    acts: dict[str, float],
+    shape: _Shape,
+    metric: str,
+) -> tuple[MemoryTerms, str]:
+    """The counted terms at the peak (the phase that needs most), and a short account of them."""
+    peak_act = max(acts.values())
+    if config.offload == "none":
+        # Loading never holds more than the pipeline placed whole on the device afterwards.
+        plain = sum(p for p, _ in weights.values())
+        quant = sum(q for _, q in weights.values())
+        how = f"all weights resident {format_size(plain + quant)} + activations {format_size(peak_act)}"
+        return _as_counted((plain, quant), peak_act, metric), how
+    loaded = _loaded_on_device(model, config)
+    load = _sum_weights(weights, loaded)
+    pinned = _sum_weights(weights, {n for n in loaded if config.backend_for(n) in STAYS_ON_DEVICE})
+    # Cached blocks of the load that group offloading leaves reserved (model and sequential offload
+    # call empty_cache when they start); what stays on the device is allocated in every phase anyway.
+    cached = (load[0] - pinned[0], load[1] - pinned[1]) if config.is_group_offload else (0.0, 0.0)
+    if config.offload == "model":
+        share = dict.fromkeys(weights, 1.0)  # one component on the device at a time, with its own activations
+    else:
+        prefetch = 2 if config.use_stream else 1
+        share = dict.fromkeys(weights, LAYER_FRACTION * prefetch)
+        if config.offload == "group_block":
+            blocks = max(shape.num_blocks, 1)
+            share[model.denoiser] = min(1.0, prefetch * config.blocks_per_group / blocks)
+    phases: dict[str, tuple[MemoryTerms, str]] = {}
+    if load != (0.0, 0.0):
+        names = ", ".join(sorted(loaded))
+        how = f"load: {names} on the device {format_size(sum(load))}"
+        phases["load"] = (_as_counted(load, 0.0, metric), how)
+    for name, w in weights.items():
+        own = (0.0, 0.0) if config.backend_for(name) in STAYS_ON_DEVICE and name in loaded else w
+        plain = own[0] * share[name] + pinned[0]
+        quant = own[1] * share[name] + pinned[1]
+        terms = _as_counted((plain, quant), acts.get(name, 0.0), metric)
+        if metric != "allocated":
+            terms = dataclasses.replace(terms, weights=terms.weights + cached[0], quantized=terms.quantized + cached[1])
+        what = "model offload" if config.offload == "model" else f"{config.offload}: resident share of"
+        how = f"{what} {name} with its activations {format_size(sum(w) * share[name] + acts.get(name, 0.0))}"
+        if pinned != (0.0, 0.0):
+            how += f", {format_size(sum(pinned))} of bitsandbytes 8-bit weights staying on the device"
+        if cached != (0.0, 0.0) and metric != "allocated":
+            how += f", {format_size(sum(cached))} of the load's blocks left reserved"
+        phases[name] = (terms, how)
+    peak = max(phases, key=lambda n: phases[n][0].total)
+    return phases[peak]
+
+
+def _loaded_on_device(model: ModelInfo, config: TrialConfig) -> set[str]:
+    """Components that ``from_pretrained`` puts on the device, whatever the later placement."""
+    if quantizes_on_device(config):  # loaded with device_map=device: the whole pipeline
+        return {c.name for c in model.components}
+    return {c.name for c in model.components if config.backend_for(c.name) in LOADS_ON_DEVICE}
+
+
+def _sum_weights(weights: dict[str, tuple[float, float]], names: set[str]) -> tuple[float, float]:
+    return (sum(weights[n][0] for n in names if n in weights), sum(weights[n][1] for n in names if n in weights))
+
+
+def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape, vae_tiling: bool = False) -> dict[str, float]:
+    """Peak activation bytes per component that has notable ones (the denoiser and the VAE).
+
+    A tiled VAE decodes one tile at a time, so its activations are those of a tile at most.
+    """
+    w = spec.workload
+    act_bytes = DTYPE_BYTES.get(spec.dtype, 2)
+    cell = shape.vae_scale_factor * shape.patch_size
+    frames = w.frames if (model.is_video and w.frames) else 1
+    latent_frames = (frames - 1) // max(shape.temporal_compression, 1) + 1
+    image_tokens = math.ceil(w.height / cell) * math.ceil(w.width / cell) * latent_frames
+    text_tokens = w.max_sequence_length or DEFAULT_TEXT_TOKENS
+    denoiser = (image_tokens + text_tokens) * shape.hidden_size * act_bytes * ACTIVATION_TENSORS
+    decode_frames = min(frames, VAE_CHUNK_FRAMES)
+    pixels = min(w.height * w.width, VAE_TILE_PIXELS) if vae_tiling else w.height * w.width
+    vae = pixels * decode_frames * shape.vae_channels * act_bytes * VAE_TENSORS
+    acts = {model.denoiser: float(denoiser)}
+    vae_name = next((c.name for c in model.components if c.role == "vae"), None)
+    if vae_name is not None:
+        acts[vae_name] = float(vae)
+    return acts
+
+
+def _shape(model: ModelInfo) -> _Shape:
+    """Architecture hints from the preset, else from the denoiser's config.json, else typical values."""
+    preset = _preset_of(model)
+    vae = _component_config(model, next((c.name for c in model.components if c.role == "vae"), None))
+    channels = _vae_channels(vae) or VAE_CHANNELS
+    if preset is not None:
+        return _Shape(
+            hidden_size=preset.hidden_size or _Shape.hidden_size,
+            num_blocks=preset.num_blocks or _Shape.num_blocks,
+            vae_scale_factor=preset.vae_scale_factor,
+            patch_size=preset.patch_size,
+            temporal_compression=preset.temporal_compression,
+            vae_channels=channels,
+        )
+    default = _Shape(temporal_compression=4 if model.is_video else 1, vae_channels=channels)
+    if model.path is None:
+        return default
+    return _shape_from_config(Path(model.path) / model.denoiser / "config.json", default)
+
+
+@functools.lru_cache(maxsize=256)
+def _component_config(model: ModelInfo, name: str | None) -> dict[str, Any]:
+    """A component's configuration: the preset's blueprint, else its ``config.json`` in the model folder.
+
+    Cached: the study predicts many configurations of one model. Callers must not modify the result.
+    """
+    if name is None:
+        return {}
+    preset = _preset_of(model)
+    if preset is not None:
+        part = next((m for m in preset.blueprint.models if m.name == name), None)
+        return dict(part.config) if part is not None else {}
+    if model.path is None:
+        return {}
+    try:
+        data = json.loads((Path(model.path) / name / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _vae_channels(config: dict[str, Any]) -> int | None:
+    """Channels entering the decoder's full-resolution stage: the second of ``block_out_channels``
+    (AutoencoderKL: the last upsampler's output), or ``base_dim x dim_mult[1]`` (Wan's VAE)."""
+    blocks = config.get("block_out_channels")
+    if isinstance(blocks, (list, tuple)) and blocks and all(isinstance(b, int) for b in blocks):
+        return int(blocks[1] if len(blocks) > 1 else blocks[0])
+    base, mult = config.get("base_dim"), config.get("dim_mult")
+    if isinstance(base, int) and isinstance(mult, (list, tuple)) and mult and all(isinstance(m, int) for m in mult):
+        return int(base * (mult[1] if len(mult) > 1 else mult[0]))
+    return None
+
+
+def _kept_params(model: ModelInfo, component: ComponentInfo) -> int:
+    """Parameters of a text encoder that quantization leaves at the dtype: the token embedding
+    (``vocab_size x width``; the backends quantize linear layers) and, in T5-family encoders, the
+    feed-forward output projections ``wo`` (transformers keeps them out of quantization:
+    ``_keep_in_fp32_modules``), 1.0 B parameters of T5-XXL and UMT5-XXL."""
+    if component.role != "text_encoder":
+        return 0
+    config = _component_config(model, component.name)
+    vocab = config.get("vocab_size")
+    width = config.get("d_model") or config.get("hidden_size")
+    if not isinstance(vocab, int) or not isinstance(width, int):
+        return 0
+    kept = vocab * width
+    d_ff, layers = config.get("d_ff"), config.get("num_layers")
+    if isinstance(d_ff, int) and isinstance(layers, int):  # T5, UMT5
+        kept += d_ff * width * layers
+    return kept
+
+
+def _preset_of(model: ModelInfo) -> Preset | None:
+    if model.source == "preset" and is_preset(model.reference):
+        return get_preset(model.reference)
+    return preset_for_hub_id(model.reference)
+
+
+def _shape_from_config(path: Path, default: _Shape) -> _Shape:
+    try:
+        config: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+    heads, head_dim = config.get("num_attention_heads"), config.get("attention_head_dim")
+    hidden = heads * head_dim if isinstance(heads, int) and isinstance(head_dim, int) else default.hidden_size
+    blocks = sum(v for k in ("num_layers", "num_single_layers") if isinstance(v := config.get(k), int))
+    patch = config.get("patch_size", default.patch_size)
+    patch = patch[-1] if isinstance(patch, list) and patch else patch
+    return _Shape(
+        hidden_size=hidden,
+        num_blocks=blocks or default.num_blocks,
+        vae_scale_factor=default.vae_scale_factor,
+        patch_size=patch if isinstance(patch, int) and patch > 0 else default.patch_size,
+        temporal_compression=default.temporal_compression,
+        vae_channels=default.vae_channels,
+    )
+
+
+# -- budget checks ---------------------------------------------------------------------------------------
+
+
+def skip_margin(correction: Correction | None) -> float:
+    """How far over the budget (a fraction) a prediction made with ``correction`` may be and still run.
+
+    Uncalibrated: ``UNCALIBRATED_MARGIN``. Calibrated: the correction's own error on the study's
+    finished trials (``Correction.error``), at least ``MARGIN_FLOOR`` and at most ``MARGIN_CAP``.
+    """
+    if correction is None or not correction.trials or correction.error is None:
+        return UNCALIBRATED_MARGIN
+    return min(max(correction.error, MARGIN_FLOOR), MARGIN_CAP)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A prediction held against the budget with the margin of the model that made it."""
+
+    predicted: int
+    budget: int
+    margin: float
+    """Fraction of the budget a prediction may exceed it by and still run (``skip_margin``)."""
+    trials: int
+    """Finished trials the prediction was calibrated on (0: uncalibrated)."""
+
+    @property
+    def over(self) -> bool:
+        """True when the prediction is over the budget by more than the margin."""
+        return self.predicted > self.budget * (1 + self.margin)
+
+    @property
+    def excess_gib(self) -> float:
+        return (self.predicted - self.budget) / GIB
+
+    def reason(self) -> str:
+        """One line for the skipped trial: the prediction, how it was made, the margin and the budget."""
+        how = f"calibrated on {self.trials} trial(s)" if self.trials else "uncalibrated"
+        return (
+            f"predicted {format_size(self.predicted)} ({how}, margin {self.margin:.0%}) is over the "
+            f"{format_size(self.budget)} budget"
+        )
+
+
+def budget_check(prediction: MemoryPrediction, budget: int, margin: float | None = None) -> BudgetCheck | None:
+    """``prediction`` against ``budget``; None when the prediction is unknown.
+
+    ``margin`` overrides the model's own (``skip_margin`` of the prediction's correction).
+    """
+    if prediction.device_bytes is None:
+        return None
+    correction = prediction.correction
+    return BudgetCheck(
+        predicted=int(prediction.device_bytes),
+        budget=budget,
+        margin=skip_margin(correction) if margin is None else margin,
+        trials=correction.trials if correction is not None else 0,
+    )
+
+
+def over_budget(prediction: MemoryPrediction, budget: int, margin: float = DEFAULT_MARGIN) -> bool:
+    """True only when the prediction is clearly over ``budget``: more than ``margin`` times it."""
+    return prediction.device_bytes is not None and over_budget_bytes(prediction.device_bytes, budget, margin)
+
+
+def over_budget_bytes(need: int, budget: int, margin: float = DEFAULT_MARGIN) -> bool:
+    """True when ``need`` bytes are more than ``margin`` times ``budget`` (the cautious check of ``prepare``)."""
+    return need > budget * margin
+
+
+def smallest_need(
+    space: SearchSpace, model: ModelInfo, spec: StudySpec, caps: Capabilities, calibration: Calibration | None = None
+) -> int | None:
+    """The smallest predicted need over every valid configuration of ``space``; None when unknown or empty.
+
+    For the error "nothing in the space can fit the budget (smallest predicted need X)".
+    """
+    best: int | None = None
+    seen: set[tuple[Any, ...]] = set()
+    # One representative per memory-relevant part of the runtime and settings (the rules that span
+    # several groups read only those parts), so that the walk stays small for a full space.
+    for config in space.iter_configs(runtime_key=_runtime_signature, settings_key=_settings_signature):
+        signature = _memory_signature(config)
+        if signature in seen:
+            continue  # compile scope and stream flags other than use_stream change nothing here
+        seen.add(signature)
+        need = predict(model, config, spec, caps, calibration).device_bytes
+        if need is None:
+            return None
+        best = need if best is None else min(best, need)
+    return best
+
+
+def _runtime_signature(config: TrialConfig) -> tuple[Any, ...]:
+    graphs = config.compile != "none" and config.compile_mode in CUDA_GRAPH_MODES
+    return (config.offload, config.blocks_per_group, config.use_stream, graphs)
+
+
+def _settings_signature(config: TrialConfig) -> tuple[Any, ...]:
+    return (config.layerwise_casting, config.vae_tiling)
+
+
+def _memory_signature(config: TrialConfig) -> tuple[Any, ...]:
+    return (config.quantization, *_runtime_signature(config), *_settings_signature(config))

@@ -1,0 +1,244 @@
+"""A typed summary of a study: the feasible Pareto front of latency against peak memory, and the rest.
+
+The CLI's ``show``, the TUI and the exporter all read this one object, so they agree on which
+trial is "best". Trials are read duck-typed (Optuna's ``FrozenTrial``), so this module needs no
+optuna import and can be tested with plain data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from qco_tune.core.config import Measurement, TrialConfig
+
+Category = Literal["front", "dominated", "infeasible", "failed", "skipped", "running", "waiting", "superseded"]
+"""``superseded``: a trial measured with fewer steps and extrapolated, since measured again at the full
+step count (the later trial, with ``remeasure_of`` set, holds the authoritative figures)."""
+
+CONFIG_ATTR = "qco.config"
+MEASUREMENT_ATTR = "qco.measurement"
+BASELINE_ATTR = "qco.baseline"
+REASON_ATTR = "qco.reason"
+STATUS_ATTR = "qco.status"
+PREDICTED_ATTR = "qco.predicted_device_bytes"
+"""The memory model's prediction of the counted peak when the trial started (calibrated on the trials before it)."""
+PREDICTED_RAW_ATTR = "qco.predicted_raw_bytes"
+"""The same prediction before calibration."""
+MEMORY_ATTR = "qco.memory_bytes"
+RETRY_OF_ATTR = "qco.retry_of"
+ATTEMPT_ATTR = "qco.attempt"
+FINGERPRINT_ATTR = "qco.fingerprint"
+REMEASURE_OF_ATTR = "qco.remeasure_of"
+"""On a trial that measured an extrapolated trial's configuration again at the full step count: its number."""
+
+
+class TrialLike(Protocol):
+    number: int
+    state: Any
+    values: list[float] | None
+    user_attrs: dict[str, Any]
+    params: dict[str, Any]
+
+    @property
+    def constraints(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as every view shows it."""
+
+    number: int
+    category: Category
+    config: TrialConfig | None
+    measurement: Measurement | None
+    latency_s: float | None
+    memory_bytes: int | None
+    """The peak that the budget counts (see ``StudySpec.memory_metric``)."""
+    baseline: str | None
+    """Name of the seeded guide recipe, when this trial is one."""
+    reason: str | None
+    predicted_bytes: int | None
+    predicted_raw_bytes: int | None = None
+    """The prediction before calibration (trials recorded before the model calibrated itself have none)."""
+    remeasure_of: int | None = None
+    """The extrapolated trial this one measured again at the full step count."""
+
+    @property
+    def feasible(self) -> bool:
+        return self.category in ("front", "dominated")
+
+
+@dataclass(frozen=True)
+class ParetoSummary:
+    """Rows of a study sorted into categories, the fastest feasible trial and the speed-ups over baselines."""
+
+    rows: tuple[TrialRow, ...]
+    budget_bytes: int | None
+    front: tuple[TrialRow, ...] = ()
+    """Feasible and not dominated, sorted by latency."""
+    best: TrialRow | None = None
+    """The fastest feasible trial."""
+    baselines: Mapping[str, TrialRow] = field(default_factory=dict)
+    speedups: Mapping[str, float] = field(default_factory=dict)
+    """Baseline latency / best latency, per seeded recipe that finished feasibly."""
+
+    def by_category(self, category: Category) -> tuple[TrialRow, ...]:
+        return tuple(r for r in self.rows if r.category == category)
+
+    def row(self, number: int) -> TrialRow | None:
+        return next((r for r in self.rows if r.number == number), None)
+
+
+def _config_of(trial: TrialLike) -> TrialConfig | None:
+    data = trial.user_attrs.get(CONFIG_ATTR)
+    try:
+        if isinstance(data, dict):
+            return TrialConfig.from_dict(data)
+        if trial.params:
+            return TrialConfig.from_params(dict(trial.params))
+    except (ValueError, TypeError):
+        return None
+    return None
+
+
+def _measurement_of(trial: TrialLike) -> Measurement | None:
+    data = trial.user_attrs.get(MEASUREMENT_ATTR)
+    if not isinstance(data, dict) or "status" not in data:
+        return None
+    try:
+        return Measurement.from_dict(data)
+    except (TypeError, ValueError):
+        return None
+
+
+def _base_category(trial: TrialLike) -> Category:
+    state = getattr(trial.state, "name", str(trial.state))
+    if state == "COMPLETE":
+        constraints = trial.constraints or {}
+        values = constraints.values() if isinstance(constraints, Mapping) else constraints
+        return "infeasible" if any(v > 0 for v in values) else "front"
+    return {"FAIL": "failed", "PRUNED": "skipped", "RUNNING": "running", "WAITING": "waiting"}.get(state, "failed")  # type: ignore[return-value]
+
+
+def row_from_trial(trial: TrialLike) -> TrialRow:
+    """A ``TrialRow`` from a finished or running Optuna trial; missing attributes become ``None``."""
+    measurement = _measurement_of(trial)
+    values = trial.values or []
+    latency = values[0] if len(values) > 0 else (measurement.latency_s if measurement else None)
+    memory = trial.user_attrs.get(MEMORY_ATTR)
+    reason = trial.user_attrs.get(REASON_ATTR) or (measurement.reason if measurement else None)
+    predicted = trial.user_attrs.get(PREDICTED_ATTR)
+    raw = trial.user_attrs.get(PREDICTED_RAW_ATTR)
+    remeasure_of = trial.user_attrs.get(REMEASURE_OF_ATTR)
+    return TrialRow(
+        number=trial.number,
+        category=_base_category(trial),
+        config=_config_of(trial),
+        measurement=measurement,
+        latency_s=float(latency) if latency is not None else None,
+        memory_bytes=int(memory) if isinstance(memory, (int, float)) else None,
+        baseline=trial.user_attrs.get(BASELINE_ATTR),
+        reason=reason,
+        predicted_bytes=int(predicted) if isinstance(predicted, (int, float)) else None,
+        predicted_raw_bytes=int(raw) if isinstance(raw, (int, float)) else None,
+        remeasure_of=remeasure_of if isinstance(remeasure_of, int) else None,
+    )
+
+
+def _dominates(a: TrialRow, b: TrialRow) -> bool:
+    assert a.latency_s is not None and b.latency_s is not None
+    am, bm = a.memory_bytes or 0, b.memory_bytes or 0
+    return a.latency_s <= b.latency_s and am <= bm and (a.latency_s < b.latency_s or am < bm)
+
+
+def _front_numbers(rows: list[TrialRow]) -> set[int]:
+    """Numbers of the rows no other row dominates (``_dominates``), in O(n log n) by a sweep over latency.
+
+    A row is dominated when a strictly faster row uses no more memory, or an equally fast one uses less.
+    """
+    front: set[int] = set()
+    ordered = sorted(rows, key=lambda r: (r.latency_s or 0.0, r.memory_bytes or 0))
+    best_before = math.inf  # least memory among rows strictly faster than the current group
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j < len(ordered) and ordered[j].latency_s == ordered[i].latency_s:
+            j += 1
+        group_least = ordered[i].memory_bytes or 0  # the group is sorted by memory
+        for row in ordered[i:j]:
+            mem = row.memory_bytes or 0
+            if best_before > mem and not group_least < mem:
+                front.add(row.number)
+        best_before = min(best_before, group_least)
+        i = j
+    return front
+
+
+def summarize(trials: Iterable[TrialLike], budget_bytes: int | None = None) -> ParetoSummary:
+    """Sort trials into front, dominated, infeasible, failed, skipped and running; find the best."""
+    rows = [row_from_trial(t) for t in trials]
+    superseded = {r.remeasure_of for r in rows if r.remeasure_of is not None and r.category in _FINISHED}
+    rows = [_with_category(r, "superseded") if r.number in superseded else r for r in rows]
+    feasible = [r for r in rows if r.category == "front" and r.latency_s is not None]
+    front_numbers = _front_numbers(feasible)
+    final = tuple(
+        _with_category(r, "front" if r.number in front_numbers else "dominated") if r.category == "front" else r
+        for r in rows
+    )
+    front = tuple(sorted((r for r in final if r.category == "front"), key=lambda r: r.latency_s or 0.0))
+    best = front[0] if front else None
+    baselines = {r.baseline: r for r in final if r.baseline and r.category != "superseded"}
+    speedups = {
+        name: row.latency_s / best.latency_s
+        for name, row in baselines.items()
+        if best is not None and row.feasible and row.latency_s and best.latency_s
+    }
+    return ParetoSummary(
+        rows=final, budget_bytes=budget_bytes, front=front, best=best, baselines=baselines, speedups=speedups
+    )
+
+
+_FINISHED = ("front", "infeasible", "failed")
+"""Base categories of a finished trial (before the front is sorted out)."""
+
+
+def _with_category(row: TrialRow, category: Category) -> TrialRow:
+    from dataclasses import replace
+
+    return replace(row, category=category)
+
+
+def row_to_dict(row: TrialRow) -> dict[str, Any]:
+    """Plain JSON-able form of a row (for ``show --json`` and recorded results)."""
+    return {
+        "number": row.number,
+        "category": row.category,
+        "configuration": row.config.describe() if row.config else None,
+        "config": row.config.to_dict() if row.config else None,
+        "baseline": row.baseline,
+        "latency_s": row.latency_s,
+        "memory_bytes": row.memory_bytes,
+        "predicted_bytes": row.predicted_bytes,
+        "predicted_raw_bytes": row.predicted_raw_bytes,
+        "predicted_error": row.predicted_bytes / row.memory_bytes - 1
+        if row.predicted_bytes is not None and row.memory_bytes
+        else None,
+        "reason": row.reason,
+        "remeasure_of": row.remeasure_of,
+        "measurement": row.measurement.to_dict() if row.measurement else None,
+    }
+
+
+def summary_to_dict(summary: ParetoSummary) -> dict[str, Any]:
+    """Plain JSON-able form of a summary: front, best, baselines with speed-ups, and every row."""
+    return {
+        "budget_bytes": summary.budget_bytes,
+        "best": summary.best.number if summary.best else None,
+        "front": [r.number for r in summary.front],
+        "speedups_over_baselines": dict(summary.speedups),
+        "baselines": {name: row.number for name, row in summary.baselines.items()},
+        "trials": [row_to_dict(r) for r in summary.rows],
+    }

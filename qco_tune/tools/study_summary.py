@@ -1,0 +1,247 @@
+"""Record a study as results: a JSON summary and a short Markdown table beside it.
+
+    python3 -m qco_tune.tools.study_summary STUDY --storage URL --out DIR [--against RECIPE]
+
+Writes ``DIR/summary.json`` and ``DIR/summary.md``: every seeded guide recipe and the configurations
+on the feasible Pareto front, each with latency, per-step time, peak memory (as the budget counts it),
+cold start (the first call) and fidelity (PSNR of the decoded output and cosine of the final latents
+against the study's unoptimised reference); the speed-up of the fastest feasible configuration over
+the recipe ``--against`` (default: the guide's "quantization + compile"), per call and per step, also
+where that recipe went over the budget; the memory model's error on the feasible trials; the first
+call of compiling trials with a cold and a warm compilation cache; the number of searched trials; and
+where it ran (GPU, driver and library versions from the study's probe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from qco_tune.core.config import format_size
+from qco_tune.search.pareto import ParetoSummary, TrialRow, row_to_dict
+
+AGAINST = "quantization + compile"
+"""The guide's recipe the headline speed-up is measured against (a fallback backend adds a suffix)."""
+VERSIONS = ("nvidia_driver", "cuda", "torch", "diffusers", "transformers", "bitsandbytes", "torchao", "optimum-quanto")
+
+
+def recipe_row(summary: ParetoSummary, name: str) -> TrialRow | None:
+    """The seeded recipe called ``name``, or ``name`` with the fallback backend's suffix (``name (torchao_int8wo)``)."""
+    for label, row in summary.baselines.items():
+        if label == name or label.startswith(f"{name} ("):
+            return row
+    return None
+
+
+def ratio(slow: float | None, fast: float | None) -> float | None:
+    return slow / fast if slow and fast else None
+
+
+def row_entry(row: TrialRow) -> dict[str, Any]:
+    m = row.measurement
+    return {
+        "number": row.number,
+        "configuration": row.config.describe() if row.config else None,
+        "recipe": row.baseline,
+        "state": row.category,
+        "latency_s": row.latency_s,
+        "step_time_s": m.step_time_s if m else None,
+        "memory_bytes": row.memory_bytes,
+        "first_call_s": m.first_call_s if m else None,
+        "psnr_db": m.psnr_db if m else None,
+        "latent_cosine": m.latent_cosine if m else None,
+        "reason": row.reason if row.category in ("failed", "skipped") else None,
+    }
+
+
+def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
+    """The study's results as one JSON-able dict (``study`` is the Optuna study as stored)."""
+    from qco_tune.cli.report import compile_cache_starts
+    from qco_tune.loop.study import CAPABILITIES_ATTR, GPU_ATTR, SPEC_ATTR, load_summary
+    from qco_tune.search.calibration import row_errors
+
+    summary = load_summary(study)
+    spec = study.user_attrs.get(SPEC_ATTR, {})
+    caps = study.user_attrs.get(CAPABILITIES_ATTR, {})
+    versions = caps.get("versions", {}) if isinstance(caps, dict) else {}
+    shown = [row for row in summary.rows if row.baseline and row.category != "superseded"]
+    shown += [row for row in summary.front if row not in shown]
+    best = summary.best
+    target = recipe_row(summary, against)
+    target_m, best_m = (target.measurement if target else None), (best.measurement if best else None)
+    searched = [
+        r for r in summary.rows if not r.baseline and r.category in ("front", "dominated", "infeasible", "failed")
+    ]
+    starts = compile_cache_starts(summary.rows)
+    return {
+        "study": study.study_name,
+        "model": spec.get("model"),
+        "workload": spec.get("workload"),
+        "budget_bytes": summary.budget_bytes,
+        "memory_metric": spec.get("memory_metric", "device"),
+        "gpu": study.user_attrs.get(GPU_ATTR),
+        "versions": {k: versions[k] for k in VERSIONS if k in versions},
+        "trials": {
+            "finished": sum(1 for r in summary.rows if r.category in ("front", "dominated", "infeasible", "failed")),
+            "searched": len(searched),
+            "searched_failed": sum(1 for r in searched if r.category == "failed"),
+            "skipped": sum(1 for r in summary.rows if r.category == "skipped"),
+        },
+        "best": row_entry(best) if best else None,
+        "headline": {
+            "against": target.baseline if target else against,
+            "against_trial": target.number if target else None,
+            "against_state": target.category if target else None,
+            "speedup": ratio(target.latency_s if target else None, best.latency_s if best else None),
+            "speedup_per_step": ratio(
+                target_m.step_time_s if target_m else None, best_m.step_time_s if best_m else None
+            ),
+        },
+        "gpu_seconds": gpu_seconds(summary),
+        "rows": [row_entry(r) for r in shown],
+        "memory_model": {
+            "feasible": row_errors(summary.rows, feasible_only=True).to_dict(),
+            "feasible_uncalibrated": row_errors(summary.rows, feasible_only=True, raw=True).to_dict(),
+        },
+        "compile_first_call_s": {
+            state: {"trials": len(v), "median": statistics.median(v) if v else None} for state, v in starts.items()
+        },
+        "all_trials": [row_to_dict(r) for r in summary.rows],
+    }
+
+
+def gpu_seconds(summary: ParetoSummary) -> dict[str, Any]:
+    """What the study's trials cost, in trial order: in all, in trials that ended out of memory, and until
+    the fastest feasible configuration had been measured (``Measurement.extra["wall_s"]``, child start to
+    result; skipped proposals cost nothing); also what trials cut off by a stop (Ctrl-C, a time limit) spent."""
+    spent = oom = cut = 0.0
+    to_best: float | None = None
+    best = summary.best.number if summary.best else None
+    for row in sorted(summary.rows, key=lambda r: r.number):
+        m = row.measurement
+        wall = (m.extra or {}).get("wall_s") if m else None
+        if not isinstance(wall, (int, float)):
+            continue
+        spent += float(wall)
+        if m is not None and m.status == "oom":
+            oom += float(wall)
+        if m is not None and m.status == "interrupted":
+            cut += float(wall)
+        if row.number == best:
+            to_best = spent
+    return {
+        "total": spent,
+        "oom": oom,
+        "oom_share": oom / spent if spent else None,
+        "interrupted": cut,
+        "to_best": to_best,
+    }
+
+
+def _s(value: float | None, digits: int = 3) -> str:
+    return f"{value:.{digits}f} s" if value is not None else "-"
+
+
+def _psnr(entry: dict[str, Any]) -> str:
+    psnr, cos = entry["psnr_db"], entry["latent_cosine"]
+    if psnr is None:
+        return "-"
+    text = "∞" if psnr == float("inf") else f"{psnr:.1f} dB"
+    return text + (f" · {cos:.4f}" if cos is not None else "")
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The summary as a short Markdown page: where, the headline, the table, the memory model."""
+    budget = format_size(data["budget_bytes"])
+    lines = [f"# {data['study']}: {data['model']} under {budget} ({data['memory_metric']} memory)", ""]
+    versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items())
+    lines += [f"{data['gpu']}; {versions}.", ""]
+    t = data["trials"]
+    lines += [
+        f"{t['finished']} trials finished ({t['searched']} searched, {t['searched_failed']} of them failed), "
+        f"{t['skipped']} proposal(s) skipped before running.",
+        "",
+    ]
+    head, best = data["headline"], data["best"]
+    if best is None:
+        lines += ["No feasible configuration.", ""]
+    elif head["speedup"] is None:
+        lines += [
+            f"Fastest feasible: #{best['number']} {best['configuration']}, {_s(best['latency_s'])}; "
+            f"the recipe {head['against']!r} has no measured latency in this study.",
+            "",
+        ]
+    else:
+        over = " (the recipe itself is over the budget)" if head["against_state"] == "infeasible" else ""
+        per_step = f", {head['speedup_per_step']:.2f}× per step" if head["speedup_per_step"] else ""
+        lines += [
+            f"**Fastest feasible: #{best['number']} {best['configuration']}: {_s(best['latency_s'])} per call, "
+            f"{head['speedup']:.2f}× faster than the guide's {head['against']!r} (#{head['against_trial']}){per_step}"
+            f"{over}.**",
+            "",
+        ]
+    spent = data["gpu_seconds"]
+    if spent["total"]:
+        reached = f", the fastest feasible reached after {spent['to_best'] / 60:.1f} min" if spent["to_best"] else ""
+        lines += [
+            f"Trial GPU time: {spent['total'] / 60:.1f} min in all{reached}; {spent['oom_share']:.0%} of it in "
+            f"trials that ran out of memory, {spent['interrupted'] / spent['total']:.0%} in trials cut off by a stop.",
+            "",
+        ]
+    lines += [
+        "| # | configuration | recipe | state | latency | s/step | peak memory | cold start | PSNR · cos |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in data["rows"]:
+        state = e["state"] if e["state"] != "failed" else f"failed: {(e['reason'] or '?')[:60]}"
+        lines.append(
+            f"| {e['number']} | {e['configuration']} | {e['recipe'] or ''} | {state} | {_s(e['latency_s'])} | "
+            f"{_s(e['step_time_s'], 4)} | {format_size(e['memory_bytes'])} | {_s(e['first_call_s'], 1)} | {_psnr(e)} |"
+        )
+    mm = data["memory_model"]["feasible"]
+    if mm["trials"]:
+        lines += [
+            "",
+            f"Memory model on the feasible trials (predicted before each ran, against measured): median error "
+            f"{mm['median_abs_error']:.0%}, worst {mm['worst_abs_error']:.0%} (#{mm['worst_trial']}), "
+            f"{mm['share_within']:.0%} within ±{mm['tolerance']:.0%} ({mm['trials']} trials).",
+        ]
+    starts = data["compile_first_call_s"]
+    if starts["cold"]["trials"] or starts["warm"]["trials"]:
+        parts = [f"{v['trials']} {k} (median {_s(v['median'], 1)})" for k, v in starts.items() if v["trials"]]
+        lines += ["", "First call of compiling trials by compilation cache: " + ", ".join(parts) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", help="the study's name")
+    parser.add_argument("--storage", required=True, help="its storage URL, e.g. sqlite:///flux16.db")
+    parser.add_argument("--out", type=Path, required=True, help="folder for summary.json and summary.md")
+    parser.add_argument("--against", default=AGAINST, help=f"the recipe of the headline speed-up ({AGAINST!r})")
+    args = parser.parse_args(argv)
+
+    from qco_tune.cli.report import load_stored_study, strict_json
+    from qco_tune.loop.study import StudyError
+    from qco_tune.store.storage import StorageError
+
+    try:
+        study = load_stored_study(args.study, args.storage)
+    except (StorageError, StudyError) as exc:  # a missing study or storage: one line, as the CLI says it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    data = summarize(study, args.against)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
+    page = markdown(data)
+    (args.out / "summary.md").write_text(page)
+    print(page, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
