@@ -6,6 +6,7 @@ The listing is headless (no torch); ``materialize`` imports the builder and runs
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from rich.console import Console
@@ -15,6 +16,35 @@ from qco_tune.core.config import format_size
 from qco_tune.core.paths import cache_dir
 from qco_tune.core.presets import PRESETS, Preset, get_preset
 from qco_tune.core.presets.cache import check_disk, is_materialized, marker, preset_folder
+
+
+class RichProgress:
+    """A rich progress bar on stderr: one tick per component built and saved."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        self._bar = Bar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task: Any = None
+
+    def start(self, title: str, total: int) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task(title, total=total)
+
+    def step(self, description: str, advance: int = 1) -> None:
+        self._bar.update(self._task, description=description, advance=advance)
+
+    def finish(self) -> None:
+        self._bar.stop()
 
 
 def _params(count: int) -> str:
@@ -70,8 +100,8 @@ def materialize(name: str, device: str) -> None:
     """Build (or find) preset ``name``'s folder; print its path on stdout, how long it took on stderr."""
     preset = get_preset(name)
     check_disk(preset.name, cache_dir())  # before torch is even imported
-    from qco_tune.measure.backends.child import import_libraries, quiet_libraries
-    from qco_tune.measure.backends.materialize import RichProgress, materialize_preset
+    from qco_tune.measure.backends.libraries import import_libraries, quiet_libraries
+    from qco_tune.measure.backends.materialize import materialize_preset
 
     quiet_libraries()
     import_libraries()

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from qco_tune.core.config import Capabilities
-from qco_tune.measure.backends import child, probe
+from qco_tune.measure.backends import libraries, probe
 
 
 @pytest.mark.slow  # imports the quantization libraries
 def test_probe_prints_capabilities(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(child, "quiet_libraries", lambda: None)  # keep this process's environment as it is
+    monkeypatch.setattr(libraries, "quiet_libraries", lambda: None)  # keep this process's environment as it is
     assert probe.main() == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from qco_tune.core.config import Measurement, TrialRequest, Workload
 from qco_tune.measure.backends import compile_cache
 from qco_tune.measure.backends.fidelity import FinalLatents
+from qco_tune.measure.backends.libraries import import_libraries, quiet_libraries
 
 if TYPE_CHECKING:
     from qco_tune.core.compile_artifacts import ArtifactKey
@@ -56,45 +57,6 @@ UNRECORDED_CALL_KWARGS = frozenset(
 def phase(name: str) -> None:
     """Tell the parent which phase the trial is in."""
     print(f"QCO-PHASE {name}", flush=True)
-
-
-def quiet_libraries() -> None:
-    """Silence download/progress chatter and deprecation noise; errors still reach stderr.
-
-    Must run before torch, diffusers and transformers are imported.
-    """
-    import warnings
-
-    for key, value in {
-        "HF_HUB_OFFLINE": "1",  # trials never download
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-        "DIFFUSERS_VERBOSITY": "error",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(key, value)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
-def import_libraries() -> None:
-    """Import torch, diffusers and transformers quietly, before anything is timed.
-
-    Imports take seconds and are the same for every configuration, so ``load_s`` excludes them.
-    torch configures its loggers on import, so its registration warnings (logged when torchao
-    imports) are silenced after torch and before diffusers.
-    """
-    import logging
-
-    import torch  # noqa: F401
-
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
 
 
 @dataclass

@@ -36,7 +36,7 @@ from qco_tune.measure.backends.presets_build import (
     default_device,
 )
 
-__all__ = ["Materialized", "PhaseProgress", "Progress", "RichProgress", "main", "materialize_preset"]
+__all__ = ["LineProgress", "Materialized", "PhaseProgress", "Progress", "main", "materialize_preset"]
 
 
 class Progress(Protocol):
@@ -65,33 +65,16 @@ class PhaseProgress(SilentProgress):
         print(f"QCO-PHASE materialize {description}", flush=True)
 
 
-class RichProgress:
-    """A rich progress bar on stderr: one tick per component built and saved."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-        from rich.progress import Progress as Bar
-
-        self._bar = Bar(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._task: Any = None
+class LineProgress(SilentProgress):
+    """Plain lines on stderr, one per component built and saved (the bar is the CLI's: ``qco-tune presets``)."""
 
     def start(self, title: str, total: int) -> None:
-        self._bar.start()
-        self._task = self._bar.add_task(title, total=total)
+        self._title, self._total, self._done = title, total, 0
+        print(f"{title}: {total} steps", file=sys.stderr, flush=True)
 
     def step(self, description: str, advance: int = 1) -> None:
-        self._bar.update(self._task, description=description, advance=advance)
-
-    def finish(self) -> None:
-        self._bar.stop()
+        self._done += advance
+        print(f"{self._title}: {self._done}/{self._total} {description}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -259,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help="preset name")
     parser.add_argument("--cache-dir", help="qco-tune cache (default: $QCO_CACHE or the XDG cache)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    parser.add_argument("--phases", action="store_true", help="report progress as QCO-PHASE lines, not a bar")
+    parser.add_argument("--phases", action="store_true", help="report progress as QCO-PHASE lines, not plain lines")
     parser.add_argument("--count", action="store_true", help="print every preset's parameter counts (meta device)")
     args = parser.parse_args(argv)
     if args.count:
@@ -268,11 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.name:
         parser.error("name a preset (or pass --count)")
     from qco_tune.core.paths import cache_dir
-    from qco_tune.measure.backends.child import import_libraries, quiet_libraries
+    from qco_tune.measure.backends.libraries import import_libraries, quiet_libraries
 
     quiet_libraries()
     import_libraries()
-    progress: Progress = PhaseProgress() if args.phases else RichProgress()
+    progress: Progress = PhaseProgress() if args.phases else LineProgress()
     result = materialize_preset(
         args.name,
         args.cache_dir or cache_dir(),

@@ -9,11 +9,12 @@ from qco_tune.calls.quantconfigs import quantizes_on_device
 from qco_tune.calls.settings import moves_after_settings
 from qco_tune.core import paths
 from qco_tune.core.config import ModelInfo, TrialConfig
+from qco_tune.measure.backends.dtypes import torch_dtype
 from qco_tune.measure.backends.materialize import materialize_preset
 from qco_tune.measure.backends.quantization import build_quantization_config
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 
 def resolve_model_path(model: ModelInfo, cache_dir: str | os.PathLike[str] | None = None) -> str:
@@ -29,18 +30,6 @@ def resolve_model_path(model: ModelInfo, cache_dir: str | os.PathLike[str] | Non
     if model.source == "hub":
         return model.reference
     raise ValueError(f"local model {model.reference!r} has no path")
-
-
-def torch_dtype(name: str | torch.dtype) -> torch.dtype:
-    """``torch.bfloat16`` from ``"bfloat16"`` (a ``torch.dtype`` passes through)."""
-    import torch
-
-    if isinstance(name, torch.dtype):
-        return name
-    value = getattr(torch, str(name).removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"not a torch dtype: {name!r}")
-    return value
 
 
 def load_pipeline(

@@ -71,7 +71,7 @@ def build_model(part: ModelPart, device: str | torch.device = "cpu", dtype: Any 
     """One model component with seeded random weights, created on ``device`` in ``dtype`` (default float32)."""
     import torch
 
-    from qco_tune.measure.backends.models import torch_dtype
+    from qco_tune.measure.backends.dtypes import torch_dtype
 
     target = torch_dtype(dtype) if dtype is not None else torch.float32
     config = _plain(part.config)

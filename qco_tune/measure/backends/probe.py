@@ -204,7 +204,7 @@ def probe() -> Capabilities:
 
 
 def main() -> int:
-    from qco_tune.measure.backends.child import quiet_libraries
+    from qco_tune.measure.backends.libraries import quiet_libraries
 
     quiet_libraries()
     print(json.dumps(probe().to_dict()), flush=True)
