@@ -14,13 +14,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from qco_tune.calls.backends import BACKEND_INFO, LIBRARIES
 from qco_tune.core.config import ModelInfo, TrialConfig
 from qco_tune.export.render import load_config
 
 ConfigSource = TrialConfig | Mapping[str, Any] | str | os.PathLike[str]
 """A ``TrialConfig``, its ``to_dict`` form, or a JSON/TOML file written by ``qco-tune export --format``."""
 
-_QUANT_METHODS = {"bnb": "bitsandbytes", "torchao": "torchao", "quanto": "quanto"}
 """``quant_method`` of the diffusers/transformers quantization config that each backend family writes."""
 
 
@@ -87,7 +87,7 @@ def check_quantized(pipe: Any, config: TrialConfig) -> None:
         if module is None:
             raise ValueError(f"the configuration quantizes {component!r}, which this pipeline does not have")
         method = _quant_method(module)
-        expected = _QUANT_METHODS[backend.split("_")[0]]
+        expected = LIBRARIES[BACKEND_INFO[backend].library].quant_method
         if method != expected:
             loaded = f"loaded with {method}" if method else "loaded without quantization"
             raise ValueError(

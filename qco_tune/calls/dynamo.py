@@ -5,12 +5,13 @@ Stdlib only: the exporter reuses it.
 
 from __future__ import annotations
 
+from qco_tune.calls.backends import backends_of
 from qco_tune.core.config import TrialConfig
 
 DENOISER_NAMES = ("transformer", "unet")
 """The pipeline attributes ``backends.compile`` compiles, in order of preference (Wan 2.2 also has transformer_2)."""
 
-BITSANDBYTES_BACKENDS = frozenset({"bnb_nf4", "bnb_fp4", "bnb_int8"})
+BITSANDBYTES_BACKENDS = backends_of("bitsandbytes")
 
 OFFLOAD_CACHE_SIZE_LIMIT = 1000
 """Offloading hooks move weights between devices, so dynamo sees new guards and recompiles often."""

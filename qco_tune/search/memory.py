@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qco_tune.calls.backends import BACKEND_INFO
 from qco_tune.calls.quantconfigs import quantizes_on_device
 from qco_tune.core.config import (
     CUDA_GRAPH_MODES,
@@ -71,19 +72,7 @@ __all__ = [
 
 GIB = 2**30
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-QUANT_BYTES_PER_PARAM = {
-    "bnb_nf4": 0.56,
-    "bnb_fp4": 0.56,
-    "bnb_int8": 1.02,
-    "torchao_int8wo": 1.02,
-    "torchao_fp8dq": 1.02,
-    "quanto_int8": 1.02,
-    "torchao_int4wo": 0.56,
-    "torchao_fp8wo": 1.02,
-    "torchao_int8dq": 1.02,
-    "quanto_int4": 0.56,
-    "quanto_fp8": 1.02,
-}
+QUANT_BYTES_PER_PARAM = {name: info.bytes_per_param for name, info in BACKEND_INFO.items()}
 """Bytes per parameter of a quantized component, scales and unquantized layers included."""
 LAYERWISE_BYTES_PER_PARAM = {"float8_e4m3fn": 1.0}
 """Bytes per parameter of the denoiser's weights under layerwise casting (stored in float8)."""
@@ -113,12 +102,12 @@ PROCESS_BASE = GIB
 LOAD_SHARD_BYTES = 10 * 10**9
 """Loading passes one checkpoint shard through host memory (``save_pretrained``'s default ``max_shard_size``
 of diffusers models: 10 GB)."""
-LOADS_ON_DEVICE = frozenset({"bnb_nf4", "bnb_fp4", "bnb_int8"})
+LOADS_ON_DEVICE = frozenset(name for name, info in BACKEND_INFO.items() if info.loads_on_device)
 """Backends whose ``from_pretrained`` quantizes on the GPU: the bitsandbytes quantizers of diffusers and
 transformers put the component on the current GPU (``update_device_map``) whatever its later placement.
 Measured on the H200 (studies of 2026-12-01, trials 4 and 5): NF4 transformer + T5 with group or model
 offload peaked at 10.26 GiB allocated, the two quantized components together, at load."""
-STAYS_ON_DEVICE = frozenset({"bnb_int8"})
+STAYS_ON_DEVICE = frozenset(name for name, info in BACKEND_INFO.items() if info.stays_on_device)
 """Backends whose weights stay on the device when the pipeline is offloaded: ``Int8Params`` keeps its
 ``CB`` (the int8 weight) on the GPU when a parent module moves it (``nn.Module._apply`` replaces the
 parameter's data, not the ``CB`` attribute), so offloading frees nothing of it (bitsandbytes 0.50).

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, backends_of
 from qco_tune.core.config import (
     ATTENTION_BACKENDS,
     COMPILE_MODES,
@@ -58,23 +59,10 @@ from qco_tune.core.config import (
 
 __all__ = ["BACKEND_LIBRARY", "RULES", "Rule", "SearchSpace", "SpaceError", "TrialLike"]
 
-BACKEND_LIBRARY: dict[str, str] = {
-    "bnb_nf4": "bitsandbytes",
-    "bnb_fp4": "bitsandbytes",
-    "bnb_int8": "bitsandbytes",
-    "torchao_int8wo": "torchao",
-    "torchao_fp8dq": "torchao",
-    "quanto_int8": "quanto",
-    "torchao_int4wo": "torchao",
-    "torchao_fp8wo": "torchao",
-    "torchao_int8dq": "torchao",
-    "quanto_int4": "quanto",
-    "quanto_fp8": "quanto",
-}
+BACKEND_LIBRARY: dict[str, str] = {name: info.library for name, info in BACKEND_INFO.items()}
 """Quantization backend → the library (as named in ``Capabilities.backends``) that provides it."""
-BNB_BACKENDS = frozenset(b for b, lib in BACKEND_LIBRARY.items() if lib == "bitsandbytes")
-QUANTO_BACKENDS = frozenset(b for b, lib in BACKEND_LIBRARY.items() if lib == "quanto")
-FP8_MIN_CAPABILITY = (8, 9)
+BNB_BACKENDS = backends_of("bitsandbytes")
+QUANTO_BACKENDS = backends_of("quanto")
 TENSOR_CORE_CAPABILITY = (8, 0)
 """Ampere: TF32 tensor cores, and torchao's int4 (tinygemm) kernel."""
 SETTINGS_KNOBS: tuple[str, ...] = tuple(SETTINGS_DEFAULTS)

@@ -95,13 +95,13 @@ def quantization_smoke(cuda: bool, backends: tuple[str, ...]) -> dict[str, str]:
     on a small bfloat16 layer here (torchao int4 is probed on CUDA only: its layout is packed there)."""
     import torch
 
+    from qco_tune.calls.backends import BACKEND_INFO
     from qco_tune.calls.quantconfigs import BACKEND_CONFIGS
-    from qco_tune.search.space import BACKEND_LIBRARY
 
     device = "cuda" if cuda else "cpu"
     failed = {}
     for backend in SMOKE_BACKENDS:
-        if BACKEND_LIBRARY[backend] not in backends or (backend == "torchao_int4wo" and not cuda):
+        if BACKEND_INFO[backend].library not in backends or (backend == "torchao_int4wo" and not cuda):
             continue
         try:
             layer = torch.nn.Sequential(torch.nn.Linear(256, 256)).to(device, torch.bfloat16)

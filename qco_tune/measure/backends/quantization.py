@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, INT4_MIN_CAPABILITY, LIBRARIES
 from qco_tune.calls.quantconfigs import Library, build_config, library_of
 from qco_tune.core.config import ModelInfo, TrialConfig
 
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from diffusers import PipelineQuantizationConfig
 
 _DTYPES = ("bfloat16", "float16", "float32")
-FP8_MIN_CAPABILITY = (8, 9)
-INT4_MIN_CAPABILITY = (8, 0)
 
 
 def build_quantization_config(
@@ -84,7 +83,7 @@ def _check_environment(backend: str, component: str, dtype: str = "bfloat16") ->
                 f"{component}: torchao_fp8dq needs compute capability >= 8.9; this GPU has "
                 f"{capability[0]}.{capability[1]}"
             )
-    module = {"bnb": "bitsandbytes", "torchao": "torchao", "quanto": "optimum.quanto"}[backend.split("_")[0]]
+    module = LIBRARIES[BACKEND_INFO[backend].library].module
     try:
         __import__(module)
     except ImportError as exc:
