@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qco_tune.core.config import Capabilities, Measurement, ModelInfo, format_size
+from qco_tune.core.keys import ATTR_PREFIX, CAPABILITIES_ATTR, GPU_ATTR, GPU_KINDS_ATTR, MODEL_ATTR, SPEC_ATTR
 from qco_tune.search.pareto import ParetoSummary, TrialRow
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def _trial_table(title: str, rows: tuple[TrialRow, ...] | list[TrialRow]) -> Tab
 
 def print_study(name: str, url: str | None) -> None:
     """``qco-tune show``: the feasible Pareto front, baselines and everything that did not make it."""
-    from qco_tune.loop.study import CAPABILITIES_ATTR, MODEL_ATTR, SPEC_ATTR, load_summary
+    from qco_tune.loop.study import load_summary
 
     study = load_stored_study(name, url)
     summary = load_summary(study)
@@ -155,7 +156,11 @@ def print_study_json(name: str, url: str | None) -> None:
     summary = load_summary(study)
     data = {
         "study": name,
-        **{key.removeprefix("qco."): value for key, value in study.user_attrs.items() if key.startswith("qco.")},
+        **{
+            key.removeprefix(ATTR_PREFIX): value
+            for key, value in study.user_attrs.items()
+            if key.startswith(ATTR_PREFIX)
+        },
         **summary_to_dict(summary),
         "memory_model": memory_model_dict(summary),
     }
@@ -362,7 +367,7 @@ def print_study_list(url: str | None) -> None:
     """``qco-tune list``: one row per study."""
     import optuna
 
-    from qco_tune.loop.study import SPEC_ATTR, load_summary
+    from qco_tune.loop.study import load_summary
     from qco_tune.store.storage import mask_url, open_storage, storage_url
 
     storage = open_storage(url)
@@ -385,7 +390,7 @@ def print_study_list(url: str | None) -> None:
         table.add_row(
             item.study_name,
             str(spec.get("model", "?")),
-            str(study.user_attrs.get("qco.gpu", "?")),
+            str(study.user_attrs.get(GPU_ATTR, "?")),
             format_size(spec.get("vram_budget")),
             str(item.n_trials),
             counts,
@@ -432,13 +437,12 @@ def print_run_result(result: RunResult) -> None:
 def print_comparison(studies: list[optuna.Study]) -> None:
     """``qco-tune compare``: matching configurations side by side, each study's front, and the differences."""
     from qco_tune.loop.crossgpu import load_comparison
-    from qco_tune.loop.study import GPU_KINDS_ATTR
 
     comparison = load_comparison(studies)
     console = _console()
     names = comparison.studies
     for study in studies:
-        kinds = study.user_attrs.get(GPU_KINDS_ATTR) or [study.user_attrs.get("qco.gpu", "?")]
+        kinds = study.user_attrs.get(GPU_KINDS_ATTR) or [study.user_attrs.get(GPU_ATTR, "?")]
         console.print(f"[bold]{study.study_name}[/]: {', '.join(map(str, kinds))}")
     table = Table(title="configurations measured in every study (speed-up against the first)", title_justify="left")
     table.add_column("configuration")

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qco_tune.core.config import TrialConfig, dict_differences
-from qco_tune.loop.study import SPEC_ATTR, StudyError, load_summary
+from qco_tune.core.keys import REPLAYED_FROM_ATTR, SPEC_ATTR
+from qco_tune.loop.study import StudyError, load_summary
 from qco_tune.search.compare import Comparison, compare_summaries
 
 if TYPE_CHECKING:
     import optuna
 
-REPLAYED_FROM_ATTR = "qco.replayed_from"
 COMPARABLE_FIELDS = ("model", "weights", "dtype", "workload", "memory_metric")
 """What two studies must share for their configurations to be compared."""
 

@@ -14,13 +14,13 @@ from typing import Any
 
 from qco_tune import __version__
 from qco_tune.core.config import ModelInfo, TrialConfig, Workload, format_size
+from qco_tune.core.keys import CALL_KWARGS_KEY, CONFIG_ATTR, GPU_ATTR, MODEL_ATTR, SPEC_ATTR
 from qco_tune.core.paths import cache_dir
 from qco_tune.core.presets import get_preset
 from qco_tune.export.render import FORMATS, ExportHeader, render
-from qco_tune.loop.study import GPU_ATTR, MODEL_ATTR, SPEC_ATTR
-from qco_tune.search.pareto import CONFIG_ATTR, TrialLike, TrialRow, row_from_trial, summarize
+from qco_tune.search.pareto import TrialLike, TrialRow, row_from_trial, summarize
 
-CALL_PARAMETERS_KEY = "call_kwargs"
+CALL_PARAMETERS_KEY = CALL_KWARGS_KEY
 """``Measurement.extra`` key where a trial records the names of the keyword arguments its pipeline call used."""
 
 

@@ -47,6 +47,27 @@ from qco_tune.core.config import (
     identity_of,
     spec_to_dict,
 )
+from qco_tune.core.keys import (
+    ATTEMPT_ATTR,
+    BASELINE_ATTR,
+    CAPABILITIES_ATTR,
+    CONFIG_ATTR,
+    FINGERPRINT_ATTR,
+    GPU_ATTR,
+    GPU_KINDS_ATTR,
+    MEASUREMENT_ATTR,
+    MEMORY_ATTR,
+    MODEL_ATTR,
+    PREDICTED_ATTR,
+    PREDICTED_HOST_ATTR,
+    PREDICTED_RAW_ATTR,
+    REASON_ATTR,
+    REMEASURE_OF_ATTR,
+    RETRY_OF_ATTR,
+    SPEC_ATTR,
+    STATUS_ATTR,
+    VERSION_ATTR,
+)
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.paths import cache_dir, compile_cache_dir
 from qco_tune.core.presets.cache import check_disk, is_materialized
@@ -54,27 +75,18 @@ from qco_tune.core.workloads import check_workload
 from qco_tune.measure.runner import TrialInterrupted, probe_capabilities, run_trial
 from qco_tune.search import memory
 from qco_tune.search.calibration import calibrate
-from qco_tune.search.pareto import (
-    ATTEMPT_ATTR,
-    BASELINE_ATTR,
-    CONFIG_ATTR,
-    FINGERPRINT_ATTR,
-    MEASUREMENT_ATTR,
-    MEMORY_ATTR,
-    PREDICTED_ATTR,
-    PREDICTED_RAW_ATTR,
-    REASON_ATTR,
-    REMEASURE_OF_ATTR,
-    RETRY_OF_ATTR,
-    STATUS_ATTR,
-    ParetoSummary,
-    row_from_trial,
-    summarize,
-)
+from qco_tune.search.pareto import ParetoSummary, row_from_trial, summarize
 from qco_tune.search.space import SearchSpace
 from qco_tune.search.steps import extrapolate, is_extrapolated
-from qco_tune.store.storage import Heartbeat, open_storage, owner_attrs, recover_stale_trials
-from qco_tune.store.storage import storage_url as resolve_storage_url
+from qco_tune.store.storage import (
+    Heartbeat,
+    open_storage,
+    owner_attrs,
+    recover_stale_trials,
+)
+from qco_tune.store.storage import (
+    storage_url as resolve_storage_url,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -82,13 +94,6 @@ if TYPE_CHECKING:
     from qco_tune.search.planner import Done
 
 GIB = 2**30
-SPEC_ATTR = "qco.spec"
-MODEL_ATTR = "qco.model"
-CAPABILITIES_ATTR = "qco.capabilities"
-GPU_ATTR = "qco.gpu"
-VERSION_ATTR = "qco.version"
-GPU_KINDS_ATTR = "qco.gpu_kinds"
-PREDICTED_HOST_ATTR = "qco.predicted_host_bytes"
 METRIC_NAMES = ["latency_s", "peak_memory_gib"]
 MAX_CONSECUTIVE_SKIPS = 25
 MAX_ATTEMPTS = 3

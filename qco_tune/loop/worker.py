@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from qco_tune.core.compile_artifacts import artifacts_root
 from qco_tune.core.config import Capabilities
+from qco_tune.core.keys import SPEC_ATTR
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.spec import spec_from_dict
 from qco_tune.loop.study import (
     FAULTS_ENV,
-    SPEC_ATTR,
     Observer,
     RunResult,
     SilentObserver,

@@ -13,26 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.keys import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    MEASUREMENT_ATTR,
+    MEMORY_ATTR,
+    PREDICTED_ATTR,
+    PREDICTED_RAW_ATTR,
+    REASON_ATTR,
+    REMEASURE_OF_ATTR,
+)
 
 Category = Literal["front", "dominated", "infeasible", "failed", "skipped", "running", "waiting", "superseded"]
 """``superseded``: a trial measured with fewer steps and extrapolated, since measured again at the full
 step count (the later trial, with ``remeasure_of`` set, holds the authoritative figures)."""
-
-CONFIG_ATTR = "qco.config"
-MEASUREMENT_ATTR = "qco.measurement"
-BASELINE_ATTR = "qco.baseline"
-REASON_ATTR = "qco.reason"
-STATUS_ATTR = "qco.status"
-PREDICTED_ATTR = "qco.predicted_device_bytes"
-"""The memory model's prediction of the counted peak when the trial started (calibrated on the trials before it)."""
-PREDICTED_RAW_ATTR = "qco.predicted_raw_bytes"
-"""The same prediction before calibration."""
-MEMORY_ATTR = "qco.memory_bytes"
-RETRY_OF_ATTR = "qco.retry_of"
-ATTEMPT_ATTR = "qco.attempt"
-FINGERPRINT_ATTR = "qco.fingerprint"
-REMEASURE_OF_ATTR = "qco.remeasure_of"
-"""On a trial that measured an extrapolated trial's configuration again at the full step count: its number."""
 
 
 class TrialLike(Protocol):

@@ -17,11 +17,9 @@ import dataclasses
 from typing import Any
 
 from qco_tune.core.config import Measurement
+from qco_tune.core.keys import EXTRAPOLATED_KEY
 
 __all__ = ["EXTRAPOLATED_KEY", "extrapolate", "extrapolate_latency", "extrapolation_of", "is_extrapolated"]
-
-EXTRAPOLATED_KEY = "extrapolated"
-"""``Measurement.extra`` key: what an extrapolated trial measured and how it was extrapolated."""
 
 
 def extrapolate_latency(latency_s: float, step_time_s: float, measured_steps: int, steps: int) -> float:

@@ -16,6 +16,13 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qco_tune.core.keys import (
+    OWNER_HOST_ATTR,
+    OWNER_PID_ATTR,
+    REASON_ATTR,
+    STATUS_ATTR,
+)
+
 if TYPE_CHECKING:
     import optuna
 
@@ -25,11 +32,6 @@ HEARTBEAT_INTERVAL_S = 20
 """How often a running trial tells the storage it is alive."""
 GRACE_PERIOD_S = 120
 """A RUNNING trial silent for this long is considered abandoned and failed."""
-
-OWNER_HOST_ATTR = "qco.host"
-OWNER_PID_ATTR = "qco.pid"
-REASON_ATTR = "qco.reason"
-STATUS_ATTR = "qco.status"
 
 
 class StorageError(RuntimeError):

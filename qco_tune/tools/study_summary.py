@@ -61,7 +61,8 @@ def row_entry(row: TrialRow) -> dict[str, Any]:
 def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
     """The study's results as one JSON-able dict (``study`` is the Optuna study as stored)."""
     from qco_tune.cli.report import compile_cache_starts
-    from qco_tune.loop.study import CAPABILITIES_ATTR, GPU_ATTR, SPEC_ATTR, load_summary
+    from qco_tune.core.keys import CAPABILITIES_ATTR, GPU_ATTR, SPEC_ATTR
+    from qco_tune.loop.study import load_summary
     from qco_tune.search.calibration import row_errors
 
     summary = load_summary(study)

@@ -22,28 +22,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from qco_tune.search.pareto import (
+from qco_tune.core.keys import (
     BASELINE_ATTR,
+    CAPABILITIES_ATTR,
     CONFIG_ATTR,
+    GPU_ATTR,
     MEASUREMENT_ATTR,
     MEMORY_ATTR,
+    MODEL_ATTR,
     PREDICTED_ATTR,
     REASON_ATTR,
+    SPEC_ATTR,
     STATUS_ATTR,
-    ParetoSummary,
-    TrialRow,
-    summarize,
 )
+from qco_tune.search.pareto import ParetoSummary, TrialRow, summarize
 
 if TYPE_CHECKING:
     import sqlalchemy
 
-# Study attributes as ``qco_tune.loop.study`` writes them (mirrored so the TUI does not import the
-# trial machinery; tests/tui check that the two agree).
-SPEC_ATTR = "qco.spec"
-MODEL_ATTR = "qco.model"
-GPU_ATTR = "qco.gpu"
-CAPABILITIES_ATTR = "qco.capabilities"
 
 FINISHED_STATES = ("COMPLETE", "FAIL", "PRUNED")
 TRIAL_ATTRS = (CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, BASELINE_ATTR, REASON_ATTR, STATUS_ATTR, PREDICTED_ATTR)

@@ -309,7 +309,7 @@ def create_fake_study(storage: Any, name: str, spec: StudySpec, model: ModelInfo
     """A FAKE study: created through Optuna with the attributes ``qco_tune.loop.study`` stores, and no trials."""
     import optuna
 
-    from qco_tune.loop.study import GPU_ATTR, MODEL_ATTR, SPEC_ATTR
+    from qco_tune.core.keys import GPU_ATTR, MODEL_ATTR, SPEC_ATTR
 
     study = optuna.create_study(study_name=name, storage=storage, directions=["minimize", "minimize"])
     study.set_user_attr(SPEC_ATTR, spec_to_dict(spec))
@@ -338,7 +338,7 @@ def add_fake_trial(
     import optuna
     from optuna.trial import TrialState
 
-    from qco_tune.search.pareto import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR, STATUS_ATTR
+    from qco_tune.core.keys import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR, STATUS_ATTR
 
     data = config.to_dict() if isinstance(config, TrialConfig) else config
     attrs: dict[str, Any] = {CONFIG_ATTR: data, STATUS_ATTR: status}

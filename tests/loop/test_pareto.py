@@ -7,7 +7,8 @@ from enum import Enum
 from typing import Any
 
 from qco_tune.core.config import Measurement, TrialConfig
-from qco_tune.search.pareto import BASELINE_ATTR, CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR, summarize
+from qco_tune.core.keys import BASELINE_ATTR, CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR
+from qco_tune.search.pareto import summarize
 
 GIB = 2**30
 

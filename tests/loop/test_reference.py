@@ -14,6 +14,7 @@ import pytest
 from loop_fakes import H100, FakeRunner
 
 from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.keys import BASELINE_ATTR
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.spec import spec_for_model
 from qco_tune.loop.study import (
@@ -28,7 +29,6 @@ from qco_tune.loop.study import (
     reference_dir,
     run_loop,
 )
-from qco_tune.search.pareto import BASELINE_ATTR
 from qco_tune.search.space import SearchSpace
 
 

@@ -8,8 +8,8 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.keys import ATTEMPT_ATTR, CONFIG_ATTR, STATUS_ATTR
 from qco_tune.loop.study import MAX_ATTEMPTS, ledger, requeue
-from qco_tune.search.pareto import ATTEMPT_ATTR, CONFIG_ATTR, STATUS_ATTR
 
 CONFIG = TrialConfig(compile="full")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.core.config import Measurement, TrialRequest, Workload
+from qco_tune.core.keys import CALL_KWARGS_KEY, COMPILE_CACHE_KEY
 from qco_tune.measure.backends import compile_cache
 from qco_tune.measure.backends.fidelity import FinalLatents
 from qco_tune.measure.backends.libraries import import_libraries, quiet_libraries
@@ -44,10 +45,6 @@ TOLERANCE = 0.05
 CONTEXT_FALLBACK_BYTES = 512 * 2**20
 """CUDA context size assumed when NVML cannot measure it (for enforcing ``memory_limit``)."""
 REASON_MAX_CHARS = 500
-CALL_KWARGS_KEY = "call_kwargs"
-"""``extra`` key of the pipeline call's argument names (``export_study.CALL_PARAMETERS_KEY`` reads it)."""
-COMPILE_CACHE_KEY = "compile_cache"
-"""``extra`` key of a compiling trial's cache: where, ``cold`` or ``warm``, files and hit/miss counters."""
 UNRECORDED_CALL_KWARGS = frozenset(
     {"generator", "output_type", "callback_on_step_end", "callback_on_step_end_tensor_inputs"}
 )
