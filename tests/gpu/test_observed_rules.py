@@ -2,7 +2,7 @@
 
 Each case runs the rule's combination with the tiny preset through the real runner and expects the
 failure the rule quotes. When a release of torch, diffusers or a quantization library fixes it, the
-case fails here, and the rule should leave `qco_tune/search/space.py`: combinations that work must not be
+case fails here, and the rule should leave `qco_tune/search/rules.py`: combinations that work must not be
 excluded.
 """
 

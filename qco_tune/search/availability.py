@@ -1,0 +1,213 @@
+"""What this machine and this model can run: the values of each knob that are available, and why not.
+
+Stdlib only. ``SearchSpace.build`` keeps the available values of each knob (Optuna's choices never
+change between trials) and reports the others with their reason; the rules (``search.rules``) use
+the same sentences for configurations that need what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, backends_of
+from qco_tune.core.config import (
+    CUDA_GRAPH_MODES,
+    GROUP_OFFLOADS,
+    SETTINGS_DEFAULTS,
+    Capabilities,
+    ComponentInfo,
+    ModelInfo,
+    QuantBackend,
+)
+
+BACKEND_LIBRARY: dict[str, str] = {name: info.library for name, info in BACKEND_INFO.items()}
+"""Quantization backend → the library (as named in ``Capabilities.backends``) that provides it."""
+BNB_BACKENDS = backends_of("bitsandbytes")
+QUANTO_BACKENDS = backends_of("quanto")
+TENSOR_CORE_CAPABILITY = (8, 0)
+"""Ampere: TF32 tensor cores, and torchao's int4 (tinygemm) kernel."""
+SETTINGS_KNOBS: tuple[str, ...] = tuple(SETTINGS_DEFAULTS)
+HALF_ONLY_ATTENTION = frozenset({"flash", "_flash_3", "sage", "_native_flash", "_native_cudnn"})
+"""Attention backends diffusers registers for bfloat16/float16 inputs only (``_check_qkv_dtype_bf16_or_fp16``)."""
+VAE_TILING_CLASSES = frozenset(
+    {
+        "AutoencoderDC",
+        "AutoencoderKL",
+        "AutoencoderKLAllegro",
+        "AutoencoderKLCogVideoX",
+        "AutoencoderKLCosmos",
+        "AutoencoderKLFlux2",
+        "AutoencoderKLHunyuanImage",
+        "AutoencoderKLHunyuanImageRefiner",
+        "AutoencoderKLHunyuanVideo",
+        "AutoencoderKLHunyuanVideo15",
+        "AutoencoderKLKVAE",
+        "AutoencoderKLKVAEVideo",
+        "AutoencoderKLLTX2Video",
+        "AutoencoderKLLTXVideo",
+        "AutoencoderKLMagvit",
+        "AutoencoderKLMiniMaxH3",
+        "AutoencoderKLMochi",
+        "AutoencoderKLQwenImage",
+        "AutoencoderKLQwenImage21",
+        "AutoencoderKLWan",
+        "AutoencoderTiny",
+        "AutoencoderVidTok",
+    }
+)
+"""VAE classes that implement both tiled and sliced decoding (``use_tiling``, ``use_slicing``) in diffusers
+0.42; ``tests/backends/test_knobs_cpu.py`` checks the table against the installed diffusers."""
+VAE_2D_CLASSES = frozenset(
+    {"AutoencoderKL", "AutoencoderDC", "AutoencoderTiny", "AutoencoderKLFlux2", "AutoencoderKLHunyuanImage"}
+)
+"""VAE classes made of 2D convolutions, whose weights take the channels-last memory format."""
+DEFAULT_BLOCKS_PER_GROUP = (1, 2)
+BOOLS = (False, True)
+QUANTIZABLE_ROLES = ("denoiser", "text_encoder")
+# The guide's quantization recipe uses bitsandbytes NF4; where that cannot run, the first of these that can.
+RECIPE_BACKENDS: tuple[QuantBackend, ...] = ("bnb_nf4", "torchao_int8wo", "quanto_int8")
+STREAM_KNOBS = ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage")
+
+
+@dataclass(frozen=True)
+class _Env:
+    """What decides whether a knob's value can run: the machine, the model and the study's dtype."""
+
+    caps: Capabilities
+    model: ModelInfo
+    dtype: str
+
+
+def _vae(model: ModelInfo) -> ComponentInfo | None:
+    return next((c for c in model.components if c.role == "vae"), None)
+
+
+def _unavailable(knob: str, value: Any, env: _Env) -> str | None:
+    """Why ``knob = value`` cannot run for this model and dtype on this machine, or None."""
+    caps = env.caps
+    if knob.startswith("quant."):
+        return _backend_unavailable(value, env) if value != "none" else None
+    if knob == "compile" and value != "none" and not caps.compile:
+        return "torch.compile cannot build kernels here (no C compiler for the CPU, or no Triton for CUDA)"
+    if knob == "compile_mode" and value in CUDA_GRAPH_MODES and not caps.cuda:
+        return "CUDA graphs need a GPU (max-autotune-no-cudagraphs searches the same kernels without them)"
+    if knob == "offload" and value != "none" and not caps.cuda:
+        return "no CUDA: offloading to the CPU the trial already runs on means nothing"
+    if knob in STREAM_KNOBS and value is True and not caps.cuda:
+        return "CUDA streams need a GPU"
+    if knob in SETTINGS_KNOBS and value != SETTINGS_DEFAULTS[knob]:
+        return _setting_unavailable(knob, value, env)
+    return None
+
+
+def _setting_unavailable(knob: str, value: Any, env: _Env) -> str | None:
+    """Why a settings knob's non-default ``value`` cannot run here, or None."""
+    caps, vae = env.caps, _vae(env.model)
+    if knob == "attention_backend":
+        if not caps.cuda:
+            return f"attention backend {value} needs a CUDA GPU (on the CPU only native attention runs)"
+        if value in HALF_ONLY_ATTENTION and env.dtype == "float32":
+            return f"attention backend {value} takes bfloat16 or float16 inputs only, and the study runs in float32"
+        unusable = dict(caps.unusable).get(f"attention_backend={value}")
+        if unusable:
+            return f"attention backend {value}: {unusable}"
+        if value not in caps.attention_backends:
+            return f"attention backend {value} was not found usable here"
+        return None
+    if knob.startswith("vae_"):
+        if vae is None:
+            return f"{env.model.reference} has no VAE"
+        if knob in ("vae_tiling", "vae_slicing") and vae.class_name not in VAE_TILING_CLASSES:
+            return f"{vae.class_name} has no {knob.removeprefix('vae_')} (enable_{knob.removeprefix('vae_')})"
+        if knob == "vae_channels_last" and vae.class_name not in VAE_2D_CLASSES:
+            return f"channels-last is a 2D memory format, and {vae.class_name} is not a 2D convolutional VAE"
+        return None
+    if knob == "tf32" and not _capability_at_least(caps, TENSOR_CORE_CAPABILITY):
+        return "TF32 needs an NVIDIA GPU of compute capability 8.0 or newer (Ampere)" + _this_one(caps)
+    return None
+
+
+def _capability_at_least(caps: Capabilities, needed: tuple[int, int]) -> bool:
+    return caps.cuda and caps.compute_capability is not None and tuple(caps.compute_capability) >= needed
+
+
+def _this_one(caps: Capabilities) -> str:
+    if caps.cuda and caps.compute_capability:
+        return f"; this one is {caps.compute_capability[0]}.{caps.compute_capability[1]}"
+    return ""
+
+
+def _backend_unavailable(backend: str, env: _Env) -> str | None:
+    caps = env.caps
+    library = BACKEND_LIBRARY[backend]
+    if library == "bitsandbytes" and not caps.cuda:
+        return "bitsandbytes needs a CUDA GPU"
+    if backend == "torchao_fp8dq" and not _fp8_capable(caps):
+        return _fp8_reason(caps)
+    if backend == "torchao_int4wo":
+        reason = _int4_reason(env)
+        if reason:
+            return reason
+    if library not in caps.backends:
+        return f"{library} is not installed (or does not work) here"
+    unusable = dict(caps.unusable).get(backend)
+    if unusable:
+        return f"{backend}: {unusable}"
+    return None
+
+
+def _int4_reason(env: _Env) -> str | None:
+    """torchao's int4 weight-only (tinygemm layout) packs on the GPU for its CUDA kernel, in bfloat16 only."""
+    if not _capability_at_least(env.caps, TENSOR_CORE_CAPABILITY):
+        return "torchao int4 (tinygemm) needs a CUDA GPU of compute capability 8.0 or newer" + _this_one(env.caps)
+    if env.dtype != "bfloat16":
+        return f"torchao int4 (tinygemm) quantizes bfloat16 weights only, and the study runs in {env.dtype}"
+    return None
+
+
+def _fp8_capable(caps: Capabilities) -> bool:
+    return caps.cuda and caps.compute_capability is not None and tuple(caps.compute_capability) >= FP8_MIN_CAPABILITY
+
+
+def _fp8_reason(caps: Capabilities) -> str:
+    need = "float8 matmuls need a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper)"
+    if caps.cuda and caps.compute_capability:
+        return f"{need}; this one is {caps.compute_capability[0]}.{caps.compute_capability[1]}"
+    return need
+
+
+def _missing_values(allowed: dict[str, tuple[Any, ...]], env: _Env) -> list[tuple[str, str]]:
+    """(knob or value, why) for what the study allows and this machine cannot run; a whole knob in one line."""
+    missing: dict[str, str] = {}
+    compiling = set(allowed["compile"]) - {"none"}
+    grouping = GROUP_OFFLOADS & set(allowed["offload"])
+    for knob, choices in allowed.items():
+        if knob in STREAM_KNOBS or (knob in ("compile_mode", "fullgraph") and not compiling):
+            continue  # said once below, or not searched anyway
+        gone = [(value, why) for value in choices if (why := _unavailable(knob, value, env))]
+        if knob in ("compile", "offload") and gone:
+            missing.setdefault(knob, gone[0][1])  # every value but "none" goes for one reason
+        elif knob == "compile_mode" and "compile" in missing:
+            continue
+        elif knob == "attention_backend":
+            for value, why in gone:
+                missing.setdefault(f"attention_backend={value}", why)
+        elif knob in SETTINGS_KNOBS:
+            if gone:
+                missing.setdefault(knob, gone[0][1])  # one other value
+        else:
+            for value, why in gone:
+                missing.setdefault(str(value), why)
+    stream_gone = _unavailable("use_stream", True, env)
+    if grouping and stream_gone:
+        missing["use_stream"] = stream_gone
+    return list(missing.items())
+
+
+def _not_quantizable(component: ComponentInfo) -> str:
+    if component.role == "vae":
+        return (
+            f"quantizing the VAE ({component.name}) is not offered: it is small and decoding is sensitive to precision"
+        )
+    return f"quantizing {component.name} ({component.role}) is not offered: only the denoiser and text encoders"

@@ -1,0 +1,315 @@
+"""The rules that make a combination invalid, each with the sentence ``qco-tune show`` reports.
+
+Stdlib only. A rule reads the configuration and the ``SearchSpace`` (the machine, the model and the
+study's restriction); those observed on a GPU say where and when.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from qco_tune.core.config import (
+    CUDA_GRAPH_MODES,
+    ComponentInfo,
+    TrialConfig,
+)
+from qco_tune.search.availability import (
+    BACKEND_LIBRARY,
+    BNB_BACKENDS,
+    QUANTIZABLE_ROLES,
+    QUANTO_BACKENDS,
+    SETTINGS_KNOBS,
+    _fp8_capable,
+    _fp8_reason,
+    _int4_reason,
+    _not_quantizable,
+    _setting_unavailable,
+)
+
+if TYPE_CHECKING:
+    from qco_tune.search.space import SearchSpace
+
+
+Group = Literal["quantization", "runtime", "settings"]
+Key = Callable[[TrialConfig], Any]
+BOTH: tuple[Group, ...] = ("quantization", "runtime")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One reason a configuration cannot run: ``broken(config, space)`` → the sentence ``reason(config, space)``."""
+
+    name: str
+    broken: Callable[[TrialConfig, SearchSpace], bool]
+    reason: Callable[[TrialConfig, SearchSpace], str]
+    scope: Group | tuple[Group, ...] = "runtime"
+    """The groups of knobs the predicate reads: quantization, runtime (compile, offload), settings."""
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return frozenset((self.scope,) if isinstance(self.scope, str) else self.scope)
+
+
+# -- the rules ---------------------------------------------------------------------------------------------
+
+
+def _backends(config: TrialConfig) -> set[str]:
+    return {b for _, b in config.quantization}
+
+
+def _components_not_in_model(config: TrialConfig, space: SearchSpace) -> list[str]:
+    names = {c.name for c in space.model.components}
+    return [c for c, _ in config.quantization if c not in names]
+
+
+def _not_quantizable_components(config: TrialConfig, space: SearchSpace) -> list[ComponentInfo]:
+    names = {c.name: c for c in space.model.components}
+    return [names[c] for c, _ in config.quantization if c in names and names[c].role not in QUANTIZABLE_ROLES]
+
+
+def _uninstalled(config: TrialConfig, space: SearchSpace) -> list[str]:
+    return sorted({BACKEND_LIBRARY[b] for b in _backends(config)} - set(space.caps.backends))
+
+
+def _outside_quantization(config: TrialConfig, space: SearchSpace) -> list[str]:
+    """Quantization in ``config`` that the study's restriction leaves out (other rules say what the machine lacks)."""
+    allowed = space._allowed
+    names = {comp.name: comp for comp in space.model.components}
+    out = []
+    for component, backend in config.quantization:
+        knob = f"quant.{component}"
+        if component not in names or names[component].role not in QUANTIZABLE_ROLES:
+            continue  # said by their own rules
+        if knob not in allowed:
+            out.append(f"{component} is not among the quantized components")
+        elif backend not in allowed[knob]:
+            out.append(f"{backend} is not among the quantization backends")
+    return out
+
+
+def _outside_runtime(config: TrialConfig, space: SearchSpace) -> list[str]:
+    """Compile and offload knobs in ``config`` that the study's restriction leaves out."""
+    allowed = space._allowed
+    params = config.canonical().to_params()
+    return [
+        f"{knob}={value} is not among {', '.join(map(str, allowed[knob]))}"
+        for knob, value in params.items()
+        if not knob.startswith("quant.") and knob not in SETTINGS_KNOBS and value not in allowed[knob]
+    ]
+
+
+def _outside_settings(config: TrialConfig, space: SearchSpace) -> list[str]:
+    """Settings in ``config`` that the study's restriction (or its defaults) leaves out."""
+    allowed = space._allowed
+    return [
+        f"{knob}={getattr(config, knob)} is not among {', '.join(map(str, allowed[knob]))}"
+        for knob in SETTINGS_KNOBS
+        if getattr(config, knob) not in allowed[knob]
+    ]
+
+
+def _settings_unavailable(config: TrialConfig, space: SearchSpace) -> list[str]:
+    return [why for knob, value in config.settings().items() if (why := _setting_unavailable(knob, value, space.env))]
+
+
+def _probed_unusable(config: TrialConfig, space: SearchSpace) -> list[str]:
+    """Backends the machine's probe found unusable, with its reason."""
+    unusable = dict(space.caps.unusable)
+    return [f"{b}: {unusable[b]}" for b in sorted(_backends(config)) if b in unusable]
+
+
+def _group_knobs_set(config: TrialConfig) -> list[str]:
+    return [k for k in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage") if getattr(config, k)]
+
+
+def _int8_offload_observed_to_run(config: TrialConfig, space: SearchSpace) -> bool:
+    """bitsandbytes int8 under group offloading as observed to run: with a stream, and not at block
+    level with an int8 denoiser (see the rule below)."""
+    int8_denoiser = config.backend_for(space.model.denoiser) == "bnb_int8"
+    return config.use_stream and not (config.offload == "group_block" and int8_denoiser)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "record_stream_without_stream",
+        lambda c, s: c.record_stream and not c.use_stream,
+        lambda c, s: "record_stream only applies when group offloading copies on a CUDA stream (use_stream)",
+    ),
+    Rule(
+        "low_cpu_mem_usage_without_stream",
+        lambda c, s: c.low_cpu_mem_usage and not c.use_stream,
+        lambda c, s: "low_cpu_mem_usage only applies when group offloading copies on a CUDA stream (use_stream)",
+    ),
+    Rule(
+        "group_knobs_without_group_offload",
+        lambda c, s: not c.is_group_offload and bool(_group_knobs_set(c)),
+        lambda c, s: f"{', '.join(_group_knobs_set(c))} only apply to group offloading, and offload is {c.offload}",
+    ),
+    Rule(
+        "blocks_per_group_without_block_offload",
+        lambda c, s: c.offload != "group_block" and c.blocks_per_group != 1,
+        lambda c, s: f"blocks_per_group only applies to group_block offloading, and offload is {c.offload}",
+    ),
+    Rule(
+        "compile_knobs_without_compile",
+        lambda c, s: c.compile == "none" and (c.compile_mode != "default" or c.fullgraph),
+        lambda c, s: "compile_mode and fullgraph only apply when compiling, and compile is none",
+    ),
+    Rule(
+        "cuda_graphs_with_offload",
+        lambda c, s: c.compile != "none" and c.compile_mode in CUDA_GRAPH_MODES and c.offload != "none",
+        lambda c, s: (
+            f"compile mode {c.compile_mode} records CUDA graphs, which replay fixed device addresses, "
+            f"and {c.offload} offloading moves the weights between calls"
+        ),
+    ),
+    Rule(
+        "sequential_offload_with_bitsandbytes",
+        lambda c, s: c.offload == "sequential" and bool(_backends(c) & BNB_BACKENDS),
+        # diffusers issue 10800: accelerate re-quantizes the already packed weights and fails with
+        # "Blockwise quantization only supports 16/32-bit floats".
+        lambda c, s: (
+            "sequential CPU offload cannot move bitsandbytes weights (accelerate tries to quantize them again)"
+        ),
+        BOTH,
+    ),
+    Rule(
+        "group_offload_with_bitsandbytes_int8",
+        lambda c, s: c.is_group_offload and "bnb_int8" in _backends(c) and not _int8_offload_observed_to_run(c, s),
+        # Observed on an H100 (torch 2.11, diffusers 0.42.1, bitsandbytes 0.50.2, 2026-11-24; the tiny
+        # FLUX preset, studies/results/rules_probe/): LLM.int8 weights under group offloading fail with
+        # "ValueError: Expected a cuda device, but got: cpu" (int8 state is left on the CPU) without a
+        # stream at either level, and at block level with an int8 denoiser even with a stream. With a
+        # stream they ran at leaf level (denoiser, or denoiser and T5) and at block level (T5 alone).
+        lambda c, s: (
+            "group offloading leaves bitsandbytes int8 state on the CPU (fails: expected a cuda device) "
+            + ("without use_stream" if not c.use_stream else "at block level with an int8 denoiser")
+        ),
+        BOTH,
+    ),
+    Rule(
+        "group_offload_with_quanto",
+        lambda c, s: c.is_group_offload and bool(_backends(c) & QUANTO_BACKENDS),
+        # Observed on an H100 (torch 2.11, diffusers 0.42.1, optimum-quanto 0.2.7, 2026-11-24): both
+        # trials of a quanto int8 transformer under block-level group offloading failed with "Expected all
+        # tensors to be on the same device, but got mat2 is on cpu" (quanto's weights were not onloaded).
+        # quanto's int4 and float8 weights are the same kind of tensor subclass (tests/gpu/test_gpu_knobs.py
+        # checks that they fail the same way).
+        lambda c, s: "group offloading does not onload quanto weights (fails: mat2 is on cpu)",
+        BOTH,
+    ),
+    Rule(
+        "fullgraph_with_group_offload",
+        lambda c, s: c.fullgraph and c.compile != "none" and c.is_group_offload,
+        # Group offloading onloads each group in a hook that diffusers wraps in torch.compiler.disable:
+        # a graph break, which fullgraph forbids. Observed on an H100 (torch 2.11, diffusers 0.42.1,
+        # 2026-11-24): bf16 regional fullgraph compile with block-level group offload failed with
+        # "torch._dynamo.exc.Unsupported: Skip inlining `torch.compiler.disable()`d function
+        # ModuleGroup.onload_"; no fullgraph trial under group offloading has ever run to the end.
+        lambda c, s: (
+            "fullgraph compilation cannot trace group offloading's onload hooks (torch.compiler.disable: a graph break)"
+        ),
+    ),
+    Rule(
+        "sequential_offload_with_quanto",
+        lambda c, s: c.offload == "sequential" and bool(_backends(c) & QUANTO_BACKENDS),
+        # diffusers issue 10526: accelerate cannot rebuild quanto's WeightQBytesTensor on the meta device.
+        lambda c, s: "sequential CPU offload cannot move quanto weights (accelerate cannot rebuild its tensors)",
+        BOTH,
+    ),
+    Rule(
+        "fp8_needs_compute_capability",
+        lambda c, s: "torchao_fp8dq" in _backends(c) and not _fp8_capable(s.caps),
+        lambda c, s: f"torchao_fp8dq: {_fp8_reason(s.caps)}",
+        "quantization",
+    ),
+    Rule(
+        "torchao_int4_needs_tinygemm",
+        lambda c, s: "torchao_int4wo" in _backends(c) and _int4_reason(s.env) is not None,
+        lambda c, s: f"torchao_int4wo: {_int4_reason(s.env)}",
+        "quantization",
+    ),
+    Rule(
+        "backend_unusable_here",
+        lambda c, s: bool(_probed_unusable(c, s)),
+        lambda c, s: "; ".join(_probed_unusable(c, s)),
+        "quantization",
+    ),
+    Rule(
+        "bitsandbytes_needs_cuda",
+        lambda c, s: bool(_backends(c) & BNB_BACKENDS) and not s.caps.cuda,
+        lambda c, s: "bitsandbytes quantization needs a CUDA GPU",
+        "quantization",
+    ),
+    Rule(
+        "offload_needs_cuda",
+        lambda c, s: c.offload != "none" and not s.caps.cuda,
+        lambda c, s: "offloading needs a CUDA GPU: without one the trial already runs on the CPU",
+    ),
+    Rule(
+        "cuda_graphs_need_cuda",
+        lambda c, s: c.compile != "none" and c.compile_mode in CUDA_GRAPH_MODES and not s.caps.cuda,
+        lambda c, s: f"compile mode {c.compile_mode} records CUDA graphs, which need a GPU",
+    ),
+    Rule(
+        "compile_unavailable",
+        lambda c, s: c.compile != "none" and not s.caps.compile,
+        lambda c, s: "torch.compile cannot build kernels on this machine",
+    ),
+    Rule(
+        "backend_not_installed",
+        lambda c, s: bool(_uninstalled(c, s)),
+        lambda c, s: f"{', '.join(_uninstalled(c, s))} is not installed (or does not work) here",
+        "quantization",
+    ),
+    Rule(
+        "component_not_in_model",
+        lambda c, s: bool(_components_not_in_model(c, s)),
+        lambda c, s: (
+            f"{s.model.reference} has no component {', '.join(_components_not_in_model(c, s))} "
+            f"(it has {', '.join(x.name for x in s.model.components)})"
+        ),
+        "quantization",
+    ),
+    Rule(
+        "component_not_quantizable",
+        lambda c, s: bool(_not_quantizable_components(c, s)),
+        lambda c, s: "; ".join(_not_quantizable(x) for x in _not_quantizable_components(c, s)),
+        "quantization",
+    ),
+    Rule(
+        "quantization_outside_study_space",
+        lambda c, s: bool(_outside_quantization(c, s)),
+        lambda c, s: "outside the study's space: " + "; ".join(_outside_quantization(c, s)),
+        "quantization",
+    ),
+    Rule(
+        "runtime_outside_study_space",
+        lambda c, s: bool(_outside_runtime(c, s)),
+        lambda c, s: "outside the study's space: " + "; ".join(_outside_runtime(c, s)),
+    ),
+    Rule(
+        "layerwise_casting_with_quantized_denoiser",
+        lambda c, s: c.layerwise_casting != "none" and c.backend_for(s.model.denoiser) != "none",
+        lambda c, s: (
+            f"layerwise casting stores the denoiser's weights in {c.layerwise_casting} itself, and "
+            f"{s.model.denoiser} is already quantized ({c.backend_for(s.model.denoiser)})"
+        ),
+        ("quantization", "settings"),
+    ),
+    Rule(
+        "setting_unavailable",
+        lambda c, s: bool(_settings_unavailable(c, s)),
+        lambda c, s: "; ".join(_settings_unavailable(c, s)),
+        "settings",
+    ),
+    Rule(
+        "settings_outside_study_space",
+        lambda c, s: bool(_outside_settings(c, s)),
+        lambda c, s: "outside the study's space: " + "; ".join(_outside_settings(c, s)),
+        "settings",
+    ),
+)
+"""Every rule a configuration can break, in the order their sentences are reported."""
