@@ -88,16 +88,16 @@ class SearchSpace:
         missing: list[tuple[str, str]],
         dtype: str = "bfloat16",
     ) -> None:
-        self.model = model
-        self.caps = caps
-        self.dtype = dtype
+        self.model: ModelInfo = model
+        self.caps: Capabilities = caps
+        self.dtype: str = dtype
         self._allowed = allowed
         """Choices per knob that the study's restriction allows, whatever this machine can run."""
         self._knobs = knobs
         """Choices per knob that are also possible here: what ``suggest`` offers."""
         self._missing = missing
         self._enumerated: list[TrialConfig] | None = None
-        self.env = _Env(caps, model, dtype)
+        self.env: _Env = _Env(caps, model, dtype)
 
     # -- building -------------------------------------------------------------------------------------
 
