@@ -38,7 +38,9 @@ from typing import Any
 
 from qco_tune.bench.grid import Grid, GridError
 from qco_tune.core.config import Measurement, TrialConfig, TrialRequest, format_size
-from qco_tune.loop.study import RunResult, SilentObserver, _Context, open_study, quiet_optuna, run_loop
+from qco_tune.loop.context import RunResult, SilentObserver, _Context
+from qco_tune.loop.setup import open_study, quiet_optuna
+from qco_tune.loop.study import run_loop
 from qco_tune.search.frontier import Point, hypervolume_2d
 from qco_tune.search.space import SearchSpace
 

@@ -24,7 +24,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from qco_tune.core.modelref import ModelError
     from qco_tune.core.presets import UnknownPreset
     from qco_tune.core.spec import SpecError
-    from qco_tune.loop.study import StudyError
+    from qco_tune.loop.context import StudyError
     from qco_tune.store.storage import StorageError
 
     return (SpecError, ModelError, UnknownPreset, StorageError, StudyError, ValueError, FileNotFoundError)

@@ -18,7 +18,7 @@ from qco_tune.search.pareto import ParetoSummary, TrialRow
 if TYPE_CHECKING:
     import optuna
 
-    from qco_tune.loop.study import RunResult
+    from qco_tune.loop.context import RunResult
 
 
 def _console() -> Console:
@@ -30,7 +30,7 @@ def load_stored_study(name: str, url: str | None) -> optuna.Study:
     """Load a study by name; ``StudyError`` naming the storage (masked) when it is not there."""
     import optuna
 
-    from qco_tune.loop.study import StudyError
+    from qco_tune.loop.context import StudyError
     from qco_tune.store.storage import mask_url, open_storage, storage_url
 
     storage = open_storage(url)
@@ -89,7 +89,7 @@ def _trial_table(title: str, rows: tuple[TrialRow, ...] | list[TrialRow]) -> Tab
 
 def print_study(name: str, url: str | None) -> None:
     """``qco-tune show``: the feasible Pareto front, baselines and everything that did not make it."""
-    from qco_tune.loop.study import load_summary
+    from qco_tune.loop.setup import load_summary
 
     study = load_stored_study(name, url)
     summary = load_summary(study)
@@ -149,7 +149,7 @@ def print_study_json(name: str, url: str | None) -> None:
     """``qco-tune show --json``: the summary plus the study's spec, model and machine."""
     import json
 
-    from qco_tune.loop.study import load_summary
+    from qco_tune.loop.setup import load_summary
     from qco_tune.search.pareto import summary_to_dict
 
     study = load_stored_study(name, url)
@@ -367,7 +367,7 @@ def print_study_list(url: str | None) -> None:
     """``qco-tune list``: one row per study."""
     import optuna
 
-    from qco_tune.loop.study import load_summary
+    from qco_tune.loop.setup import load_summary
     from qco_tune.store.storage import mask_url, open_storage, storage_url
 
     storage = open_storage(url)

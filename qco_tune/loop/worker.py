@@ -22,23 +22,11 @@ from qco_tune.core.config import Capabilities
 from qco_tune.core.keys import SPEC_ATTR
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.spec import spec_from_dict
-from qco_tune.loop.study import (
-    FAULTS_ENV,
-    Observer,
-    RunResult,
-    SilentObserver,
-    StudyError,
-    _Context,
-    check_gpu_kind,
-    gpu_kind,
-    ledger,
-    parse_faults,
-    quiet_optuna,
-    record_gpu_kind,
-    remeasure_front,
-    run_loop,
-    study_spaces,
-)
+from qco_tune.loop.context import FAULTS_ENV, Observer, RunResult, SilentObserver, StudyError, _Context, parse_faults
+from qco_tune.loop.ledger import ledger
+from qco_tune.loop.remeasure import remeasure_front
+from qco_tune.loop.setup import check_gpu_kind, gpu_kind, quiet_optuna, record_gpu_kind, study_spaces
+from qco_tune.loop.study import run_loop
 from qco_tune.store.storage import mask_url, open_storage, storage_url
 
 if TYPE_CHECKING:

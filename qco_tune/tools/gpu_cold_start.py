@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from qco_tune.core.paths import compile_cache_dir
     from qco_tune.core.presets.cache import check_disk, is_materialized
-    from qco_tune.loop.study import gpu_kind
+    from qco_tune.loop.setup import gpu_kind
     from qco_tune.measure.materializing import materialize_in_child
     from qco_tune.measure.runner import probe_capabilities
 

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     resume = args.resume if args.resume is not None else (DEFAULT_RESUME if DEFAULT_RESUME.exists() else None)
 
     from qco_tune.core.presets import get_preset
-    from qco_tune.loop.study import fingerprint
+    from qco_tune.loop.setup import fingerprint
     from qco_tune.measure.materializing import materialize_in_child
     from qco_tune.measure.runner import probe_capabilities, run_trial
     from qco_tune.search.space import SearchSpace

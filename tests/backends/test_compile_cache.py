@@ -10,7 +10,7 @@ from backend_helpers import TINY_WORKLOAD
 
 from qco_tune.core.config import Capabilities, ModelInfo, TrialConfig, TrialRequest
 from qco_tune.core.paths import compile_cache_dir
-from qco_tune.loop.study import study_compile_cache
+from qco_tune.loop.setup import study_compile_cache
 from qco_tune.measure.backends import compile_cache
 from qco_tune.measure.runner import run_trial
 

@@ -140,7 +140,9 @@ def test_the_headline_study_is_staged_too() -> None:
 
     from qco_tune.core.config import Measurement, TrialRequest
     from qco_tune.core.spec import load_spec
-    from qco_tune.loop.study import RunResult, SilentObserver, _Context, open_study, run_loop
+    from qco_tune.loop.context import RunResult, SilentObserver, _Context
+    from qco_tune.loop.setup import open_study
+    from qco_tune.loop.study import run_loop
     from qco_tune.search import memory
 
     spec = dataclasses.replace(

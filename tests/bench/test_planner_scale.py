@@ -194,7 +194,9 @@ def run_headline_loop(budget_gib: int, stop: Callable[[FakeFluxRunner], bool], h
     """The real loop (``run_loop``: Optuna, the rules, the memory model, the planner) with the fake runner."""
     import optuna
 
-    from qco_tune.loop.study import RunResult, SilentObserver, _Context, open_study, quiet_optuna, run_loop
+    from qco_tune.loop.context import RunResult, SilentObserver, _Context
+    from qco_tune.loop.setup import open_study, quiet_optuna
+    from qco_tune.loop.study import run_loop
 
     quiet_optuna()
     spec = headline(budget_gib)

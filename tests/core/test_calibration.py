@@ -261,7 +261,8 @@ def memory_model() -> ModelInfo:
 
 
 def test_the_loop_calibrates_on_finished_trials_and_says_so_when_it_skips(tmp_path: Path, flux: ModelInfo) -> None:
-    from qco_tune.loop.study import SilentObserver, _Context, _why_not_run, recalibrate
+    from qco_tune.loop.context import SilentObserver, _Context
+    from qco_tune.loop.trial import _why_not_run, recalibrate
     from qco_tune.search.space import SearchSpace
 
     flux_spec = spec("flux.1-dev", budget="20GiB")

@@ -105,7 +105,7 @@ def test_the_study_passes_its_folder_to_compiling_trials(tmp_path: Path, monkeyp
     import dataclasses
 
     from qco_tune.core.presets import get_preset
-    from qco_tune.loop import study as study_module
+    from qco_tune.loop import trial as study_module
 
     monkeypatch.setenv("QCO_CACHE", str(tmp_path / "cache"))
     spec = StudySpec(name="flux", model="tiny-flux")

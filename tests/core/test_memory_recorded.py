@@ -138,7 +138,7 @@ def test_calibrated_on_the_h200_study_the_margin_comes_from_its_residuals() -> N
 
 
 def _context(tmp_path: Path) -> Any:
-    from qco_tune.loop.study import SilentObserver, _Context
+    from qco_tune.loop.context import SilentObserver, _Context
     from qco_tune.search.space import SearchSpace
 
     path = tmp_path / DB.name
@@ -151,7 +151,7 @@ def _context(tmp_path: Path) -> Any:
 
 
 def test_the_skip_reason_states_the_prediction_the_margin_and_the_budget(tmp_path: Path) -> None:
-    from qco_tune.loop.study import _why_not_run, recalibrate
+    from qco_tune.loop.trial import _why_not_run, recalibrate
 
     ctx = _context(tmp_path)
     config = TrialConfig.from_dict(_trial("h200-16gib-#10")["config"])

@@ -17,7 +17,7 @@ from qco_tune.core.presets import get_preset
 from qco_tune.core.presets.cache import DiskSpaceError, check_disk, disk_needed
 from qco_tune.core.spec import apply_overrides, load_default_spec, parse_spec, spec_for_model, spec_from_dict
 from qco_tune.core.workloads import WorkloadError, check_workload, default_workload, geometry
-from qco_tune.loop.study import prepare
+from qco_tune.loop.setup import prepare
 
 GIB = 2**30
 

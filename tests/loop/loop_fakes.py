@@ -6,7 +6,7 @@ No child process, no GPU: each runner records the requests it is given and answe
 from __future__ import annotations
 
 from qco_tune.core.config import Capabilities, Measurement, TrialConfig, TrialRequest
-from qco_tune.loop.study import SilentObserver
+from qco_tune.loop.context import SilentObserver
 
 H100 = Capabilities(
     cuda=True,

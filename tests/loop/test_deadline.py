@@ -16,7 +16,8 @@ from loop_fakes import H100, FakeTimedRunner, Messages
 from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.spec import spec_for_model
-from qco_tune.loop.study import RunResult, _Context, run_loop
+from qco_tune.loop.context import RunResult, _Context
+from qco_tune.loop.study import run_loop
 from qco_tune.search.planner import Done
 from qco_tune.search.space import SearchSpace
 from qco_tune.search.trial_cost import expected_seconds

@@ -17,18 +17,11 @@ from qco_tune.core.config import Measurement, TrialConfig
 from qco_tune.core.keys import BASELINE_ATTR
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.spec import spec_for_model
-from qco_tune.loop.study import (
-    OFFLOAD_REFERENCE,
-    RunResult,
-    SilentObserver,
-    _Context,
-    _enqueue_offload_reference,
-    _request,
-    _tell,
-    ledger,
-    reference_dir,
-    run_loop,
-)
+from qco_tune.loop.context import OFFLOAD_REFERENCE, RunResult, SilentObserver, _Context
+from qco_tune.loop.ledger import ledger
+from qco_tune.loop.setup import reference_dir
+from qco_tune.loop.study import run_loop
+from qco_tune.loop.trial import _enqueue_offload_reference, _request, _tell
 from qco_tune.search.space import SearchSpace
 
 

@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import ATTEMPT_ATTR, CONFIG_ATTR, STATUS_ATTR
-from qco_tune.loop.study import MAX_ATTEMPTS, ledger, requeue
+from qco_tune.loop.context import MAX_ATTEMPTS
+from qco_tune.loop.ledger import ledger, requeue
 
 CONFIG = TrialConfig(compile="full")
 

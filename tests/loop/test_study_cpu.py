@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 
 from qco_tune.core.config import Capabilities
 from qco_tune.core.spec import apply_overrides, load_default_spec
-from qco_tune.loop.study import FAULTS_ENV, StudyError, run_study
+from qco_tune.loop.context import FAULTS_ENV, StudyError
+from qco_tune.loop.study import run_study
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -75,7 +75,7 @@ def test_replay_queues_the_front_once(tmp_path: Path) -> None:
 
 
 def fake_front(url: str):  # type: ignore[no-untyped-def]
-    from qco_tune.loop.study import load_summary
+    from qco_tune.loop.setup import load_summary
 
     return load_summary(optuna.load_study(study_name="on-h100", storage=url)).front
 
@@ -87,7 +87,7 @@ def test_replay_needs_both_flags(tmp_path: Path) -> None:
 
 
 def test_compare_suggests_a_replay_only_for_front_configurations_missing_elsewhere(tmp_path: Path) -> None:
-    from qco_tune.loop.study import load_summary
+    from qco_tune.loop.setup import load_summary
     from qco_tune.search.compare import compare_summaries
 
     url = two_gpus(tmp_path)

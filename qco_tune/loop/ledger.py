@@ -1,0 +1,159 @@
+"""The study's ledger: which configurations ran, failed or are queued, requeueing, recovery and the plan's queue."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qco_tune.core.config import (
+    TrialConfig,
+)
+from qco_tune.core.keys import (
+    ATTEMPT_ATTR,
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    MEASUREMENT_ATTR,
+    MEMORY_ATTR,
+    REASON_ATTR,
+    REMEASURE_OF_ATTR,
+    RETRY_OF_ATTR,
+    STATUS_ATTR,
+)
+from qco_tune.loop.context import MAX_ATTEMPTS, REFERENCE_BASELINES, Observer
+from qco_tune.store.storage import (
+    recover_stale_trials,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+    from qco_tune.search.planner import Done
+
+
+@dataclass
+class Ledger:
+    """What a study has spent: configurations measured, failed or running now, and the trial count."""
+
+    keys: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Configuration key → (trial number, ``measured`` | ``failed`` | ``running``)."""
+    counted: int = 0
+    """Trials that count towards the target: finished, failed, and running elsewhere. Skipped
+    proposals, interrupted trials (which are handed back to the queue) and the reference do not count."""
+
+
+def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
+    """The study's ``Ledger``, leaving out trial number ``exclude`` (the caller's own, just asked)."""
+    from optuna.trial import TrialState
+
+    book = Ledger()
+    label = {TrialState.COMPLETE: "measured", TrialState.FAIL: "failed", TrialState.RUNNING: "running"}
+    for trial in study.get_trials(deepcopy=False, states=tuple(label)):
+        if trial.number == exclude or (trial.user_attrs.get(STATUS_ATTR) == "interrupted" and not _given_up(trial)):
+            continue
+        if trial.user_attrs.get(REMEASURE_OF_ATTR) is not None:
+            continue  # a measurement at the full step count after the search: not a trial of the target
+        data = trial.user_attrs.get(CONFIG_ATTR)
+        if trial.state == TrialState.RUNNING and not isinstance(data, dict):
+            # Asked by another process, not yet decided. One asked before ours with queued parameters
+            # (two workers may queue the same plan at once) will run them unless skipped: ours would
+            # repeat it. The later one gives way, so a configuration runs once.
+            params = trial.system_attrs.get("fixed_params")
+            if exclude is not None and trial.number < exclude and isinstance(params, dict):
+                with contextlib.suppress(ValueError, TypeError):
+                    book.keys.setdefault(TrialConfig.from_params(dict(params)).key(), (trial.number, "running"))
+            continue
+        if trial.user_attrs.get(BASELINE_ATTR) not in REFERENCE_BASELINES:
+            book.counted += 1  # the reference is measurement, not a candidate: never a trial of the target
+        if isinstance(data, dict):
+            try:
+                book.keys.setdefault(TrialConfig.from_dict(data).key(), (trial.number, label[trial.state]))
+            except ValueError:
+                continue
+    return book
+
+
+def _given_up(trial: Any) -> bool:
+    """An interrupted trial that was its configuration's last attempt: it counts, as a failure."""
+    return int(trial.user_attrs.get(ATTEMPT_ATTR, 1)) >= MAX_ATTEMPTS
+
+
+def requeue(study: optuna.Study, trial_id: int) -> None:
+    """Hand an interrupted trial's configuration back to the queue so that it is measured later,
+    unless it was the configuration's ``MAX_ATTEMPTS``-th interrupted run.
+
+    Call it once, from the process whose state change failed the trial (a state change is atomic in
+    the storage, so no two processes both requeue one trial).
+    """
+    frozen = study._storage.get_trial(trial_id)
+    if not frozen.params or _given_up(frozen):
+        return
+    attempt = int(frozen.user_attrs.get(ATTEMPT_ATTR, 1)) + 1
+    attrs: dict[str, Any] = {RETRY_OF_ATTR: frozen.number, ATTEMPT_ATTR: attempt}
+    if frozen.user_attrs.get(BASELINE_ATTR):
+        attrs[BASELINE_ATTR] = frozen.user_attrs[BASELINE_ATTR]
+    study.enqueue_trial(dict(frozen.params), user_attrs=attrs)
+
+
+def planner_trials(study: optuna.Study) -> list[Done]:
+    """The study's finished trials as the planner sees them (interrupted ones left out)."""
+    from optuna.trial import TrialState
+
+    from qco_tune.search.planner import Done
+
+    done = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        data = trial.user_attrs.get(CONFIG_ATTR)
+        if not isinstance(data, dict) or trial.user_attrs.get(STATUS_ATTR) == "interrupted":
+            continue
+        try:
+            config = TrialConfig.from_dict(data)
+        except ValueError:
+            continue
+        memory_bytes = trial.user_attrs.get(MEMORY_ATTR)
+        ok = trial.state == TrialState.COMPLETE and bool(trial.values) and memory_bytes is not None
+        measurement = trial.user_attrs.get(MEASUREMENT_ATTR) or {}
+        wall = (measurement.get("extra") or {}).get("wall_s") if isinstance(measurement, dict) else None
+        constraints = trial.constraints or {}
+        excess = constraints.values() if isinstance(constraints, dict) else constraints
+        done.append(
+            Done(
+                number=trial.number,
+                config=config,
+                latency_s=float(trial.values[0]) if ok and trial.values else None,
+                memory_bytes=float(memory_bytes) if ok and memory_bytes is not None else None,
+                feasible=ok and all(c <= 0 for c in excess),
+                seconds=float(wall) if isinstance(wall, (int, float)) else None,
+                seeded=bool(trial.user_attrs.get(BASELINE_ATTR)),
+            )
+        )
+    return done
+
+
+def _is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING)
+
+
+def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Ctrl-C between ask and tell: the asked trial must not stay RUNNING, and goes back to the queue."""
+    from optuna.trial import TrialState
+
+    try:
+        trial.set_user_attr(REASON_ATTR, "interrupted by Ctrl-C")
+        trial.set_user_attr(STATUS_ATTR, "interrupted")
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        requeue(study, trial._trial_id)
+    except Exception:  # the next run's recovery fails it instead
+        pass
+
+
+def recover(study: optuna.Study, observer: Observer) -> list[int]:
+    """Fail the trials whose owner is gone and hand their configurations back to the queue."""
+    numbers = recover_stale_trials(study)
+    for number in numbers:
+        requeue(study, study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+    if numbers:
+        observer.message(f"recovered abandoned trial(s) {', '.join(map(str, numbers))}: failed, and queued again")
+    return numbers
