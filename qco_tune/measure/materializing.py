@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qco_tune.measure.runner import PHASE_PREFIX, child_env
+from qco_tune.measure.launcher import kill_group, launch, phase_of
 
 MATERIALIZE_TIMEOUT_S = 3600.0
 
@@ -38,30 +37,22 @@ def materialize_in_child(
     timeout: float = MATERIALIZE_TIMEOUT_S,
 ) -> MaterializeResult:
     """Build (or find) preset ``name`` under ``cache_dir`` in a fresh process; its steps go to ``on_phase``."""
-    command = [sys.executable, "-m", "qco_tune.measure.backends.materialize", name, "--cache-dir", str(cache_dir)]
-    proc = subprocess.Popen(
-        [*command, "--device", device, "--phases"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        env=child_env(),
-    )
+    args = (name, "--cache-dir", str(cache_dir), "--device", device, "--phases")
+    proc = launch("qco_tune.measure.backends.materialize", *args)
     assert proc.stdout is not None
     lines: list[str] = []
     try:
         for raw in proc.stdout:
             line = raw.rstrip("\n")
-            if line.startswith(PHASE_PREFIX):
+            phase = phase_of(line)
+            if phase is not None:
                 if on_phase is not None:
-                    on_phase(line[len(PHASE_PREFIX) :].strip())
+                    on_phase(phase)
             elif line.strip():
                 lines.append(line)
         proc.wait(timeout=timeout)
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        proc.kill()
-        proc.wait()
+        kill_group(proc)
         raise
     result = next((line for line in reversed(lines) if line.startswith("{")), None)
     if proc.returncode != 0 or result is None:

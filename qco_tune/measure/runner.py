@@ -1,18 +1,16 @@
 """Runs one trial in a fresh child process and turns every way it can end into data.
 
-The parent never imports torch or initialises CUDA: the child (``qco_tune.measure.backends.child``) does
-all GPU work and writes a ``Measurement`` as JSON. Out-of-memory and exceptions come back from the
-child as data; a crash (signal), a hang (time limit) and Ctrl-C are recognised here.
+The parent never imports torch or initialises CUDA: the child (``qco_tune.measure.backends.child``,
+started by ``measure.launcher``) does all GPU work and writes a ``Measurement`` as JSON. Out-of-memory
+and exceptions come back from the child as data; a crash (signal), a hang (time limit) and Ctrl-C are
+recognised here.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-import os
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qco_tune.core.config import Capabilities, Measurement, TrialRequest
+from qco_tune.measure.launcher import kill_group, launch, phase_of, signal_name
 
-PHASE_PREFIX = "QCO-PHASE "
 OUTPUT_TAIL_LINES = 40
 PROBE_TIMEOUT_S = 300.0
 
@@ -32,46 +30,6 @@ class TrialInterrupted(KeyboardInterrupt):
     def __init__(self, measurement: Measurement) -> None:
         super().__init__("trial interrupted")
         self.measurement = measurement
-
-
-def child_env() -> dict[str, str]:
-    """The child's environment: unbuffered output, and this package importable even when not installed."""
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: Linux delivers SIGKILL to it when the parent dies (even by ``kill -9``)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    """End the child and anything it started (compile workers): TERM, then KILL."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _signal_name(returncode: int) -> str:
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
 
 
 def run_trial(
@@ -92,30 +50,18 @@ def run_trial(
         result_path = Path(tmp) / "result.json"
         request_path.write_text(json.dumps(request.to_dict()))
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qco_tune.measure.backends.child", str(request_path), str(result_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            env=child_env(),
-            # Its own session: a terminal's Ctrl-C reaches only the parent, which then ends the child.
-            start_new_session=True,
-            # A parent killed with SIGKILL must not leave a child holding the GPU.
-            preexec_fn=_die_with_parent,
-        )
+        proc = launch("qco_tune.measure.backends.child", str(request_path), str(result_path))
         reader = threading.Thread(target=_read_output, args=(proc, tail, on_phase, on_output), daemon=True)
         reader.start()
         started = time.monotonic()
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             reader.join(timeout=5)
             return _failed("timeout", f"no result after {timeout:.0f} s: killed (hang)", tail, started)
         except KeyboardInterrupt:
-            _kill_group(proc)
+            kill_group(proc)
             reader.join(timeout=5)
             raise TrialInterrupted(
                 _failed("interrupted", "interrupted by Ctrl-C; the trial's child was stopped", tail, started)
@@ -133,9 +79,10 @@ def _read_output(
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = raw.rstrip("\n")
-        if line.startswith(PHASE_PREFIX):
+        phase = phase_of(line)
+        if phase is not None:
             if on_phase is not None:
-                on_phase(line[len(PHASE_PREFIX) :].strip())
+                on_phase(phase)
             continue
         tail.append(line)
         if on_output is not None:
@@ -163,7 +110,7 @@ def _collect(returncode: int, result_path: Path, tail: collections.deque[str], s
             return Measurement.from_dict({**measurement.to_dict(), "output_tail": "\n".join(tail), "extra": extra})
         return Measurement.from_dict({**measurement.to_dict(), "extra": extra})
     if returncode < 0:
-        return _failed("crash", f"trial process crashed: killed by {_signal_name(returncode)}", tail, started)
+        return _failed("crash", f"trial process crashed: killed by {signal_name(returncode)}", tail, started)
     last = next((line for line in reversed(tail) if line.strip()), "")
     reason = f"trial process exited with code {returncode} without a result: {last}"
     return _failed("crash", reason[:300], tail, started)
@@ -171,19 +118,18 @@ def _collect(returncode: int, result_path: Path, tail: collections.deque[str], s
 
 def probe_capabilities(timeout: float = PROBE_TIMEOUT_S) -> Capabilities:
     """What this machine can run, asked of a child process so the parent never initialises CUDA."""
+    proc = launch("qco_tune.measure.backends.probe", merge_stderr=False)
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "qco_tune.measure.backends.probe"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=child_env(),
-            stdin=subprocess.DEVNULL,
-        )
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        kill_group(proc)
+        proc.communicate()
         raise RuntimeError(f"probing the GPU and libraries took over {timeout:.0f} s") from None
-    line = next((line for line in reversed(out.stdout.splitlines()) if line.startswith("{")), None)
-    if out.returncode != 0 or line is None:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    except KeyboardInterrupt:
+        kill_group(proc)
+        raise
+    line = next((line for line in reversed(stdout.splitlines()) if line.startswith("{")), None)
+    if proc.returncode != 0 or line is None:
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"probing the GPU and libraries failed: {last}")
     return Capabilities.from_dict(json.loads(line))

@@ -35,6 +35,7 @@ from qco_tune.core.keys import CALL_KWARGS_KEY, COMPILE_CACHE_KEY
 from qco_tune.measure.backends import compile_cache
 from qco_tune.measure.backends.fidelity import FinalLatents
 from qco_tune.measure.backends.libraries import import_libraries, quiet_libraries
+from qco_tune.measure.launcher import report_phase
 
 if TYPE_CHECKING:
     from qco_tune.core.compile_artifacts import ArtifactKey
@@ -53,7 +54,7 @@ UNRECORDED_CALL_KWARGS = frozenset(
 
 def phase(name: str) -> None:
     """Tell the parent which phase the trial is in."""
-    print(f"QCO-PHASE {name}", flush=True)
+    report_phase(name)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from qco_tune.measure.backends.presets_build import (
     count_parameters,
     default_device,
 )
+from qco_tune.measure.launcher import report_phase
 
 __all__ = ["LineProgress", "Materialized", "PhaseProgress", "Progress", "main", "materialize_preset"]
 
@@ -62,7 +63,7 @@ class PhaseProgress(SilentProgress):
     """Prints ``QCO-PHASE materialize <step>`` lines, which the runner shows as a trial's phase."""
 
     def step(self, description: str, advance: int = 1) -> None:
-        print(f"QCO-PHASE materialize {description}", flush=True)
+        report_phase(f"materialize {description}")
 
 
 class LineProgress(SilentProgress):
