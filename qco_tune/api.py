@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from qco_tune.calls.backends import BACKEND_INFO, LIBRARIES
-from qco_tune.core.config import ModelInfo, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ModelInfo
 from qco_tune.export.render import load_config
 
 ConfigSource = TrialConfig | Mapping[str, Any] | str | os.PathLike[str]

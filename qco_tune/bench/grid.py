@@ -29,16 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.config import (
-    Capabilities,
-    Measurement,
-    ModelInfo,
-    SpaceRestriction,
-    StudySpec,
-    TrialConfig,
-    Workload,
-    spec_to_dict,
-)
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Capabilities, Measurement, ModelInfo
+from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload, spec_to_dict
 
 FORMAT = "qco-grid"
 VERSION = 1

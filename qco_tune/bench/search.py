@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qco_tune.bench.grid import Grid, GridError
-from qco_tune.core.config import Measurement, TrialConfig, TrialRequest, format_size
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Measurement, TrialRequest
+from qco_tune.core.units import format_size
 from qco_tune.loop.context import RunResult, SilentObserver, _Context
 from qco_tune.loop.setup import open_study, quiet_optuna
 from qco_tune.loop.study import run_loop

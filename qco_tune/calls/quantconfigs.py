@@ -13,8 +13,9 @@ import importlib
 from typing import Any
 
 from qco_tune.calls.backends import BACKEND_INFO, BackendConfig, Library
-from qco_tune.core.config import ComponentInfo, TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.pycode import Call, Code, Name, Value
+from qco_tune.core.records import ComponentInfo
 
 LIBRARY_OF_ROLE: dict[str, Library] = {"denoiser": "diffusers", "vae": "diffusers", "text_encoder": "transformers"}
 """Which library's config class a component of each role takes; other roles are not quantized."""

@@ -421,7 +421,7 @@ def bench_search(
 
     from qco_tune.bench.grid import load_grid
     from qco_tune.bench.search import format_table, render_svg, run_bench
-    from qco_tune.core.config import parse_size
+    from qco_tune.core.units import parse_size
 
     names = [n.strip() for n in samplers.split(",") if n.strip()]
     if not names:

@@ -12,10 +12,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from qco_tune.core.config import format_size
 from qco_tune.core.paths import cache_dir
 from qco_tune.core.presets import PRESETS, Preset, get_preset
 from qco_tune.core.presets.cache import check_disk, is_materialized, marker, preset_folder
+from qco_tune.core.units import format_size
 
 
 class RichProgress:

@@ -9,7 +9,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from qco_tune.core.config import Measurement, StudySpec, TrialConfig, format_size
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Measurement
+from qco_tune.core.studyspec import StudySpec
+from qco_tune.core.units import format_size
 
 
 class LiveObserver:

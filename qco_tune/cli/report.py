@@ -11,8 +11,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from qco_tune.core.config import Capabilities, Measurement, ModelInfo, format_size
 from qco_tune.core.keys import ATTR_PREFIX, CAPABILITIES_ATTR, GPU_ATTR, GPU_KINDS_ATTR, MODEL_ATTR, SPEC_ATTR
+from qco_tune.core.records import Capabilities, Measurement, ModelInfo
+from qco_tune.core.units import format_size
 from qco_tune.search.pareto import ParetoSummary, TrialRow
 
 if TYPE_CHECKING:

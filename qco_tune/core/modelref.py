@@ -19,8 +19,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.config import ComponentInfo, ComponentRole, ModelInfo
+from qco_tune.core.config import ComponentRole
 from qco_tune.core.presets import get_preset, is_preset, preset_for_hub_id, preset_names
+from qco_tune.core.records import ComponentInfo, ModelInfo
 
 __all__ = [
     "ModelError",

@@ -79,12 +79,10 @@ from qco_tune.core.config import (
     OFFLOAD_KINDS,
     QUANT_BACKENDS,
     MemoryMetric,
-    SpaceRestriction,
-    StudySpec,
-    Workload,
-    parse_size,
 )
 from qco_tune.core.presets import is_preset, preset_names, suggest_preset
+from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
+from qco_tune.core.units import parse_size
 from qco_tune.core.workloads import default_workload
 
 __all__ = [

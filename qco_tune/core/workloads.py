@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.config import ModelInfo, Workload
 from qco_tune.core.modelref import local_folder
 from qco_tune.core.presets import get_preset, is_preset, preset_for_hub_id
+from qco_tune.core.records import ModelInfo
+from qco_tune.core.studyspec import Workload
 
 __all__ = ["FAMILY_WORKLOADS", "Geometry", "WorkloadError", "check_workload", "default_workload", "geometry"]
 

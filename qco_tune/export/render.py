@@ -26,7 +26,7 @@ from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
 from qco_tune.calls.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
 from qco_tune.core.compile_artifacts import SUFFIX as ARTIFACT_SUFFIX
-from qco_tune.core.config import ModelInfo, TrialConfig, Workload, format_size
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.pycode import (
     Call,
     Code,
@@ -40,6 +40,9 @@ from qco_tune.core.pycode import (
     string_literal,
     value_node,
 )
+from qco_tune.core.records import ModelInfo
+from qco_tune.core.studyspec import Workload
+from qco_tune.core.units import format_size
 
 FORMATS: tuple[str, ...] = ("python", "json", "toml")
 DTYPES = ("bfloat16", "float16", "float32")

@@ -7,13 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from qco_tune.core.config import (
-    Capabilities,
-    Measurement,
-    ModelInfo,
-    StudySpec,
-    TrialConfig,
-)
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Capabilities, Measurement, ModelInfo
+from qco_tune.core.studyspec import StudySpec
 from qco_tune.measure.runner import run_trial
 from qco_tune.search import memory
 from qco_tune.search.pareto import ParetoSummary

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qco_tune.core.config import TrialConfig, dict_differences
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import REPLAYED_FROM_ATTR, SPEC_ATTR
+from qco_tune.core.studyspec import dict_differences
 from qco_tune.loop.context import StudyError
 from qco_tune.loop.setup import load_summary
 from qco_tune.search.compare import Comparison, compare_summaries

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from qco_tune import __version__
-from qco_tune.core.config import ModelInfo, TrialConfig, Workload, format_size
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import CALL_KWARGS_KEY, CONFIG_ATTR, GPU_ATTR, MODEL_ATTR, SPEC_ATTR
 from qco_tune.core.paths import cache_dir
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import ModelInfo
+from qco_tune.core.studyspec import Workload
+from qco_tune.core.units import format_size
 from qco_tune.export.render import FORMATS, ExportHeader, render
 from qco_tune.search.pareto import TrialLike, TrialRow, row_from_trial, summarize
 

@@ -9,16 +9,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qco_tune.core.config import (
-    Capabilities,
-    ModelInfo,
-    StudySpec,
-    Workload,
-    dict_differences,
-    format_size,
-    identity_of,
-    spec_to_dict,
-)
 from qco_tune.core.keys import (
     BASELINE_ATTR,
     CAPABILITIES_ATTR,
@@ -31,6 +21,9 @@ from qco_tune.core.keys import (
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.paths import cache_dir, compile_cache_dir
 from qco_tune.core.presets.cache import check_disk, is_materialized
+from qco_tune.core.records import Capabilities, ModelInfo
+from qco_tune.core.studyspec import StudySpec, Workload, dict_differences, identity_of, spec_to_dict
+from qco_tune.core.units import format_size
 from qco_tune.core.workloads import check_workload
 from qco_tune.loop.context import METRIC_NAMES, Observer, StudyError
 from qco_tune.measure.runner import probe_capabilities

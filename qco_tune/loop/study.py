@@ -27,13 +27,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from qco_tune.core.compile_artifacts import artifacts_root
-from qco_tune.core.config import (
-    Capabilities,
-    StudySpec,
-)
 from qco_tune.core.keys import (
     BASELINE_ATTR,
 )
+from qco_tune.core.records import Capabilities
+from qco_tune.core.studyspec import StudySpec
 from qco_tune.loop.context import (
     FAULTS_ENV,
     MAX_CONSECUTIVE_SKIPS,

@@ -7,13 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.core.compile_artifacts import study_artifacts_dir
-from qco_tune.core.config import (
-    Measurement,
-    StudySpec,
-    TrialConfig,
-    TrialRequest,
-    format_size,
-)
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import (
     BASELINE_ATTR,
     CONFIG_ATTR,
@@ -27,6 +21,9 @@ from qco_tune.core.keys import (
     STATUS_ATTR,
 )
 from qco_tune.core.paths import cache_dir
+from qco_tune.core.records import Measurement, TrialRequest
+from qco_tune.core.studyspec import StudySpec
+from qco_tune.core.units import format_size
 from qco_tune.loop.context import GIB, OFFLOAD_REFERENCE, PSNR_CAP, REFERENCE, REFERENCE_BASELINES, _Context
 from qco_tune.loop.ledger import Ledger, planner_trials, requeue
 from qco_tune.loop.setup import fingerprint, reference_dir, study_compile_cache, trial_workload

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.core.compile_artifacts import artifacts_root
-from qco_tune.core.config import Capabilities
 from qco_tune.core.keys import SPEC_ATTR
 from qco_tune.core.modelref import resolve_model
+from qco_tune.core.records import Capabilities
 from qco_tune.core.spec import spec_from_dict
 from qco_tune.loop.context import FAULTS_ENV, Observer, RunResult, SilentObserver, StudyError, _Context, parse_faults
 from qco_tune.loop.ledger import ledger

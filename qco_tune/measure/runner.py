@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qco_tune.core.config import Capabilities, Measurement, TrialRequest
+from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 from qco_tune.measure.launcher import kill_group, launch, phase_of, signal_name
 
 OUTPUT_TAIL_LINES = 40

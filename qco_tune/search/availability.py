@@ -11,15 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, backends_of
-from qco_tune.core.config import (
-    CUDA_GRAPH_MODES,
-    GROUP_OFFLOADS,
-    SETTINGS_DEFAULTS,
-    Capabilities,
-    ComponentInfo,
-    ModelInfo,
-    QuantBackend,
-)
+from qco_tune.core.config import CUDA_GRAPH_MODES, GROUP_OFFLOADS, SETTINGS_DEFAULTS, QuantBackend
+from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo
 
 BACKEND_LIBRARY: dict[str, str] = {name: info.library for name, info in BACKEND_INFO.items()}
 """Quantization backend → the library (as named in ``Capabilities.backends``) that provides it."""

@@ -21,7 +21,9 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from qco_tune.core.config import Capabilities, Measurement, ModelInfo, StudySpec, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Capabilities, Measurement, ModelInfo
+from qco_tune.core.studyspec import StudySpec
 from qco_tune.search.memory import GIB, Calibration, Correction, MemoryTerms, predict_terms
 from qco_tune.search.pareto import TrialRow
 

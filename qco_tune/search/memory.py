@@ -42,16 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO
 from qco_tune.calls.quantconfigs import quantizes_on_device
-from qco_tune.core.config import (
-    CUDA_GRAPH_MODES,
-    Capabilities,
-    ComponentInfo,
-    ModelInfo,
-    StudySpec,
-    TrialConfig,
-    format_size,
-)
+from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
 from qco_tune.core.presets import Preset, get_preset, is_preset, preset_for_hub_id
+from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo
+from qco_tune.core.studyspec import StudySpec
+from qco_tune.core.units import format_size
 
 if TYPE_CHECKING:
     from qco_tune.search.space import SearchSpace

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import (
     BASELINE_ATTR,
     CONFIG_ATTR,
@@ -23,6 +23,7 @@ from qco_tune.core.keys import (
     REASON_ATTR,
     REMEASURE_OF_ATTR,
 )
+from qco_tune.core.records import Measurement
 
 Category = Literal["front", "dominated", "infeasible", "failed", "skipped", "running", "waiting", "superseded"]
 """``superseded``: a trial measured with fewer steps and extrapolated, since measured again at the full

@@ -10,11 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from qco_tune.core.config import (
-    CUDA_GRAPH_MODES,
-    ComponentInfo,
-    TrialConfig,
-)
+from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
+from qco_tune.core.records import ComponentInfo
 from qco_tune.search.availability import (
     BACKEND_LIBRARY,
     BNB_BACKENDS,

@@ -45,13 +45,12 @@ from qco_tune.core.config import (
     OFFLOAD_KINDS,
     QUANT_BACKENDS,
     SETTINGS_DEFAULTS,
-    Capabilities,
     CompileMode,
-    ModelInfo,
     QuantBackend,
-    StudySpec,
     TrialConfig,
 )
+from qco_tune.core.records import Capabilities, ModelInfo
+from qco_tune.core.studyspec import StudySpec
 from qco_tune.search.availability import (
     BOOLS,
     DEFAULT_BLOCKS_PER_GROUP,

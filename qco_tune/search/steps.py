@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from qco_tune.core.config import Measurement
 from qco_tune.core.keys import EXTRAPOLATED_KEY
+from qco_tune.core.records import Measurement
 
 __all__ = ["EXTRAPOLATED_KEY", "extrapolate", "extrapolate_latency", "extrapolation_of", "is_extrapolated"]
 

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from qco_tune.core.compile_artifacts import artifact_files
-from qco_tune.core.config import Capabilities, Measurement, TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.paths import cache_dir
 from qco_tune.core.presets import UnknownPreset, get_preset
+from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 
 TARGET_RATIO = 0.30
 """Issue 12: the warm first call at 30% of the cold one or less."""

@@ -36,8 +36,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.config import QuantBackend, TrialConfig, TrialRequest, Workload
+from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import TrialRequest
+from qco_tune.core.studyspec import Workload
 from qco_tune.tools.recording import load_recorded
 
 GIB = 2**30

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.config import QuantBackend, TrialConfig, TrialRequest, Workload
+from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import TrialRequest
+from qco_tune.core.studyspec import Workload
 from qco_tune.measure.runner import run_trial
 
 WORKLOAD = Workload(height=128, width=128, steps=2, guidance=3.5, max_sequence_length=32)

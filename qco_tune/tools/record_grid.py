@@ -53,7 +53,8 @@ from qco_tune.bench.grid import (
     in_grid,
     recorded_keys,
 )
-from qco_tune.core.config import TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import TrialRequest
 
 RESULTS = Path("studies", "results")
 """Where the records live, from the repository root (the tools run there)."""

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.config import format_size
+from qco_tune.core.units import format_size
 from qco_tune.search.pareto import ParetoSummary, TrialRow, row_to_dict
 
 AGAINST = "quantization + compile"

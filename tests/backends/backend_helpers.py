@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qco_tune.core.config import Measurement, TrialRequest, Workload
+from qco_tune.core.records import Measurement, TrialRequest
+from qco_tune.core.studyspec import Workload
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_WORKLOAD = Workload(height=64, width=64, steps=2, guidance=3.5, max_sequence_length=32)

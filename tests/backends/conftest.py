@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.core.config import ModelInfo
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import ModelInfo
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from qco_tune.core.config import Capabilities, Measurement, TrialRequest
+from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 from qco_tune.tools import artifact_cold_start as tool
 
 H200 = Capabilities(cuda=True, gpu_name="NVIDIA H200", versions=(("torch", "2.11.0+cu130"), ("triton", "3.5.0")))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from backend_helpers import TINY_WORKLOAD, ChildProcess, ChildRun
 
-from qco_tune.core.config import FaultKind, ModelInfo, TrialConfig, TrialRequest
+from qco_tune.core.config import FaultKind, TrialConfig
+from qco_tune.core.records import ModelInfo, TrialRequest
 
 pytestmark = pytest.mark.slow
 

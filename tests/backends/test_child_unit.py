@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from qco_tune.core.config import Measurement, ModelInfo, TrialConfig, TrialRequest, Workload
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Measurement, ModelInfo, TrialRequest
+from qco_tune.core.studyspec import Workload
 from qco_tune.measure.backends import child
 
 

@@ -13,7 +13,8 @@ import pytest
 from backend_helpers import TINY_WORKLOAD
 
 from qco_tune.core.compile_artifacts import ArtifactKey, artifact_files, config_file_name, read_artifact, write_artifact
-from qco_tune.core.config import ModelInfo, TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ModelInfo, TrialRequest
 from qco_tune.measure.backends.artifacts import current_key, load_artifacts
 from qco_tune.measure.runner import run_trial
 

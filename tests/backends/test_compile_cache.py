@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from backend_helpers import TINY_WORKLOAD
 
-from qco_tune.core.config import Capabilities, ModelInfo, TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.paths import compile_cache_dir
+from qco_tune.core.records import Capabilities, ModelInfo, TrialRequest
 from qco_tune.loop.setup import study_compile_cache
 from qco_tune.measure.backends import compile_cache
 from qco_tune.measure.runner import run_trial
@@ -116,7 +117,7 @@ def test_the_gpu_cold_start_script_dry_run(tmp_path: Path, tiny_flux_path: Path,
 
 def test_show_counts_cold_and_warm_starts() -> None:
     from qco_tune.cli.report import compile_cache_starts
-    from qco_tune.core.config import Measurement
+    from qco_tune.core.records import Measurement
     from qco_tune.search.pareto import TrialRow
 
     def row(number: int, state: str | None, first: float, status: str = "ok") -> TrialRow:

@@ -13,8 +13,9 @@ import pytest
 import torch
 from backend_helpers import run_child
 
-from qco_tune.core.config import Measurement, TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import Measurement, TrialRequest
 from qco_tune.measure.backends import fidelity
 
 

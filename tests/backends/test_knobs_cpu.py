@@ -17,7 +17,8 @@ import pytest
 from backend_helpers import TINY_WORKLOAD, ChildProcess, ChildRun
 
 import qco_tune
-from qco_tune.core.config import ModelInfo, TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ModelInfo, TrialRequest
 from qco_tune.search.availability import VAE_2D_CLASSES, VAE_TILING_CLASSES
 
 torch = pytest.importorskip("torch")

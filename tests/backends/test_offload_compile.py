@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from qco_tune.core.config import ModelInfo, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ModelInfo
 from qco_tune.measure.backends.apply import apply_config
 from qco_tune.measure.backends.compile import apply_compile, find_denoiser
 from qco_tune.measure.backends.offload import apply_offload, group_offload_kwargs

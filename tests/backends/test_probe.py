@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from qco_tune.core.config import Capabilities
+from qco_tune.core.records import Capabilities
 from qco_tune.measure.backends import libraries, probe
 
 

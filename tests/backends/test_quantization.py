@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from qco_tune.core.config import ComponentInfo, ModelInfo, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ComponentInfo, ModelInfo
 from qco_tune.measure.backends.quantization import build_quantization_config
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")

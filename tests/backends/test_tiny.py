@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from qco_tune.core.config import ModelInfo
+from qco_tune.core.records import ModelInfo
 from qco_tune.measure.backends import tiny
 
 pytestmark = pytest.mark.slow  # builds and runs torch models (a few seconds)

@@ -12,7 +12,8 @@ never help: another attention backend or a VAE setting costs 2 % and no memory.
 
 from __future__ import annotations
 
-from qco_tune.core.config import Measurement, ModelInfo, TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Measurement, ModelInfo, TrialRequest
 
 GIB = 2**30
 EAGER_STEP = {"none": 0.184, "bnb_nf4": 0.186, "torchao_fp8dq": 0.352}

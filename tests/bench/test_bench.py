@@ -23,7 +23,8 @@ from qco_tune.bench.grid import (
     synthetic_grid,
 )
 from qco_tune.cli.main import cli
-from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Measurement
 from qco_tune.search.frontier import hypervolume_2d, pareto_points
 
 GIB = 2**30

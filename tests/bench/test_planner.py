@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from qco_tune.bench.grid import grid_spec
-from qco_tune.core.config import Capabilities, TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import Capabilities
 from qco_tune.search import planner
 from qco_tune.search.planner import Done, plan_next, stage_of
 from qco_tune.search.space import SearchSpace
@@ -138,7 +139,7 @@ def test_the_headline_study_is_staged_too() -> None:
     """
     import optuna
 
-    from qco_tune.core.config import Measurement, TrialRequest
+    from qco_tune.core.records import Measurement, TrialRequest
     from qco_tune.core.spec import load_spec
     from qco_tune.loop.context import RunResult, SilentObserver, _Context
     from qco_tune.loop.setup import open_study

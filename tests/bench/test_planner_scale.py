@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 from planner_fakes import GIB, FakeFluxRunner
 
-from qco_tune.core.config import Capabilities, SpaceRestriction, StudySpec, TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import Capabilities
 from qco_tune.core.spec import load_spec
+from qco_tune.core.studyspec import SpaceRestriction, StudySpec
 from qco_tune.search import memory
 from qco_tune.search.planner import COMPILE_KNOBS, Done, plan_next, stage_of
 from qco_tune.search.space import SearchSpace

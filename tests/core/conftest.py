@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from qco_tune.core.config import ModelInfo, StudySpec
 from qco_tune.core.modelref import resolve_model
+from qco_tune.core.records import ModelInfo
 from qco_tune.core.spec import load_default_spec
+from qco_tune.core.studyspec import StudySpec
 
 
 @pytest.fixture

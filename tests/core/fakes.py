@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qco_tune.core.config import ATTENTION_BACKENDS, Capabilities
+from qco_tune.core.config import ATTENTION_BACKENDS
+from qco_tune.core.records import Capabilities
 
 CPU = Capabilities(cuda=False, backends=("torchao", "quanto"), compile=True, host="laptop")
 """A CPU-only machine with torchao and quanto (bitsandbytes refuses to work without CUDA)."""

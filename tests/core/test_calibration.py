@@ -16,8 +16,10 @@ import pytest
 from fakes import H100
 from optuna.trial import TrialState
 
-from qco_tune.core.config import Measurement, ModelInfo, StudySpec, TrialConfig, Workload
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Measurement, ModelInfo
 from qco_tune.core.spec import parse_spec, spec_from_dict
+from qco_tune.core.studyspec import StudySpec, Workload
 from qco_tune.search import memory
 from qco_tune.search.calibration import Sample, calibrate, error_summary, fit, fit_configs, row_errors
 from qco_tune.search.memory import Calibration, Correction, MemoryTerms, predict, predict_terms
@@ -227,7 +229,7 @@ def test_error_summary() -> None:
 
 
 def _study_with_trials(url: str, flux_spec: StudySpec) -> optuna.Study:
-    from qco_tune.core.config import spec_to_dict
+    from qco_tune.core.studyspec import spec_to_dict
 
     study = optuna.create_study(study_name="mem", storage=url, directions=["minimize", "minimize"])
     study.set_user_attr("qco.spec", spec_to_dict(flux_spec))

@@ -19,7 +19,9 @@ from qco_tune.core.compile_artifacts import (
     study_artifacts_dir,
     write_artifact,
 )
-from qco_tune.core.config import Capabilities, StudySpec, TrialConfig, TrialRequest, Workload
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Capabilities, TrialRequest
+from qco_tune.core.studyspec import StudySpec, Workload
 
 H200 = ArtifactKey("NVIDIA H200", "2.11.0+cu130", "3.5.0")
 

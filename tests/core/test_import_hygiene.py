@@ -43,7 +43,7 @@ def test_the_core_imports_nothing_heavy() -> None:
         "from qco_tune.core.modelref import resolve_model\n"
         "from qco_tune.search.space import SearchSpace\n"
         "from qco_tune.search.memory import smallest_need\n"
-        "from qco_tune.core.config import Capabilities\n"
+        "from qco_tune.core.records import Capabilities\n"
         "spec = load_default_spec(); model = resolve_model(spec.model, spec.weights); caps = Capabilities()\n"
         "smallest_need(SearchSpace.build(spec, model, caps), model, spec, caps)\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"

@@ -10,18 +10,10 @@ import json
 import pytest
 from fakes import A100, CPU, H100, FakeTrial
 
-from qco_tune.core.config import (
-    SETTINGS_DEFAULTS,
-    Capabilities,
-    ComponentInfo,
-    ModelInfo,
-    StudySpec,
-    TrialConfig,
-    dict_differences,
-    identity_of,
-    spec_to_dict,
-)
+from qco_tune.core.config import SETTINGS_DEFAULTS, TrialConfig
+from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo
 from qco_tune.core.spec import SpecError, apply_overrides, parse_spec, spec_from_dict
+from qco_tune.core.studyspec import StudySpec, dict_differences, identity_of, spec_to_dict
 from qco_tune.search.memory import predict
 from qco_tune.search.space import SearchSpace
 

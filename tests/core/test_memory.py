@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from fakes import CPU, H100
 
-from qco_tune.core.config import ComponentInfo, ModelInfo, StudySpec, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ComponentInfo, ModelInfo
 from qco_tune.core.spec import parse_spec
+from qco_tune.core.studyspec import StudySpec
 from qco_tune.search import memory
 from qco_tune.search.memory import MemoryPrediction, over_budget, over_budget_bytes, predict, smallest_need
 from qco_tune.search.space import SearchSpace

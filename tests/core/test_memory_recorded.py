@@ -20,10 +20,12 @@ import optuna
 import pytest
 from fakes import H100
 
-from qco_tune.core.config import Capabilities, ModelInfo, StudySpec, TrialConfig, Workload
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import PREDICTED_ATTR, PREDICTED_RAW_ATTR
 from qco_tune.core.modelref import resolve_model
+from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.spec import parse_spec, spec_from_dict
+from qco_tune.core.studyspec import StudySpec, Workload
 from qco_tune.search import memory
 from qco_tune.search.calibration import calibrate, fit, high_quantile
 from qco_tune.search.memory import Correction, MemoryPrediction, budget_check, predict, skip_margin

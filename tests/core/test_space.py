@@ -9,9 +9,11 @@ import re
 import pytest
 from fakes import A100, CPU, H100, FakeTrial, every_suggestion
 
-from qco_tune.core.config import Capabilities, ModelInfo, QuantBackend, StudySpec, TrialConfig
+from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.modelref import resolve_model
+from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.spec import apply_overrides, load_default_spec, parse_spec
+from qco_tune.core.studyspec import StudySpec
 from qco_tune.search.space import RULES, SearchSpace, SpaceError
 
 BOOLS = (False, True)

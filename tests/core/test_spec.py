@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from qco_tune.core import spec as spec_module
-from qco_tune.core.config import SpaceRestriction, StudySpec, spec_to_dict
 from qco_tune.core.spec import (
     SpecError,
     apply_overrides,
@@ -20,6 +19,7 @@ from qco_tune.core.spec import (
     parse_spec,
     spec_from_dict,
 )
+from qco_tune.core.studyspec import SpaceRestriction, StudySpec, spec_to_dict
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 2**30

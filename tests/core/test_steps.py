@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import CONFIG_ATTR, EXTRAPOLATED_KEY, MEASUREMENT_ATTR, MEMORY_ATTR, REMEASURE_OF_ATTR
+from qco_tune.core.records import Measurement
 from qco_tune.core.spec import SpecError, apply_overrides, parse_spec
 from qco_tune.loop.setup import measured_steps, reference_dir, trial_workload
 from qco_tune.search.pareto import summarize

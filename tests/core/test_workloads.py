@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from fakes import H100
 
-from qco_tune.core.config import ModelInfo, Workload
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.presets import cache as preset_cache
 from qco_tune.core.presets import get_preset
 from qco_tune.core.presets.cache import DiskSpaceError, check_disk, disk_needed
+from qco_tune.core.records import ModelInfo
 from qco_tune.core.spec import apply_overrides, load_default_spec, parse_spec, spec_for_model, spec_from_dict
+from qco_tune.core.studyspec import Workload
 from qco_tune.core.workloads import WorkloadError, check_workload, default_workload, geometry
 from qco_tune.loop.setup import prepare
 
@@ -66,7 +67,7 @@ def test_a_new_model_on_the_command_line_brings_its_workload() -> None:
 
 def test_a_stored_spec_is_read_back_as_stored() -> None:
     spec = dataclasses.replace(parse_spec('model = "flux.1-dev"\n'), workload=Workload(steps=3))
-    from qco_tune.core.config import spec_to_dict
+    from qco_tune.core.studyspec import spec_to_dict
 
     assert spec_from_dict(spec_to_dict(spec)).workload == Workload(steps=3)
 

@@ -8,16 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qco_tune.core.config import (
-    ATTENTION_BACKENDS,
-    Capabilities,
-    ModelInfo,
-    SpaceRestriction,
-    StudySpec,
-    TrialConfig,
-    Workload,
-)
+from qco_tune.core.config import ATTENTION_BACKENDS, TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import Capabilities, ModelInfo
+from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
 from qco_tune.export.render import ExportHeader
 from qco_tune.search.space import SearchSpace
 

@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 
 from qco_tune.calls.quantconfigs import LIBRARY_OF_ROLE
-from qco_tune.core.config import ModelInfo, StudySpec, TrialConfig, spec_to_dict
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ModelInfo
+from qco_tune.core.studyspec import StudySpec, spec_to_dict
 
 # -- a recording pipeline --------------------------------------------------------------------------
 

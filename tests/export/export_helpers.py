@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from qco_tune.core.config import Workload
+from qco_tune.core.studyspec import Workload
 
 RUFF_RULES = "E,F,W,I,B,UP,SIM,RUF"
 RUFF_IGNORE = "RUF001,RUF002,RUF003"

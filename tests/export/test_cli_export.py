@@ -15,8 +15,9 @@ from click.testing import CliRunner, Result
 from export_fakes import FAKE_GPU, add_fake_trial, create_fake_study
 
 from qco_tune.cli.main import cli
-from qco_tune.core.config import CONFIG_SCHEMA_VERSION, StudySpec, TrialConfig, Workload
+from qco_tune.core.config import CONFIG_SCHEMA_VERSION, TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.studyspec import StudySpec, Workload
 
 GIB = 2**30
 BEST = TrialConfig(

@@ -18,7 +18,9 @@ from export_helpers import TINY_WORKLOAD
 
 import qco_tune
 from qco_tune.cli.main import cli
-from qco_tune.core.config import ModelInfo, StudySpec, TrialConfig, Workload
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ModelInfo
+from qco_tune.core.studyspec import StudySpec, Workload
 from qco_tune.export.render import render_json, render_python
 
 pytestmark = pytest.mark.slow

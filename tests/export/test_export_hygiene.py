@@ -16,7 +16,8 @@ def test_rendering_imports_nothing_heavy() -> None:
     code = (
         "import json, sys\n"
         "import qco_tune\n"
-        "from qco_tune.core.config import TrialConfig, Workload\n"
+        "from qco_tune.core.config import TrialConfig\n"
+        "from qco_tune.core.studyspec import Workload\n"
         "from qco_tune.export.render import render_python, render_toml\n"
         "from qco_tune.loop.export_study import prepare_export\n"
         "from qco_tune.core.presets import get_preset\n"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from export_cases import CASES
 
-from qco_tune.core.config import SpaceRestriction, StudySpec, Workload
 from qco_tune.core.presets import get_preset
+from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
 from qco_tune.export.render import render_python
 
 torch = pytest.importorskip("torch")

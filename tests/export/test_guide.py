@@ -20,8 +20,9 @@ import pytest
 from export_cases import GUIDE_WAN_NEGATIVE, GUIDE_WAN_PROMPT, NF4_FLUX
 from export_fakes import Trace, recording, run_snippet, write_model_index
 
-from qco_tune.core.config import TrialConfig, Workload
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.studyspec import Workload
 from qco_tune.export.render import render_python
 
 pytest.importorskip("diffusers")

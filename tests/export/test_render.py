@@ -12,7 +12,9 @@ import pytest
 from export_cases import FLUX_WORKLOAD, sample_space
 
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, build_config, config_call
-from qco_tune.core.config import CONFIG_SCHEMA_VERSION, ComponentInfo, ModelInfo, TrialConfig, Workload
+from qco_tune.core.config import CONFIG_SCHEMA_VERSION, TrialConfig
+from qco_tune.core.records import ComponentInfo, ModelInfo
+from qco_tune.core.studyspec import Workload
 from qco_tune.export.render import (
     ExportHeader,
     load_config,

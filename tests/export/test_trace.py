@@ -21,9 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qco_tune
-from qco_tune.core.config import ModelInfo, TrialConfig, Workload
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.modelref import read_pipeline_folder
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import ModelInfo
+from qco_tune.core.studyspec import Workload
 from qco_tune.export.render import render_python
 
 pytest.importorskip("diffusers")

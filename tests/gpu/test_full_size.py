@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import torch
 
-from qco_tune.core.config import TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.presets import get_preset
 from qco_tune.core.presets.blueprint import ModelPart
+from qco_tune.core.records import TrialRequest
 from qco_tune.measure.backends.presets_build import build_model
 from qco_tune.measure.runner import run_trial
 

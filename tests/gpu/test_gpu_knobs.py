@@ -32,18 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.core.config import (
-    ATTENTION_BACKENDS,
-    QUANT_BACKENDS,
-    Capabilities,
-    Measurement,
-    ModelInfo,
-    SpaceRestriction,
-    StudySpec,
-    TrialConfig,
-    TrialRequest,
-    Workload,
-)
+from qco_tune.core.config import ATTENTION_BACKENDS, QUANT_BACKENDS, TrialConfig
+from qco_tune.core.records import Capabilities, Measurement, ModelInfo, TrialRequest
+from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
 from qco_tune.search.space import RULES, SearchSpace
 
 torch = pytest.importorskip("torch")

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from qco_tune.core.config import TrialConfig, TrialRequest, Workload
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.presets import get_preset
+from qco_tune.core.records import TrialRequest
+from qco_tune.core.studyspec import Workload
 from qco_tune.measure.runner import run_trial
 from qco_tune.search.space import RULES
 

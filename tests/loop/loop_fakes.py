@@ -5,7 +5,8 @@ No child process, no GPU: each runner records the requests it is given and answe
 
 from __future__ import annotations
 
-from qco_tune.core.config import Capabilities, Measurement, TrialConfig, TrialRequest
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 from qco_tune.loop.context import SilentObserver
 
 H100 = Capabilities(

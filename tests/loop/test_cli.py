@@ -149,8 +149,9 @@ def test_show_has_a_fidelity_column(tmp_path: Path) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from qco_tune.core.config import TrialConfig, spec_to_dict
+    from qco_tune.core.config import TrialConfig
     from qco_tune.core.spec import spec_for_model
+    from qco_tune.core.studyspec import spec_to_dict
 
     url = f"sqlite:///{tmp_path}/q.db"
     study = optuna.create_study(study_name="fid", storage=url, directions=["minimize", "minimize"])

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import BASELINE_ATTR, CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR, REASON_ATTR
+from qco_tune.core.records import Measurement
 from qco_tune.search.pareto import summarize
 
 GIB = 2**30

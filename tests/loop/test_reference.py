@@ -13,9 +13,10 @@ import optuna
 import pytest
 from loop_fakes import H100, FakeRunner
 
-from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import BASELINE_ATTR
 from qco_tune.core.modelref import resolve_model
+from qco_tune.core.records import Measurement
 from qco_tune.core.spec import spec_for_model
 from qco_tune.loop.context import OFFLOAD_REFERENCE, RunResult, SilentObserver, _Context
 from qco_tune.loop.ledger import ledger

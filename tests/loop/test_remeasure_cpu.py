@@ -11,8 +11,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from qco_tune.core.config import Capabilities, Measurement
 from qco_tune.core.keys import REMEASURE_OF_ATTR
+from qco_tune.core.records import Capabilities, Measurement
 from qco_tune.core.spec import apply_overrides, load_default_spec
 from qco_tune.loop.setup import load_summary
 from qco_tune.loop.study import run_study

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from qco_tune.core.config import Capabilities
+from qco_tune.core.records import Capabilities
 from qco_tune.core.spec import apply_overrides, load_default_spec
 from qco_tune.loop.context import FAULTS_ENV, StudyError
 from qco_tune.loop.study import run_study

@@ -24,16 +24,9 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
-from qco_tune.core.config import (
-    COMPILE_MODES,
-    COMPILE_SCOPES,
-    OFFLOAD_KINDS,
-    Measurement,
-    StudySpec,
-    TrialConfig,
-    Workload,
-    spec_to_dict,
-)
+from qco_tune.core.config import COMPILE_MODES, COMPILE_SCOPES, OFFLOAD_KINDS, TrialConfig
+from qco_tune.core.records import Measurement
+from qco_tune.core.studyspec import StudySpec, Workload, spec_to_dict
 
 GIB = 2**30
 FAKE_GPU = "FAKE H100 80GB (fake backend)"

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR
+from qco_tune.core.records import Measurement
 from qco_tune.search.compare import compare_summaries
 from qco_tune.search.pareto import summarize
 from qco_tune.tui.data import StoredTrial, open_reader

@@ -103,7 +103,7 @@ def test_masked_credentials_in_messages() -> None:
 
 
 def test_study_attribute_names_match_the_study_loop() -> None:
-    study = pytest.importorskip("qco_tune.loop.study")
+    study = pytest.importorskip("qco_tune.loop.setup")
     assert (data.SPEC_ATTR, data.MODEL_ATTR, data.GPU_ATTR, data.CAPABILITIES_ATTR) == (
         study.SPEC_ATTR,
         study.MODEL_ATTR,

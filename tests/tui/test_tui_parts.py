@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qco_tune.core.config import Measurement, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import Measurement
 from qco_tune.search.pareto import TrialRow
 from qco_tune.tui.filters import TrialFilter
 from qco_tune.tui.runs import study_name_of

@@ -15,11 +15,13 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from qco_tune.core.config import ComponentInfo, ComponentRole, ModelInfo, Workload
+from qco_tune.core.config import ComponentRole
 from qco_tune.core.presets.blueprint import Blueprint
 from qco_tune.core.presets.flux import FLUX_DEV, FLUX_DEV_REDUCED, FLUX_SCHNELL
 from qco_tune.core.presets.tiny import TINY_FLUX, TINY_WAN
 from qco_tune.core.presets.wan import WAN_1_3B, WAN_14B
+from qco_tune.core.records import ComponentInfo, ModelInfo
+from qco_tune.core.studyspec import Workload
 
 __all__ = [
     "PRESETS",

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.config import format_size
 from qco_tune.core.presets import Preset, get_preset
+from qco_tune.core.units import format_size
 
 __all__ = [
     "BUILDER_VERSION",

@@ -30,7 +30,7 @@ from qco_tune.core.compile_artifacts import (
     set_aside,
     write_artifact,
 )
-from qco_tune.core.config import TrialRequest
+from qco_tune.core.records import TrialRequest
 
 __all__ = ["ArtifactReport", "current_key", "load_artifacts", "save_artifacts"]
 

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qco_tune.core.config import Measurement, TrialRequest, Workload
 from qco_tune.core.keys import CALL_KWARGS_KEY, COMPILE_CACHE_KEY
+from qco_tune.core.records import Measurement, TrialRequest
+from qco_tune.core.studyspec import Workload
 from qco_tune.measure.backends import compile_cache
 from qco_tune.measure.backends.fidelity import FinalLatents
 from qco_tune.measure.backends.libraries import import_libraries, quiet_libraries

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.config import TrialRequest
+from qco_tune.core.records import TrialRequest
 
 __all__ = ["CompileCache", "configure"]
 

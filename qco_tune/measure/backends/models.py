@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from qco_tune.calls.quantconfigs import quantizes_on_device
 from qco_tune.calls.settings import moves_after_settings
 from qco_tune.core import paths
-from qco_tune.core.config import ModelInfo, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ModelInfo
 from qco_tune.measure.backends.dtypes import torch_dtype
 from qco_tune.measure.backends.materialize import materialize_preset
 from qco_tune.measure.backends.quantization import build_quantization_config

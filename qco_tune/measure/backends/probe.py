@@ -12,7 +12,8 @@ import socket
 import sys
 from importlib import metadata
 
-from qco_tune.core.config import ATTENTION_BACKENDS, Capabilities
+from qco_tune.core.config import ATTENTION_BACKENDS
+from qco_tune.core.records import Capabilities
 
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "bitsandbytes", "torchao", "optimum-quanto")
 C_COMPILERS = ("cc", "gcc", "clang")

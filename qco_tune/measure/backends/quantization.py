@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, INT4_MIN_CAPABILITY, LIBRARIES
 from qco_tune.calls.quantconfigs import Library, build_config, library_of
-from qco_tune.core.config import ModelInfo, TrialConfig
+from qco_tune.core.config import TrialConfig
+from qco_tune.core.records import ModelInfo
 
 if TYPE_CHECKING:
     import torch

@@ -13,7 +13,7 @@ from textual.containers import Container
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from qco_tune.core.config import format_size
+from qco_tune.core.units import format_size
 from qco_tune.search.compare import ComparedConfig, Comparison, compare_summaries
 from qco_tune.tui.data import DataError, StudyData
 from qco_tune.tui.widgets.canvas import SERIES_MARKERS, PlotPoint

@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from qco_tune.core.config import format_size
+from qco_tune.core.units import format_size
 from qco_tune.store.storage import mask_url
 from qco_tune.tui.data import DataError, StudyOverview
 

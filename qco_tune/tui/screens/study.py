@@ -14,7 +14,7 @@ from textual.containers import Container, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
-from qco_tune.core.config import format_size
+from qco_tune.core.units import format_size
 from qco_tune.tui.data import DataError, StudyData
 from qco_tune.tui.filters import TrialFilter
 from qco_tune.tui.widgets.canvas import PlotPoint

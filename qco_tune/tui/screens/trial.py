@@ -13,7 +13,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from qco_tune.core.config import format_size
+from qco_tune.core.units import format_size
 from qco_tune.search.pareto import TrialRow
 from qco_tune.tui.data import StudyData
 from qco_tune.tui.widgets.trials_table import CATEGORY_LABELS

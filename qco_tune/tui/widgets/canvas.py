@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from rich.style import Style
 from rich.text import Text
 
-from qco_tune.core.config import format_size
+from qco_tune.core.units import format_size
 
 GIB = 2**30
 MARKERS = {"front": "●", "dominated": "•", "infeasible": "×", "failed": "✗", "running": "◌", "waiting": "◌"}

@@ -20,7 +20,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from qco_tune.core.config import format_size
+from qco_tune.core.units import format_size
 from qco_tune.search.pareto import TrialRow
 from qco_tune.tui.filters import TrialFilter
 

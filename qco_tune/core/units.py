@@ -1,0 +1,48 @@
+"""Units: sizes (``16GiB``, ``512MB``) parsed and formatted. Stdlib only."""
+
+from __future__ import annotations
+
+import re
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
+
+
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes from ``"16GiB"``, ``"500 MB"`` or a plain number of bytes; ``ValueError`` otherwise."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
+    if isinstance(text, (int, float)):
+        value = int(text)
+    else:
+        match = _SIZE_RE.match(text)
+        if not match:
+            raise ValueError(f'not a size: {text!r} (write e.g. "16GiB" or "512MiB")')
+        value = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").lower()])
+    if value <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return value
+
+
+def format_size(num_bytes: float | None) -> str:
+    """``16.0 GiB``-style text; ``-`` for unknown."""
+    if num_bytes is None:
+        return "-"
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover
