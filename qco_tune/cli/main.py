@@ -76,32 +76,13 @@ artifacts_option = click.option(
 )
 
 
-_FLAG_HELP = {
-    "model": "Preset name, Hugging Face hub id (local cache) or local diffusers folder.",
-    "weights": "real, or random (a random-weight preset).",
-    "budget": 'VRAM budget, e.g. "16GiB".',
-    "trials": "Trials to run in the study in total (seeded baselines included).",
-    "timeout": 'Wall-clock limit for this run, e.g. "90m".',
-    "trial_timeout": "Time limit of one trial (a hang is killed after it).",
-    "min_psnr": "Minimum PSNR (dB) of a trial's output against the study's reference output: a second constraint.",
-    "measure_steps": "Trials run this many denoising steps; latency is extrapolated to --steps, the front re-measured.",
-    "compile_cache": "true (default): the study's trials share Inductor's compilation caches; false: compile afresh.",
-    "attention_backends": "Attention backends to search, e.g. native,_native_cudnn (those usable here are).",
-    "layerwise_casting": "Layerwise casting of the denoiser to search: none,float8_e4m3fn.",
-    "vae_slicing": "false,true searches VAE slicing (left out by default: a trial decodes one image).",
-    "tf32": "false,true searches TF32 matmuls (by default only in float32 studies).",
-}
-
-
 def spec_flags(func: F) -> F:
-    """One option per spec field (``qco_tune.core.spec.OVERRIDES``), so every flag maps onto the spec."""
-    from qco_tune.core.spec import OVERRIDES
+    """One option per spec field (``qco_tune.core.schema.FIELDS``): its flag and help come from the schema."""
+    from qco_tune.core.schema import FIELDS
 
-    for key in reversed([k for k in OVERRIDES if k != "name"]):
-        flag = "--" + key.replace("_", "-")
-        func = click.option(
-            flag, key, default=None, metavar="VALUE", help=_FLAG_HELP.get(key, f"Spec field {OVERRIDES[key]}.")
-        )(func)
+    for field in reversed([f for f in FIELDS if f.keyword != "name"]):
+        flag = "--" + field.keyword.replace("_", "-")
+        func = click.option(flag, field.keyword, default=None, metavar="VALUE", help=field.help_text)(func)
     return func
 
 

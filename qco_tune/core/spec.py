@@ -67,22 +67,24 @@ import importlib.resources
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from qco_tune.core.config import (
-    ATTENTION_BACKENDS,
-    COMPILE_MODES,
-    COMPILE_SCOPES,
-    LAYERWISE_CASTINGS,
-    OFFLOAD_KINDS,
-    QUANT_BACKENDS,
-    MemoryMetric,
-)
 from qco_tune.core.presets import is_preset, preset_names, suggest_preset
+from qco_tune.core.schema import (
+    _BY_ATTR,
+    _BY_TOML,
+    _DICT_TABLES,
+    _GIB,
+    _MIB,
+    _TABLES,
+    OVERRIDES,
+    _Bad,
+    _Field,
+    _from_cli_text,
+    _type_name,
+)
 from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
-from qco_tune.core.units import parse_size
 from qco_tune.core.workloads import default_workload
 
 __all__ = [
@@ -91,18 +93,10 @@ __all__ = [
     "derive_name",
     "load_default_spec",
     "load_spec",
-    "parse_duration",
     "parse_spec",
     "spec_for_model",
     "spec_from_dict",
 ]
-
-DTYPES: tuple[str, ...] = ("bfloat16", "float16", "float32")
-MEMORY_METRICS: tuple[str, ...] = get_args(MemoryMetric)
-WEIGHTS: tuple[str, ...] = ("random", "real")
-UNLIMITED = ("unlimited", "none")
-_GIB = 2**30
-_MIB = 2**20
 
 
 class SpecError(ValueError):
@@ -116,227 +110,6 @@ class SpecError(ValueError):
         where = ", ".join(p for p in (source, f"line {line}" if line else None) if p)
         text = f"{path}: {problem}" if path else problem
         super().__init__(f"{where}: {text}" if where else text)
-
-
-class _Bad(ValueError):
-    """A value that a converter refuses; the caller adds the field path and line."""
-
-
-# -- converters: raw TOML/JSON/CLI value -> typed value, or _Bad ------------------------------------------
-
-
-_TYPE_NAMES = {bool: "a boolean", int: "a whole number", float: "a number", str: "a string", list: "a list"}
-
-
-def _type_name(value: Any) -> str:
-    return "a table" if isinstance(value, dict) else _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"expected a string, got {_type_name(value)} {value!r}")
-    return value
-
-
-def _text(value: Any) -> str:
-    text = _string(value).strip()
-    if not text:
-        raise _Bad("must not be empty")
-    return text
-
-
-def _optional_text(value: Any) -> str | None:
-    text = _string(value)
-    return text or None
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        text = _string(value)
-        if text not in choices:
-            close = difflib.get_close_matches(text, choices, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _Bad(f"unknown value {text!r}{hint}; one of {', '.join(choices)}")
-        return text
-
-    return convert
-
-
-def _integer(value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f"expected a whole number, got {_type_name(value)} {value!r}")
-    if value < minimum:
-        raise _Bad(f"must be {'positive' if minimum == 1 else f'at least {minimum}'}, got {value}")
-    return value
-
-
-def _positive_int(value: Any) -> int:
-    return _integer(value, minimum=1)
-
-
-def _step_count(value: Any) -> int:
-    return _integer(value, minimum=2)
-
-
-def _non_negative_int(value: Any) -> int:
-    return _integer(value, minimum=0)
-
-
-def _pixels(value: Any) -> int:
-    number = _positive_int(value)
-    if number % 8:
-        raise _Bad(f"must be a multiple of 8 (the VAE works on 8x8 pixel cells), got {number}")
-    return number
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"expected a number, got {_type_name(value)} {value!r}")
-    if value < 0:
-        raise _Bad(f"must not be negative, got {value}")
-    return float(value)
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(f"expected true or false, got {_type_name(value)} {value!r}")
-    return value
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Bad(f'expected a size such as "16GiB", got {_type_name(value)} {value!r}')
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise _Bad(str(exc)) from None
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.IGNORECASE)
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"45"`` or a number; ``ValueError`` otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = value.strip().replace(" ", "")
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            seconds = float(text)
-        elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text, re.IGNORECASE):
-            seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PART.findall(text))
-        else:
-            raise ValueError(f'not a duration: {value!r} (write e.g. "90s", "30m", "2h" or seconds)')
-    if seconds <= 0:
-        raise ValueError(f"must be positive, got {value!r}")
-    return seconds
-
-
-def _duration(value: Any) -> float:
-    if not isinstance(value, (str, int, float)):
-        raise _Bad(f'expected a duration such as "30m", got {_type_name(value)} {value!r}')
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise _Bad(str(exc)) from None
-
-
-def _or_unlimited(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def wrapped(value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in UNLIMITED:
-            return None
-        return convert(value)
-
-    return wrapped
-
-
-def _list_of(convert: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
-    def wrapped(value: Any) -> tuple[Any, ...]:
-        if not isinstance(value, (list, tuple)):
-            raise _Bad(f"expected a list, got {_type_name(value)} {value!r}")
-        if not value:
-            raise _Bad("must not be empty (leave the key out to search everything)")
-        items: list[Any] = []
-        for index, item in enumerate(value):
-            try:
-                converted = convert(item)
-            except _Bad as exc:
-                raise _Bad(f"item {index + 1}: {exc}") from None
-            if converted not in items:
-                items.append(converted)
-        return tuple(items)
-
-    return wrapped
-
-
-# -- the field table: one row per spec field ------------------------------------------------------------
-
-Kind = Literal["text", "int", "float", "bool", "list", "intlist", "boollist"]
-
-
-@dataclass(frozen=True)
-class _Field:
-    toml: str
-    """Path in the TOML file, e.g. ``budget.vram``."""
-    attr: str
-    """Path in ``StudySpec`` and its stored dict, e.g. ``vram_budget`` or ``workload.height``."""
-    convert: Callable[[Any], Any]
-    kind: Kind = "text"
-    """How command-line text is read before ``convert`` (CLI values arrive as strings)."""
-
-
-FIELDS: tuple[_Field, ...] = (
-    _Field("name", "name", _string),
-    _Field("model", "model", _text),
-    _Field("weights", "weights", _choice(WEIGHTS)),
-    _Field("dtype", "dtype", _choice(DTYPES)),
-    _Field("workload.prompt", "workload.prompt", _string),
-    _Field("workload.negative_prompt", "workload.negative_prompt", _optional_text),
-    _Field("workload.height", "workload.height", _pixels, "int"),
-    _Field("workload.width", "workload.width", _pixels, "int"),
-    _Field("workload.frames", "workload.frames", _positive_int, "int"),
-    _Field("workload.steps", "workload.steps", _positive_int, "int"),
-    _Field("workload.guidance", "workload.guidance", _number, "float"),
-    _Field("workload.seed", "workload.seed", _non_negative_int, "int"),
-    _Field("workload.max_sequence_length", "workload.max_sequence_length", _positive_int, "int"),
-    _Field("budget.vram", "vram_budget", _size),
-    _Field("budget.counts", "memory_metric", _choice(MEMORY_METRICS)),
-    _Field("budget.host_ram", "host_ram_budget", _size),
-    _Field("budget.min_psnr", "min_psnr", _number, "float"),
-    _Field("run.trials", "trials", _or_unlimited(_positive_int), "int"),
-    _Field("run.timeout", "timeout", _or_unlimited(_duration)),
-    _Field("run.trial_timeout", "trial_timeout", _duration),
-    _Field("run.timed_calls", "timed_calls", _positive_int, "int"),
-    _Field("run.max_timed_calls", "max_timed_calls", _positive_int, "int"),
-    _Field("run.warmup_calls", "warmup_calls", _non_negative_int, "int"),
-    _Field("run.seed_baselines", "seed_baselines", _boolean, "bool"),
-    _Field("run.mix_gpus", "mix_gpus", _boolean, "bool"),
-    _Field("run.measure_steps", "measure_steps", _step_count, "int"),
-    _Field("run.compile_cache", "compile_cache", _boolean, "bool"),
-    _Field("space.quantization", "space.quantization", _list_of(_choice(QUANT_BACKENDS)), "list"),
-    _Field("space.quantize_components", "space.quantize_components", _list_of(_text), "list"),
-    _Field("space.compile", "space.compile", _list_of(_choice(COMPILE_SCOPES)), "list"),
-    _Field("space.compile_modes", "space.compile_modes", _list_of(_choice(COMPILE_MODES)), "list"),
-    _Field("space.fullgraph", "space.fullgraph", _list_of(_boolean), "boollist"),
-    _Field("space.offload", "space.offload", _list_of(_choice(OFFLOAD_KINDS)), "list"),
-    _Field("space.blocks_per_group", "space.blocks_per_group", _list_of(_positive_int), "intlist"),
-    _Field("space.attention_backends", "space.attention_backends", _list_of(_choice(ATTENTION_BACKENDS)), "list"),
-    _Field("space.layerwise_casting", "space.layerwise_casting", _list_of(_choice(LAYERWISE_CASTINGS)), "list"),
-    _Field("space.vae_tiling", "space.vae_tiling", _list_of(_boolean), "boollist"),
-    _Field("space.vae_slicing", "space.vae_slicing", _list_of(_boolean), "boollist"),
-    _Field("space.vae_channels_last", "space.vae_channels_last", _list_of(_boolean), "boollist"),
-    _Field("space.tf32", "space.tf32", _list_of(_boolean), "boollist"),
-)
-_BY_TOML = {f.toml: f for f in FIELDS}
-_BY_ATTR = {f.attr: f for f in FIELDS}
-_TABLES = {"workload", "budget", "run", "space"}
-_DICT_TABLES = {"workload", "space"}
-
-
-# -- reading ----------------------------------------------------------------------------------------------
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -432,9 +205,6 @@ def _unknown(path: str, known: dict[str, _Field], value: Any) -> str:
     return f"unknown field{hint}"
 
 
-# -- assembling and cross-field checks ----------------------------------------------------------------
-
-
 def _assemble(
     values: dict[str, Any], fail: Callable[[str, str], SpecError], *, model_defaults: bool = False
 ) -> StudySpec:
@@ -490,107 +260,20 @@ def derive_name(spec: StudySpec) -> str:
     return f"{model}-{size}"
 
 
-# -- command-line overrides ----------------------------------------------------------------------------
+def apply_overrides(spec: StudySpec, **overrides: Any) -> StudySpec:
+    """``spec`` with every override that is not None applied, validated like the TOML field it maps to.
 
-OVERRIDES: dict[str, str] = {
-    "name": "name",
-    "model": "model",
-    "weights": "weights",
-    "dtype": "dtype",
-    "prompt": "workload.prompt",
-    "negative_prompt": "workload.negative_prompt",
-    "height": "workload.height",
-    "width": "workload.width",
-    "frames": "workload.frames",
-    "steps": "workload.steps",
-    "guidance": "workload.guidance",
-    "seed": "workload.seed",
-    "max_sequence_length": "workload.max_sequence_length",
-    "budget": "budget.vram",
-    "counts": "budget.counts",
-    "host_ram": "budget.host_ram",
-    "min_psnr": "budget.min_psnr",
-    "trials": "run.trials",
-    "timeout": "run.timeout",
-    "trial_timeout": "run.trial_timeout",
-    "timed_calls": "run.timed_calls",
-    "max_timed_calls": "run.max_timed_calls",
-    "warmup_calls": "run.warmup_calls",
-    "seed_baselines": "run.seed_baselines",
-    "quantization": "space.quantization",
-    "quantize_components": "space.quantize_components",
-    "compile": "space.compile",
-    "compile_modes": "space.compile_modes",
-    "fullgraph": "space.fullgraph",
-    "offload": "space.offload",
-    "blocks_per_group": "space.blocks_per_group",
-    "attention_backends": "space.attention_backends",
-    "layerwise_casting": "space.layerwise_casting",
-    "vae_tiling": "space.vae_tiling",
-    "vae_slicing": "space.vae_slicing",
-    "vae_channels_last": "space.vae_channels_last",
-    "tf32": "space.tf32",
-    "mix_gpus": "run.mix_gpus",
-    "measure_steps": "run.measure_steps",
-    "compile_cache": "run.compile_cache",
-}
-"""Keyword of ``apply_overrides`` (the CLI flag, ``--trial-timeout`` for ``trial_timeout``) → TOML path."""
-
-
-def apply_overrides(
-    spec: StudySpec,
-    *,
-    name: str | None = None,
-    model: str | None = None,
-    weights: str | None = None,
-    dtype: str | None = None,
-    prompt: str | None = None,
-    negative_prompt: str | None = None,
-    height: int | str | None = None,
-    width: int | str | None = None,
-    frames: int | str | None = None,
-    steps: int | str | None = None,
-    guidance: float | str | None = None,
-    seed: int | str | None = None,
-    max_sequence_length: int | str | None = None,
-    budget: str | int | None = None,
-    counts: str | None = None,
-    host_ram: str | int | None = None,
-    min_psnr: float | str | None = None,
-    trials: int | str | None = None,
-    timeout: str | float | None = None,
-    trial_timeout: str | float | None = None,
-    timed_calls: int | str | None = None,
-    max_timed_calls: int | str | None = None,
-    warmup_calls: int | str | None = None,
-    seed_baselines: bool | str | None = None,
-    quantization: str | list[str] | tuple[str, ...] | None = None,
-    quantize_components: str | list[str] | tuple[str, ...] | None = None,
-    compile: str | list[str] | tuple[str, ...] | None = None,
-    compile_modes: str | list[str] | tuple[str, ...] | None = None,
-    fullgraph: str | list[bool] | tuple[bool, ...] | None = None,
-    offload: str | list[str] | tuple[str, ...] | None = None,
-    blocks_per_group: str | list[int] | tuple[int, ...] | None = None,
-    attention_backends: str | list[str] | tuple[str, ...] | None = None,
-    layerwise_casting: str | list[str] | tuple[str, ...] | None = None,
-    vae_tiling: str | list[bool] | tuple[bool, ...] | None = None,
-    vae_slicing: str | list[bool] | tuple[bool, ...] | None = None,
-    vae_channels_last: str | list[bool] | tuple[bool, ...] | None = None,
-    tf32: str | list[bool] | tuple[bool, ...] | None = None,
-    mix_gpus: bool | str | None = None,
-    measure_steps: int | str | None = None,
-    compile_cache: bool | str | None = None,
-) -> StudySpec:
-    """``spec`` with every argument that is not None applied, validated like the TOML field it maps to.
-
+    The keywords are the spec fields' (``schema.OVERRIDES``: ``budget``, ``steps``, ``trial_timeout``,
+    ``quantization``...; the CLI's flags are the same names), and an unknown one is a ``TypeError``.
     Values may be typed or command-line text (``"20"``, ``"true"``, ``"none,bnb_nf4"`` for lists).
     ``trials``/``timeout`` accept ``"unlimited"``. A changed model re-derives ``weights`` unless given, and
     the workload fields that were the old model's defaults become the new model's; a derived name (or
     ``name=""``) is derived again from the new model and budget.
     """
-    # Every parameter is a flag: take those given (locals() holds exactly the parameters here).
-    given = {key: value for key, value in locals().items() if key != "spec" and value is not None}
-    return _override(spec, given)
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise TypeError(f"apply_overrides() got an unexpected keyword argument {unknown[0]!r}")
+    return _override(spec, {key: value for key, value in overrides.items() if value is not None})
 
 
 def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
@@ -638,30 +321,6 @@ def _spec_values(spec: StudySpec) -> dict[str, Any]:
         else:
             values[f.name] = value
     return values
-
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _from_cli_text(value: Any, kind: Kind) -> Any:
-    """Command-line text to the type the field's converter expects; anything else passes through."""
-    if not isinstance(value, str):
-        return list(value) if isinstance(value, tuple) else value
-    text = value.strip()
-    if kind in ("list", "intlist", "boollist"):
-        item_kind: Kind = {"list": "text", "intlist": "int", "boollist": "bool"}[kind]  # type: ignore[assignment]
-        return [_from_cli_text(item, item_kind) for item in text.split(",") if item.strip()]
-    if kind == "int" and re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
-    if kind == "float" and re.fullmatch(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?", text):
-        return float(text)
-    if kind == "bool" and text.lower() in _TRUE | _FALSE:
-        return text.lower() in _TRUE
-    return value
-
-
-# -- lines in the TOML text ------------------------------------------------------------------------------
 
 
 class _LineFinder:

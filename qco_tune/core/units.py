@@ -1,4 +1,4 @@
-"""Units: sizes (``16GiB``, ``512MB``) parsed and formatted. Stdlib only."""
+"""Units: sizes (``16GiB``, ``512MB``) and durations (``90m``, ``1h30m``) parsed and formatted. Stdlib only."""
 
 from __future__ import annotations
 
@@ -46,3 +46,28 @@ def format_size(num_bytes: float | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"  # pragma: no cover
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.IGNORECASE)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"45"`` or a number; ``ValueError`` otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().replace(" ", "")
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text, re.IGNORECASE):
+            seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise ValueError(f'not a duration: {value!r} (write e.g. "90s", "30m", "2h" or seconds)')
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return seconds

@@ -15,11 +15,11 @@ from qco_tune.core.spec import (
     derive_name,
     load_default_spec,
     load_spec,
-    parse_duration,
     parse_spec,
     spec_from_dict,
 )
 from qco_tune.core.studyspec import SpaceRestriction, StudySpec, spec_to_dict
+from qco_tune.core.units import parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 2**30
