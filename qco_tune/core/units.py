@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+GIB = 2**30
+"""A gibibyte, in bytes."""
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qco_tune.core.config import (
     TrialConfig,
@@ -23,10 +23,6 @@ from qco_tune.measure.runner import run_trial
 from qco_tune.search import memory
 from qco_tune.search.pareto import summarize
 from qco_tune.search.steps import is_extrapolated
-
-if TYPE_CHECKING:
-    pass
-
 
 REMEASURE_ROUNDS = 10
 """Bound on rounds of re-measuring: each can bring trials of the front that were dominated before."""

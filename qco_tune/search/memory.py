@@ -33,25 +33,42 @@ a scale per term and a constant, fitted robustly on the study's finished trials
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO
 from qco_tune.calls.quantconfigs import quantizes_on_device
 from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
-from qco_tune.core.presets import Preset, get_preset, is_preset, preset_for_hub_id
 from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo
 from qco_tune.core.studyspec import StudySpec
-from qco_tune.core.units import format_size
+from qco_tune.core.units import GIB, format_size
+from qco_tune.search.budget import (
+    DEFAULT_MARGIN,
+    MARGIN_CAP,
+    MARGIN_FLOOR,
+    NOTHING_FITS_MARGIN,
+    UNCALIBRATED_MARGIN,
+    BudgetCheck,
+    budget_check,
+    over_budget,
+    over_budget_bytes,
+    skip_margin,
+)
+from qco_tune.search.shapes import VAE_CHANNELS, _kept_params, _Shape, _shape
 
 if TYPE_CHECKING:
     from qco_tune.search.space import SearchSpace
 
+
 __all__ = [
+    "DEFAULT_MARGIN",
+    "GIB",
+    "MARGIN_CAP",
+    "MARGIN_FLOOR",
+    "NOTHING_FITS_MARGIN",
+    "UNCALIBRATED_MARGIN",
+    "VAE_CHANNELS",
     "BudgetCheck",
     "Calibration",
     "Correction",
@@ -65,69 +82,75 @@ __all__ = [
     "smallest_need",
 ]
 
-GIB = 2**30
+
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
 QUANT_BYTES_PER_PARAM = {name: info.bytes_per_param for name, info in BACKEND_INFO.items()}
 """Bytes per parameter of a quantized component, scales and unquantized layers included."""
+
+
 LAYERWISE_BYTES_PER_PARAM = {"float8_e4m3fn": 1.0}
 """Bytes per parameter of the denoiser's weights under layerwise casting (stored in float8)."""
+
+
 VAE_TILE_PIXELS = 512 * 512
 """A tiled VAE decodes tiles of about 512x512 pixels (diffusers' default ``tile_sample_min_size``)."""
+
+
 ACTIVATION_TENSORS = 24
 """Live tensors of token x width size at the peak of a transformer block (MLP 4x, q/k/v, residuals)."""
+
+
 VAE_TENSORS = 5.5
 """Live full-resolution tensors of the VAE decode, in units of the channels entering that stage."""
-VAE_CHANNELS = 256
-"""Channels entering a VAE's full-resolution stage when its configuration is unknown (FLUX.1's VAE)."""
+
+
 VAE_CHUNK_FRAMES = 4
 """Video VAEs decode a few frames at a time."""
+
+
 DEFAULT_TEXT_TOKENS = 512
+
+
 LAYER_FRACTION = 0.02
 """Share of a component resident at a time under sequential or leaf-level offloading."""
+
+
 ACTIVATION_RESERVED = 1.9
 """Reserved / allocated of activations: the caching allocator keeps freed blocks of the denoiser's and the
 VAE's transient tensors (FLUX.1-dev at 1024x1024 on an H100: about 2.4 GiB reserved beyond the allocated
 peak, bf16 or NF4 alike). Weights are allocated once, at their size."""
+
+
 CUDA_CONTEXT = int(0.7 * GIB)
 """What NVML sees beyond torch's allocator: the CUDA context (0.51 GiB measured on an H100), library
 workspaces and the kernels loaded (NVML minus reserved on an H100: 0.7 GiB for FLUX.1-dev NF4, 0.65 to
 0.75 GiB for the tiny pipeline)."""
+
+
 PROCESS_BASE = GIB
 """Host memory of a trial process with torch and diffusers imported."""
+
+
 LOAD_SHARD_BYTES = 10 * 10**9
 """Loading passes one checkpoint shard through host memory (``save_pretrained``'s default ``max_shard_size``
 of diffusers models: 10 GB)."""
+
+
 LOADS_ON_DEVICE = frozenset(name for name, info in BACKEND_INFO.items() if info.loads_on_device)
 """Backends whose ``from_pretrained`` quantizes on the GPU: the bitsandbytes quantizers of diffusers and
 transformers put the component on the current GPU (``update_device_map``) whatever its later placement.
 Measured on the H200 (studies of 2026-12-01, trials 4 and 5): NF4 transformer + T5 with group or model
 offload peaked at 10.26 GiB allocated, the two quantized components together, at load."""
+
+
 STAYS_ON_DEVICE = frozenset(name for name, info in BACKEND_INFO.items() if info.stays_on_device)
 """Backends whose weights stay on the device when the pipeline is offloaded: ``Int8Params`` keeps its
 ``CB`` (the int8 weight) on the GPU when a parent module moves it (``nn.Module._apply`` replaces the
 parameter's data, not the ``CB`` attribute), so offloading frees nothing of it (bitsandbytes 0.50).
 H200 trial 8 (bnb_int8 transformer, model offload) ran out of memory at 15.4 GiB allocated with a
 prediction of 13.6 GiB that offloaded it."""
-
-UNCALIBRATED_MARGIN = 0.10
-"""How far over the budget an uncalibrated prediction may be and still run: the model's worst error on
-the recorded full-size trials that fit (FLUX.1-dev and Wan2.1-1.3B through the real runner,
-``studies/results/full_size`` on an H100, ``measurements/h200-2026-12-01`` on an H200: 11 trials, copied
-to ``tests/core/data/full_size_trials.json``). Its worst over-prediction there is +7.8% of the device
-peak (+8.7% of the reserved one) for the NF4 transformer + T5 with group offload on the H200 (trial 4),
-its worst under-prediction -4.9% (Wan2.1 NF4); rounded up to 10%. Over-prediction
-is what wrongly skips, so the margin covers the worst of it; the three configurations of that H200 study
-that ran out of memory or were predicted far over are predicted 1.2x to 1.45x over a 16 GiB budget."""
-MARGIN_FLOOR = 0.05
-"""The least margin of a calibrated model: its residuals are measured on the trials it was fitted on, so
-they understate its error on a new configuration (half the uncalibrated margin)."""
-MARGIN_CAP = 0.5
-"""The most margin: a model this wrong on a study still skips what it predicts 1.5x over (the old rule)."""
-NOTHING_FITS_MARGIN = 0.25
-"""``prepare`` refuses a whole study only when its smallest predicted need is this far over the budget:
-a wrong refusal costs the user everything, so this is two and a half times the per-trial margin."""
-DEFAULT_MARGIN = 1 + NOTHING_FITS_MARGIN
-"""The factor ``over_budget`` and ``over_budget_bytes`` apply by default (the cautious check)."""
 
 
 @dataclass(frozen=True)
@@ -218,18 +241,6 @@ class MemoryPrediction:
     host_terms: MemoryTerms | None = None
     correction: Correction | None = None
     """The correction applied to ``device_bytes`` (its ``error`` sets the skip margin)."""
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """What activation estimates need to know about the architecture."""
-
-    hidden_size: int = 3072
-    num_blocks: int = 24
-    vae_scale_factor: int = 8
-    patch_size: int = 2
-    temporal_compression: int = 1
-    vae_channels: int = VAE_CHANNELS
 
 
 def predict(
@@ -401,173 +412,6 @@ def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape, vae_tiling: b
     if vae_name is not None:
         acts[vae_name] = float(vae)
     return acts
-
-
-def _shape(model: ModelInfo) -> _Shape:
-    """Architecture hints from the preset, else from the denoiser's config.json, else typical values."""
-    preset = _preset_of(model)
-    vae = _component_config(model, next((c.name for c in model.components if c.role == "vae"), None))
-    channels = _vae_channels(vae) or VAE_CHANNELS
-    if preset is not None:
-        return _Shape(
-            hidden_size=preset.hidden_size or _Shape.hidden_size,
-            num_blocks=preset.num_blocks or _Shape.num_blocks,
-            vae_scale_factor=preset.vae_scale_factor,
-            patch_size=preset.patch_size,
-            temporal_compression=preset.temporal_compression,
-            vae_channels=channels,
-        )
-    default = _Shape(temporal_compression=4 if model.is_video else 1, vae_channels=channels)
-    if model.path is None:
-        return default
-    return _shape_from_config(Path(model.path) / model.denoiser / "config.json", default)
-
-
-@functools.lru_cache(maxsize=256)
-def _component_config(model: ModelInfo, name: str | None) -> dict[str, Any]:
-    """A component's configuration: the preset's blueprint, else its ``config.json`` in the model folder.
-
-    Cached: the study predicts many configurations of one model. Callers must not modify the result.
-    """
-    if name is None:
-        return {}
-    preset = _preset_of(model)
-    if preset is not None:
-        part = next((m for m in preset.blueprint.models if m.name == name), None)
-        return dict(part.config) if part is not None else {}
-    if model.path is None:
-        return {}
-    try:
-        data = json.loads((Path(model.path) / name / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _vae_channels(config: dict[str, Any]) -> int | None:
-    """Channels entering the decoder's full-resolution stage: the second of ``block_out_channels``
-    (AutoencoderKL: the last upsampler's output), or ``base_dim x dim_mult[1]`` (Wan's VAE)."""
-    blocks = config.get("block_out_channels")
-    if isinstance(blocks, (list, tuple)) and blocks and all(isinstance(b, int) for b in blocks):
-        return int(blocks[1] if len(blocks) > 1 else blocks[0])
-    base, mult = config.get("base_dim"), config.get("dim_mult")
-    if isinstance(base, int) and isinstance(mult, (list, tuple)) and mult and all(isinstance(m, int) for m in mult):
-        return int(base * (mult[1] if len(mult) > 1 else mult[0]))
-    return None
-
-
-def _kept_params(model: ModelInfo, component: ComponentInfo) -> int:
-    """Parameters of a text encoder that quantization leaves at the dtype: the token embedding
-    (``vocab_size x width``; the backends quantize linear layers) and, in T5-family encoders, the
-    feed-forward output projections ``wo`` (transformers keeps them out of quantization:
-    ``_keep_in_fp32_modules``), 1.0 B parameters of T5-XXL and UMT5-XXL."""
-    if component.role != "text_encoder":
-        return 0
-    config = _component_config(model, component.name)
-    vocab = config.get("vocab_size")
-    width = config.get("d_model") or config.get("hidden_size")
-    if not isinstance(vocab, int) or not isinstance(width, int):
-        return 0
-    kept = vocab * width
-    d_ff, layers = config.get("d_ff"), config.get("num_layers")
-    if isinstance(d_ff, int) and isinstance(layers, int):  # T5, UMT5
-        kept += d_ff * width * layers
-    return kept
-
-
-def _preset_of(model: ModelInfo) -> Preset | None:
-    if model.source == "preset" and is_preset(model.reference):
-        return get_preset(model.reference)
-    return preset_for_hub_id(model.reference)
-
-
-def _shape_from_config(path: Path, default: _Shape) -> _Shape:
-    try:
-        config: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
-    heads, head_dim = config.get("num_attention_heads"), config.get("attention_head_dim")
-    hidden = heads * head_dim if isinstance(heads, int) and isinstance(head_dim, int) else default.hidden_size
-    blocks = sum(v for k in ("num_layers", "num_single_layers") if isinstance(v := config.get(k), int))
-    patch = config.get("patch_size", default.patch_size)
-    patch = patch[-1] if isinstance(patch, list) and patch else patch
-    return _Shape(
-        hidden_size=hidden,
-        num_blocks=blocks or default.num_blocks,
-        vae_scale_factor=default.vae_scale_factor,
-        patch_size=patch if isinstance(patch, int) and patch > 0 else default.patch_size,
-        temporal_compression=default.temporal_compression,
-        vae_channels=default.vae_channels,
-    )
-
-
-# -- budget checks ---------------------------------------------------------------------------------------
-
-
-def skip_margin(correction: Correction | None) -> float:
-    """How far over the budget (a fraction) a prediction made with ``correction`` may be and still run.
-
-    Uncalibrated: ``UNCALIBRATED_MARGIN``. Calibrated: the correction's own error on the study's
-    finished trials (``Correction.error``), at least ``MARGIN_FLOOR`` and at most ``MARGIN_CAP``.
-    """
-    if correction is None or not correction.trials or correction.error is None:
-        return UNCALIBRATED_MARGIN
-    return min(max(correction.error, MARGIN_FLOOR), MARGIN_CAP)
-
-
-@dataclass(frozen=True)
-class BudgetCheck:
-    """A prediction held against the budget with the margin of the model that made it."""
-
-    predicted: int
-    budget: int
-    margin: float
-    """Fraction of the budget a prediction may exceed it by and still run (``skip_margin``)."""
-    trials: int
-    """Finished trials the prediction was calibrated on (0: uncalibrated)."""
-
-    @property
-    def over(self) -> bool:
-        """True when the prediction is over the budget by more than the margin."""
-        return self.predicted > self.budget * (1 + self.margin)
-
-    @property
-    def excess_gib(self) -> float:
-        return (self.predicted - self.budget) / GIB
-
-    def reason(self) -> str:
-        """One line for the skipped trial: the prediction, how it was made, the margin and the budget."""
-        how = f"calibrated on {self.trials} trial(s)" if self.trials else "uncalibrated"
-        return (
-            f"predicted {format_size(self.predicted)} ({how}, margin {self.margin:.0%}) is over the "
-            f"{format_size(self.budget)} budget"
-        )
-
-
-def budget_check(prediction: MemoryPrediction, budget: int, margin: float | None = None) -> BudgetCheck | None:
-    """``prediction`` against ``budget``; None when the prediction is unknown.
-
-    ``margin`` overrides the model's own (``skip_margin`` of the prediction's correction).
-    """
-    if prediction.device_bytes is None:
-        return None
-    correction = prediction.correction
-    return BudgetCheck(
-        predicted=int(prediction.device_bytes),
-        budget=budget,
-        margin=skip_margin(correction) if margin is None else margin,
-        trials=correction.trials if correction is not None else 0,
-    )
-
-
-def over_budget(prediction: MemoryPrediction, budget: int, margin: float = DEFAULT_MARGIN) -> bool:
-    """True only when the prediction is clearly over ``budget``: more than ``margin`` times it."""
-    return prediction.device_bytes is not None and over_budget_bytes(prediction.device_bytes, budget, margin)
-
-
-def over_budget_bytes(need: int, budget: int, margin: float = DEFAULT_MARGIN) -> bool:
-    """True when ``need`` bytes are more than ``margin`` times ``budget`` (the cautious check of ``prepare``)."""
-    return need > budget * margin
 
 
 def smallest_need(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qco_tune.calls.quantconfigs import quantizes_on_device
 from qco_tune.calls.settings import moves_after_settings
@@ -13,9 +13,6 @@ from qco_tune.core.records import ModelInfo
 from qco_tune.measure.backends.dtypes import torch_dtype
 from qco_tune.measure.backends.materialize import materialize_preset
 from qco_tune.measure.backends.quantization import build_quantization_config
-
-if TYPE_CHECKING:
-    pass
 
 
 def resolve_model_path(model: ModelInfo, cache_dir: str | os.PathLike[str] | None = None) -> str:
