@@ -11,8 +11,9 @@ from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
 from qco_tune.store.storage import mask_url
+from qco_tune.store.studydata import DataError, StorageReader
+from qco_tune.store.tables import open_reader
 from qco_tune.tui.commands import QcoCommands
-from qco_tune.tui.data import DataError, StorageReader, open_reader
 from qco_tune.tui.runs import RUN_COMMAND, RunManager
 
 DARK_THEME = "textual-dark"

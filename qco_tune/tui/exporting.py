@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from qco_tune.tui.data import StudyData
+from qco_tune.store.studydata import StudyData
 
 Language = Literal["python", "json", "toml"]
 

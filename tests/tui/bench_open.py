@@ -34,7 +34,7 @@ sys.path[:0] = [str(REPO), str(HERE)]
 import optuna  # noqa: E402
 import textual  # noqa: E402
 
-from qco_tune.tui.data import open_reader  # noqa: E402
+from qco_tune.store.tables import open_reader  # noqa: E402
 
 STUDY = "flux-dev-16gib-10k"
 

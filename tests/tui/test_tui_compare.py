@@ -11,7 +11,8 @@ from qco_tune.core.keys import CONFIG_ATTR, MEASUREMENT_ATTR, MEMORY_ATTR
 from qco_tune.core.records import Measurement
 from qco_tune.search.compare import compare_summaries
 from qco_tune.search.pareto import summarize
-from qco_tune.tui.data import StoredTrial, open_reader
+from qco_tune.store.studydata import StoredTrial
+from qco_tune.store.tables import open_reader
 
 GIB = 2**30
 BF16 = TrialConfig()

@@ -10,8 +10,9 @@ import pytest
 from fake_study import fill_fake_study
 
 from qco_tune.search.pareto import TrialRow, _dominates, _front_numbers
-from qco_tune.tui import data
-from qco_tune.tui.data import DataError, open_reader
+from qco_tune.store import studydata as data
+from qco_tune.store.studydata import DataError
+from qco_tune.store.tables import open_reader
 
 
 def test_sql_reader_agrees_with_the_optuna_api(two_studies: str) -> None:
@@ -136,7 +137,8 @@ def test_headless_parts_import_no_textual() -> None:
     from tui_helpers import subprocess_env
 
     code = (
-        "import sys; import qco_tune.search.compare, qco_tune.tui.data, qco_tune.tui.filters, qco_tune.tui.runs,"
+        "import sys; import qco_tune.search.compare, qco_tune.store.tables, qco_tune.store.studydata,"
+        " qco_tune.tui.filters, qco_tune.tui.runs,"
         " qco_tune.tui.exporting, qco_tune.cli.main;"
         "bad = [m for m in ('textual', 'torch') if m in sys.modules]; assert not bad, bad"
     )

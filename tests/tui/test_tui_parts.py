@@ -93,7 +93,7 @@ def test_study_name_of_spec(tmp_path: Path) -> None:
 
 def test_json_fallback_without_a_spec(tmp_path: Path) -> None:
     from qco_tune.search.pareto import summarize
-    from qco_tune.tui.data import Stamp, StoredTrial, build_study
+    from qco_tune.store.studydata import Stamp, StoredTrial, build_study
     from qco_tune.tui.exporting import export_text, write_export
 
     config = TrialConfig(compile="regional")

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from qco_tune.core.units import format_size
 from qco_tune.search.compare import ComparedConfig, Comparison, compare_summaries
-from qco_tune.tui.data import DataError, StudyData
+from qco_tune.store.studydata import DataError, StudyData
 from qco_tune.tui.widgets.canvas import SERIES_MARKERS, PlotPoint
 from qco_tune.tui.widgets.scatter import ScatterPlot
 

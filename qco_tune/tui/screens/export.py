@@ -14,7 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Static
 
-from qco_tune.tui.data import StudyData
+from qco_tune.store.studydata import StudyData
 from qco_tune.tui.exporting import ExportText, Language, export_text, suggested_name, write_export
 
 FORMATS: tuple[Language, ...] = ("python", "json", "toml")

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from qco_tune.core.units import format_size
 from qco_tune.store.storage import mask_url
-from qco_tune.tui.data import DataError, StudyOverview
+from qco_tune.store.studydata import DataError, StudyOverview
 
 if TYPE_CHECKING:
     from qco_tune.tui.app import QcoTuneApp

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from qco_tune.core.units import format_size
-from qco_tune.tui.data import DataError, StudyData
+from qco_tune.store.studydata import DataError, StudyData
 from qco_tune.tui.filters import TrialFilter
 from qco_tune.tui.widgets.canvas import PlotPoint
 from qco_tune.tui.widgets.scatter import ScatterPlot

@@ -15,7 +15,7 @@ from textual.widgets import Footer, Header, Static
 
 from qco_tune.core.units import format_size
 from qco_tune.search.pareto import TrialRow
-from qco_tune.tui.data import StudyData
+from qco_tune.store.studydata import StudyData
 from qco_tune.tui.widgets.trials_table import CATEGORY_LABELS
 
 MISSING = "—"
