@@ -1,6 +1,6 @@
 """A recorded grid of measurements: every configuration of a reduced space, measured once, for replays.
 
-Stdlib only. ``studies/results/record_grid.py`` writes a grid on a GPU; ``qco-tune bench search``
+Stdlib only. ``python -m qco_tune.tools.record_grid`` writes a grid on a GPU; ``qco-tune bench search``
 replays it on the CPU (``qco_tune.bench.search``). The file is JSON lines:
 
 - line 1, the header: ``{"format": "qco-grid", "version": 1, "spec": ..., "model": ..., "capabilities":

@@ -376,7 +376,7 @@ def bench() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=DEFAULT_GRID,
     show_default=True,
-    help="A recorded grid (studies/results/record_grid.py) or a synthetic one (qco-tune bench synthetic).",
+    help="A recorded grid (python -m qco_tune.tools.record_grid) or a synthetic one (qco-tune bench synthetic).",
 )
 @click.option("--seeds", type=int, default=20, show_default=True, help="Replays per sampler (seeds 0..N-1).")
 @click.option(
