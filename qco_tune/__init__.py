@@ -21,9 +21,9 @@ __all__ = ["__version__", "apply", "from_pretrained", "load_config"]
 
 if TYPE_CHECKING:
     from qco_tune.api import apply, from_pretrained
-    from qco_tune.export.render import load_config
+    from qco_tune.export.formats import load_config
 
-_LAZY = {"apply": "qco_tune.api", "from_pretrained": "qco_tune.api", "load_config": "qco_tune.export.render"}
+_LAZY = {"apply": "qco_tune.api", "from_pretrained": "qco_tune.api", "load_config": "qco_tune.export.formats"}
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from qco_tune.calls.backends import BACKEND_INFO, LIBRARIES
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.records import ModelInfo
-from qco_tune.export.render import load_config
+from qco_tune.export.formats import load_config
 
 ConfigSource = TrialConfig | Mapping[str, Any] | str | os.PathLike[str]
 """A ``TrialConfig``, its ``to_dict`` form, or a JSON/TOML file written by ``qco-tune export --format``."""

@@ -20,7 +20,8 @@ from qco_tune.core.presets import get_preset
 from qco_tune.core.records import ModelInfo
 from qco_tune.core.studyspec import Workload
 from qco_tune.core.units import format_size
-from qco_tune.export.render import FORMATS, ExportHeader, render
+from qco_tune.export.plan import ExportHeader
+from qco_tune.export.render import FORMATS, render
 from qco_tune.search.pareto import TrialLike, TrialRow, row_from_trial, summarize
 
 CALL_PARAMETERS_KEY = CALL_KWARGS_KEY

@@ -12,7 +12,7 @@ from qco_tune.core.config import ATTENTION_BACKENDS, TrialConfig
 from qco_tune.core.presets import get_preset
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
-from qco_tune.export.render import ExportHeader
+from qco_tune.export.plan import ExportHeader
 from qco_tune.search.space import SearchSpace
 
 H100 = Capabilities(

@@ -21,7 +21,8 @@ from qco_tune.cli.main import cli
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.records import ModelInfo
 from qco_tune.core.studyspec import StudySpec, Workload
-from qco_tune.export.render import render_json, render_python
+from qco_tune.export.formats import render_json
+from qco_tune.export.render import render_python
 
 pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")

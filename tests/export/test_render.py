@@ -15,17 +15,9 @@ from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, build_config, config_ca
 from qco_tune.core.config import CONFIG_SCHEMA_VERSION, TrialConfig
 from qco_tune.core.records import ComponentInfo, ModelInfo
 from qco_tune.core.studyspec import Workload
-from qco_tune.export.render import (
-    ExportHeader,
-    load_config,
-    plan_call,
-    plan_export,
-    plan_quantization,
-    render,
-    render_json,
-    render_python,
-    render_toml,
-)
+from qco_tune.export.formats import load_config, render_json, render_toml
+from qco_tune.export.plan import ExportHeader, plan_call, plan_export, plan_quantization
+from qco_tune.export.render import render, render_python
 
 NF4 = (("transformer", "bnb_nf4"), ("text_encoder_2", "bnb_nf4"))
 

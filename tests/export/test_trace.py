@@ -138,7 +138,7 @@ def test_apply_on_a_loaded_pipeline_matches_the_snippet(tmp_path: Path, monkeypa
     """``qco_tune.apply`` takes the configuration as a dict or a file and does the snippet's post-load calls."""
     case = next(c for c in CASES if c.name == "bf16_regional_compile")
     config_file = tmp_path / "tuned.json"
-    config_file.write_text(qco_tune.export.render.render_json(case.config))
+    config_file.write_text(qco_tune.export.formats.render_json(case.config))
     folder = write_model_index(tmp_path / "model", case.model)
     source = render_python(case.config, model=case.model, workload=case.workload, model_ref=str(folder))
     exported = snippet_trace(source, case.model, monkeypatch, tmp_path)
