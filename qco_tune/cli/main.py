@@ -211,8 +211,8 @@ def export(
     storage: str | None,
 ) -> None:
     """A trial's configuration as Python code to paste into a project (or as JSON/TOML)."""
-    from qco_tune.cli.report import load_stored_study
     from qco_tune.loop.export_study import ExportError, check_format, parse_trial_choice, prepare_export
+    from qco_tune.loop.summary import load_stored_study
 
     check_format(fmt)
     choice = parse_trial_choice(trial)
@@ -312,7 +312,8 @@ def compare(studies: tuple[str, ...], replay_from: str | None, replay_into: str 
     With --replay A --into B: queue A's Pareto configurations in B; `qco-tune run` or a worker on
     B's GPU then measures them.
     """
-    from qco_tune.cli.report import load_stored_study, print_comparison
+    from qco_tune.cli.report import print_comparison
+    from qco_tune.loop.summary import load_stored_study
 
     if replay_from or replay_into:
         if not (replay_from and replay_into):

@@ -11,9 +11,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from qco_tune.core.keys import ATTR_PREFIX, CAPABILITIES_ATTR, GPU_ATTR, GPU_KINDS_ATTR, MODEL_ATTR, SPEC_ATTR
+from qco_tune.core.keys import CAPABILITIES_ATTR, GPU_ATTR, GPU_KINDS_ATTR, MODEL_ATTR, SPEC_ATTR
 from qco_tune.core.records import Capabilities, Measurement, ModelInfo
 from qco_tune.core.units import format_size
+from qco_tune.loop.summary import MEASURED, compile_cache_starts, load_stored_study, relative, strict_json, study_json
 from qco_tune.search.pareto import ParetoSummary, TrialRow
 
 if TYPE_CHECKING:
@@ -25,22 +26,6 @@ if TYPE_CHECKING:
 def _console() -> Console:
     # Into a file or a pipe, tables keep their columns (a terminal's width applies on a terminal).
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
-def load_stored_study(name: str, url: str | None) -> optuna.Study:
-    """Load a study by name; ``StudyError`` naming the storage (masked) when it is not there."""
-    import optuna
-
-    from qco_tune.loop.context import StudyError
-    from qco_tune.store.storage import mask_url, open_storage, storage_url
-
-    storage = open_storage(url)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        known = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-        hint = f"; studies there: {', '.join(known[:8])}" if known else "; it holds no study yet"
-        raise StudyError(f"no study named {name!r} in {mask_url(storage_url(url))}{hint}") from None
 
 
 def _seconds(value: float | None) -> str:
@@ -133,38 +118,11 @@ def print_study(name: str, url: str | None) -> None:
     _print_missing(console, attrs.get(SPEC_ATTR), attrs.get(MODEL_ATTR), attrs.get(CAPABILITIES_ATTR))
 
 
-def strict_json(value: Any) -> Any:
-    """``value`` with infinite and NaN floats as the strings "inf", "-inf" and "nan": plain JSON has no
-    such numbers (Python would write ``Infinity``, which jq and browsers reject). An identical output's
-    PSNR is infinite."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
-
-
 def print_study_json(name: str, url: str | None) -> None:
-    """``qco-tune show --json``: the summary plus the study's spec, model and machine."""
+    """``qco-tune show --json``: the study's JSON summary (``loop.summary.study_json``)."""
     import json
 
-    from qco_tune.loop.setup import load_summary
-    from qco_tune.search.pareto import summary_to_dict
-
-    study = load_stored_study(name, url)
-    summary = load_summary(study)
-    data = {
-        "study": name,
-        **{
-            key.removeprefix(ATTR_PREFIX): value
-            for key, value in study.user_attrs.items()
-            if key.startswith(ATTR_PREFIX)
-        },
-        **summary_to_dict(summary),
-        "memory_model": memory_model_dict(summary),
-    }
+    data = study_json(load_stored_study(name, url))
     click.echo(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False))
 
 
@@ -244,20 +202,6 @@ def _print_extrapolation(console: Console, summary: ParetoSummary) -> None:
         )
 
 
-def compile_cache_starts(rows: tuple[TrialRow, ...]) -> dict[str, list[float]]:
-    """First-call seconds of the compiling trials that finished, by the state of their compilation cache
-    (``cold``: empty when the trial started; ``warm``: it held artefacts)."""
-    starts: dict[str, list[float]] = {"cold": [], "warm": []}
-    for row in rows:
-        m = row.measurement
-        cache = m.extra.get("compile_cache") if m is not None else None
-        if m is None or m.status != "ok" or not isinstance(cache, dict) or m.first_call_s is None:
-            continue
-        if cache.get("state") in starts:
-            starts[cache["state"]].append(m.first_call_s)
-    return starts
-
-
 def _print_compile_cache(console: Console, summary: ParetoSummary) -> None:
     import statistics
 
@@ -270,10 +214,6 @@ def _print_compile_cache(console: Console, summary: ParetoSummary) -> None:
         if values
     ]
     console.print("compiling trials' cache: " + ", ".join(parts))
-
-
-def relative(value: float | None, reference: float | None) -> float | None:
-    return value / reference - 1 if value is not None and reference else None
 
 
 def _percent(value: float | None) -> str:
@@ -305,35 +245,6 @@ def _print_memory_model(console: Console, summary: ParetoSummary) -> None:
     raw = row_errors(summary.rows, feasible_only=True, raw=True)
     if raw.trials:
         console.print(f"  the same trials before calibration: {raw.describe()}")
-
-
-MEASURED = ("front", "dominated", "infeasible")
-
-
-def memory_model_dict(summary: ParetoSummary) -> dict[str, Any]:
-    """``show --json``'s ``memory_model``: error summaries (feasible and all finished trials, calibrated
-    and not) and each finished trial's prediction against its measurement."""
-    from qco_tune.search.calibration import relative_error, row_errors
-
-    return {
-        "feasible": row_errors(summary.rows, feasible_only=True).to_dict(),
-        "feasible_uncalibrated": row_errors(summary.rows, feasible_only=True, raw=True).to_dict(),
-        "finished": row_errors(summary.rows).to_dict(),
-        "finished_uncalibrated": row_errors(summary.rows, raw=True).to_dict(),
-        "trials": [
-            {
-                "number": r.number,
-                "category": r.category,
-                "predicted_bytes": r.predicted_bytes,
-                "predicted_raw_bytes": r.predicted_raw_bytes,
-                "measured_bytes": r.memory_bytes,
-                "error": relative_error(r.predicted_bytes, r.memory_bytes),
-                "raw_error": relative_error(r.predicted_raw_bytes, r.memory_bytes),
-            }
-            for r in summary.rows
-            if r.category in MEASURED and r.memory_bytes
-        ],
-    }
 
 
 def _print_reasons(console: Console, title: str, rows: tuple[TrialRow, ...]) -> None:

@@ -30,11 +30,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from qco_tune.cli.report import strict_json
 from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.presets import get_preset
 from qco_tune.core.records import TrialRequest
 from qco_tune.core.studyspec import Workload
+from qco_tune.loop.summary import strict_json
 from qco_tune.tools.recording import load_recorded
 
 GIB = 2**30

@@ -60,9 +60,9 @@ def row_entry(row: TrialRow) -> dict[str, Any]:
 
 def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
     """The study's results as one JSON-able dict (``study`` is the Optuna study as stored)."""
-    from qco_tune.cli.report import compile_cache_starts
     from qco_tune.core.keys import CAPABILITIES_ATTR, GPU_ATTR, SPEC_ATTR
     from qco_tune.loop.setup import load_summary
+    from qco_tune.loop.summary import compile_cache_starts
     from qco_tune.search.calibration import row_errors
 
     summary = load_summary(study)
@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", default=AGAINST, help=f"the recipe of the headline speed-up ({AGAINST!r})")
     args = parser.parse_args(argv)
 
-    from qco_tune.cli.report import load_stored_study, strict_json
     from qco_tune.loop.context import StudyError
+    from qco_tune.loop.summary import load_stored_study, strict_json
     from qco_tune.store.storage import StorageError
 
     try:

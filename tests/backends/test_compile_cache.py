@@ -116,8 +116,8 @@ def test_the_gpu_cold_start_script_dry_run(tmp_path: Path, tiny_flux_path: Path,
 
 
 def test_show_counts_cold_and_warm_starts() -> None:
-    from qco_tune.cli.report import compile_cache_starts
     from qco_tune.core.records import Measurement
+    from qco_tune.loop.summary import compile_cache_starts
     from qco_tune.search.pareto import TrialRow
 
     def row(number: int, state: str | None, first: float, status: str = "ok") -> TrialRow:

@@ -175,7 +175,7 @@ def test_the_skip_reason_states_the_prediction_the_margin_and_the_budget(tmp_pat
 def test_stored_predictions_of_an_older_memory_model_read_back_unchanged(tmp_path: Path) -> None:
     """The H200 study's predictions came from the model before the load phase: show and the summary
     report them as stored (they are data), and do not predict again."""
-    from qco_tune.cli.report import memory_model_dict
+    from qco_tune.loop.summary import memory_model_dict
 
     ctx = _context(tmp_path)
     trials = ctx.study.get_trials()

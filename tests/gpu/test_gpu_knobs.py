@@ -210,7 +210,7 @@ def _keep(config: TrialConfig, m: Measurement) -> None:
         return
     import json
 
-    from qco_tune.cli.report import strict_json
+    from qco_tune.loop.summary import strict_json
 
     path = Path(folder) / "cases.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
