@@ -26,125 +26,38 @@ import sys
 import time
 import traceback
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.core.keys import CALL_KWARGS_KEY, COMPILE_CACHE_KEY
 from qco_tune.core.records import Measurement, TrialRequest
-from qco_tune.core.studyspec import Workload
 from qco_tune.measure.backends import compile_cache
 from qco_tune.measure.backends.fidelity import FinalLatents
 from qco_tune.measure.backends.libraries import import_libraries, quiet_libraries
+from qco_tune.measure.backends.outputs import (
+    _save_output,
+    load_compile_artifacts,
+    measure_fidelity,
+    save_compile_artifacts,
+)
+from qco_tune.measure.backends.record import (
+    CONTEXT_FALLBACK_BYTES,
+    REASON_MAX_CHARS,
+    TOLERANCE,
+    TrialRecord,
+    call_kwargs,
+    output_array,
+    recorded_call_kwargs,
+)
 from qco_tune.measure.launcher import report_phase
 
 if TYPE_CHECKING:
-    from qco_tune.core.compile_artifacts import ArtifactKey
-    from qco_tune.measure.backends.artifacts import ArtifactReport
-
-TOLERANCE = 0.05
-"""Timed calls continue (up to ``max_timed_calls``) while spread / median exceeds this."""
-CONTEXT_FALLBACK_BYTES = 512 * 2**20
-"""CUDA context size assumed when NVML cannot measure it (for enforcing ``memory_limit``)."""
-REASON_MAX_CHARS = 500
-UNRECORDED_CALL_KWARGS = frozenset(
-    {"generator", "output_type", "callback_on_step_end", "callback_on_step_end_tensor_inputs"}
-)
-"""Arguments every trial passes for its own measuring, left out of ``extra[CALL_KWARGS_KEY]``."""
+    pass
 
 
 def phase(name: str) -> None:
     """Tell the parent which phase the trial is in."""
     report_phase(name)
-
-
-@dataclass
-class TrialRecord:
-    """What a trial measured so far; turned into a ``Measurement`` whatever the outcome."""
-
-    device: str
-    load_s: float | None = None
-    first_call_s: float | None = None
-    warmup_s: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    step_time_s: float | None = None
-    psnr_db: float | None = None
-    latent_cosine: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def measurement(self, status: str, trackers: dict[str, Any], **kw: Any) -> Measurement:
-        import statistics
-
-        from qco_tune.measure.backends.measure import latency_spread
-
-        host, dev = trackers.get("host"), trackers.get("device")
-        extra = dict(self.extra)
-        if self.warmup_s:
-            extra["warmup_s"] = self.warmup_s
-        return Measurement(
-            status=status,  # type: ignore[arg-type]
-            device=self.device,
-            latency_s=statistics.median(self.latencies) if self.latencies else None,
-            latency_spread_s=latency_spread(self.latencies),
-            latencies_s=tuple(self.latencies),
-            step_time_s=self.step_time_s,
-            load_s=self.load_s,
-            first_call_s=self.first_call_s,
-            peak_host_bytes=host.peak_bytes if host else None,
-            peak_device_bytes=dev.peak_device_bytes if dev else None,
-            peak_allocated_bytes=dev.peak_allocated_bytes if dev else None,
-            peak_reserved_bytes=dev.peak_reserved_bytes if dev else None,
-            psnr_db=self.psnr_db,
-            latent_cosine=self.latent_cosine,
-            extra=extra,
-            **kw,
-        )
-
-
-def call_kwargs(pipe: Any, workload: Workload, is_video: bool, callback: Any) -> dict[str, Any]:
-    """Keyword arguments of one pipeline call; optional inputs only where the pipeline takes them.
-
-    A CPU generator seeded with ``workload.seed`` makes the initial noise identical across devices
-    and configurations (diffusers draws it on the CPU and moves it).
-    """
-    import inspect
-
-    import torch
-
-    accepted = inspect.signature(pipe.__call__).parameters
-    kwargs: dict[str, Any] = {
-        "prompt": workload.prompt,
-        "height": workload.height,
-        "width": workload.width,
-        "num_inference_steps": workload.steps,
-        "generator": torch.Generator("cpu").manual_seed(workload.seed),
-        "output_type": "np",
-        "callback_on_step_end": callback,
-    }
-    optional = {
-        "negative_prompt": workload.negative_prompt,
-        "guidance_scale": workload.guidance,
-        "max_sequence_length": workload.max_sequence_length,
-        "num_frames": workload.frames if is_video else None,
-    }
-    kwargs.update({k: v for k, v in optional.items() if v is not None and k in accepted})
-    return kwargs
-
-
-def recorded_call_kwargs(kwargs: dict[str, Any]) -> list[str]:
-    """The sorted names of the workload's arguments in ``kwargs``, for ``extra[CALL_KWARGS_KEY]``."""
-    return sorted(k for k in kwargs if k not in UNRECORDED_CALL_KWARGS)
-
-
-def output_array(result: Any) -> Any:
-    """The numpy images (or video frames) of a pipeline output with ``output_type="np"``."""
-    import numpy as np
-
-    for name in ("images", "frames"):
-        value = getattr(result, name, None)
-        if value is not None:
-            return np.asarray(value)
-    return np.asarray(result[0])
 
 
 def inject_fault(fault: str | None) -> None:
@@ -298,108 +211,6 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
         record.latencies.append(elapsed)
     record.step_time_s = timer.step_time_s
     _save_output(output_array(result), output_path, record)
-
-
-def load_compile_artifacts(request: TrialRequest, record: TrialRecord) -> tuple[ArtifactReport, ArtifactKey] | None:
-    """Load the study's compile artefacts of this GPU kind, torch and Triton, before anything compiles.
-
-    Returns (report, key) for ``save_compile_artifacts``, or None when the trial does not compile or
-    the request names no artefact folder. Recorded in ``extra["compile_cache"]["artifacts"]``.
-    """
-    from qco_tune.measure.backends.artifacts import current_key, load_artifacts
-
-    if not request.compile_artifacts_dir or request.config.compile == "none":
-        return None
-    try:
-        key = current_key(request.device)
-        report = load_artifacts(request, key)
-    except Exception as exc:  # an unreadable folder: the trial compiles from scratch, and says why
-        notice = f"compile artefacts not loaded: {type(exc).__name__}: {exc}"[:REASON_MAX_CHARS]
-        record.extra.setdefault(COMPILE_CACHE_KEY, {})["artifacts"] = {"notices": [notice]}
-        return None
-    if report is None:
-        return None
-    record.extra.setdefault(COMPILE_CACHE_KEY, {})["artifacts"] = report.to_dict()
-    return report, key
-
-
-def save_compile_artifacts(
-    request: TrialRequest, record: TrialRecord, report: ArtifactReport, key: ArtifactKey
-) -> None:
-    """After the first call (the compilation): write what it compiled or hit as this configuration's file.
-
-    A failure to save is a notice, never the trial's failure.
-    """
-    from qco_tune.measure.backends.artifacts import save_artifacts
-
-    try:
-        save_artifacts(request, report, key)
-    except Exception as exc:
-        report.notices.append(f"saving compile artefacts failed: {type(exc).__name__}: {exc}"[:REASON_MAX_CHARS])
-    record.extra[COMPILE_CACHE_KEY]["artifacts"] = report.to_dict()
-
-
-def measure_fidelity(request: TrialRequest, record: TrialRecord, output: Any, latents: Any | None) -> None:
-    """Save the reference (when this trial defines it) and compare the first call's output with it.
-
-    A failure here is recorded in ``extra["fidelity_error"]``; it never fails the trial.
-    """
-    import math
-
-    from qco_tune.measure.backends.fidelity import compare, save_reference
-
-    if request.reference_dir is None:
-        return
-    weights = _weights_fingerprint(request)
-    try:
-        if request.save_reference:
-            meta = {
-                "trial": request.trial_number,
-                "config": request.config.describe(),
-                "offload": request.config.offload,
-                "device": request.device,
-                "dtype": request.dtype,
-                "workload": request.workload.__dict__,
-                "weights": weights,
-            }
-            save_reference(request.reference_dir, output, latents, meta)
-        found = compare(request.reference_dir, output, latents)
-    except Exception as exc:  # fidelity is a figure of the trial, not a condition of it
-        record.extra["fidelity_error"] = f"{type(exc).__name__}: {exc}"[:REASON_MAX_CHARS]
-        return
-    if found is None:
-        return
-    made_with = found["reference"].get("weights")
-    if weights and made_with and weights != made_with:
-        record.extra["fidelity_error"] = "the reference was made from other random weights (a rebuilt preset)"
-        return
-    psnr = found["psnr_db"]
-    if math.isnan(psnr):
-        record.extra["fidelity_error"] = "the output is not finite (NaN or infinity)"
-    else:
-        record.psnr_db = psnr
-    record.latent_cosine = found["latent_cosine"]
-    reference = found["reference"]
-    record.extra["reference"] = {"trial": reference.get("trial"), "offload": reference.get("offload")}
-
-
-def _weights_fingerprint(request: TrialRequest) -> str | None:
-    """The materialised preset's weights fingerprint (None for real weights, which do not change)."""
-    if request.model.source != "preset":
-        return None
-    from qco_tune.core import paths
-    from qco_tune.core.presets.cache import marker, preset_folder
-
-    data = marker(preset_folder(request.model.reference, request.cache_dir or paths.cache_dir())) or {}
-    value = data.get("fingerprint")
-    return value if isinstance(value, str) else None
-
-
-def _save_output(array: Any, path: Path, record: TrialRecord) -> None:
-    import numpy as np
-
-    np.save(path, array)
-    record.extra.update(output_path=str(path), output_shape=list(array.shape))
 
 
 def measure(request: TrialRequest, result_path: Path, baseline_used: int | None, handle: Any) -> Measurement:
