@@ -81,7 +81,8 @@ def bench_search(
     import json
 
     from qco_tune.bench.grid import load_grid
-    from qco_tune.bench.search import format_table, render_svg, run_bench
+    from qco_tune.bench.report import format_table, render_svg
+    from qco_tune.bench.search import run_bench
     from qco_tune.core.units import parse_size
 
     names = [n.strip() for n in samplers.split(",") if n.strip()]

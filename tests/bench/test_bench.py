@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from qco_tune.bench import report
 from qco_tune.bench import search as bench
 from qco_tune.bench.grid import (
     Grid,
@@ -153,9 +154,9 @@ def test_the_median_counts_never_as_never() -> None:
 
 def test_the_table_and_the_plot(small: Grid) -> None:
     result = bench.run_bench(small, ["random", "qco"], 2)
-    table = bench.format_table(result)
+    table = report.format_table(result)
     assert "GPU s to 95%" in table and "\nqco " in table and "75 GPU s to measure them all" in table
-    svg = ET.fromstring(bench.render_svg(result))
+    svg = ET.fromstring(report.render_svg(result))
     assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 2
 
 
