@@ -16,7 +16,10 @@ space of millions of configurations plans as fast as a small one.
    latency they are expected to reach compiled (``PRIOR_EAGER`` / ``PRIOR_SPEEDUP``: float8 dynamic is slow
    eager and the fastest compiled). The survey ends when no family is left, after ``SURVEY_SHARE`` of a trial
    target, or once ``MIN_SURVEY`` levels are measured and the last ``SURVEY_PATIENCE`` did not enlarge the
-   front of what the measured trials could reach compiled.
+   front of what the measured trials could reach compiled. A level that promises the front's best (its
+   latency divided by its backend's speed-up faster than every other feasible trial)) is compiled
+   at once, cheapest variant, before the survey goes on: the likely winner should not wait for the map
+   (on the H200 a float8 level, slow eager, would otherwise wait behind two more eager levels, 2-3 minutes).
 2. **Compile.** For every measured configuration at default settings whose compiled variant could still
    enlarge the front (an eager latency divided by its denoiser backend's speed-up, measured in the study or
    else the prior, with a margin; the fastest compiled variant of a configuration, if on the front, by
@@ -105,6 +108,11 @@ MAX_CHECKS = 400
 """Predictions and ``runnable`` calls at most per proposal (each costs about 0.1 ms): a bound on planning time."""
 SPEEDUP_MARGIN = 1.25
 """Optimism on a speed-up (another compile variant may do better)."""
+PROMISE = 1.0
+"""A level is compiled during the survey when its hoped compiled latency (eager / speed-up, no margin) beats
+the fastest other feasible trial by this factor: when the prior alone predicts a new fastest. On the H200 the
+float8 level ran 12.4 s eager and hopes for 3.8 s (the prior 3.26x; 4.07x measured by hand) against the NF4
+recipe's 4.22 s; a stricter factor (1.15) let two slow eager levels run first (one over 3 minutes)."""
 REFINE_SPEEDUP = 1.3
 """A compiled front configuration's next compile variant is assumed possibly this much faster (divided by the
 variants measured so far: each one that did not help makes the next less promising)."""
@@ -237,6 +245,9 @@ class _Planner:
 
     def next(self, target: int | None) -> TrialConfig | None:
         if self.surveying(target):
+            early = self.promising_compile()
+            if early is not None:
+                return early
             level = self.survey_level()
             if level is not None:
                 return level
@@ -251,21 +262,58 @@ class _Planner:
 
     def surveying(self, target: int | None) -> bool:
         searched = [d for d in self.done if not d.seeded]
-        if any(not self.is_level(d.config) for d in searched):
+        if any(not self.is_level(d.config) and not self.is_level_compile(d.config) for d in searched):
             return False  # a later stage has begun: the survey does not come back
+        levels = [d for d in searched if self.is_level(d.config)]
         cap = max(1, round(target * SURVEY_SHARE)) if target is not None else SURVEY_MAX
-        if len(searched) >= cap:
+        if len(levels) >= cap:
             return False
-        if len(searched) < MIN_SURVEY:
+        if len(levels) < MIN_SURVEY:
             return True
-        reference = self._reference([self._reachable(d) for d in self.done])
+        last = levels[-1].number
+        reference = self._reference([self._reachable(d) for d in self.done if d.number <= last])
         stale, previous = 0, 0.0
-        for d in searched:
+        for d in levels:
             hv = hypervolume_2d([self._reachable(x) for x in self.done if x.number <= d.number], reference)
             before = hypervolume_2d([self._reachable(x) for x in self.done if x.number < d.number], reference)
             previous = max(previous, before)
             stale = 0 if hv > previous * (1 + IMPROVEMENT) and hv > 0 else stale + 1
         return stale < SURVEY_PATIENCE
+
+    def is_level_compile(self, config: TrialConfig) -> bool:
+        """The cheapest compile variant of a measured memory level: the survey's early compile, or stage 2's
+        first step; neither ends the survey by itself."""
+        kinds = self._compile_kinds()
+        if self.base_compile != "none" or not kinds or not self.at_base_settings(config):
+            return False
+        cheapest = kinds[0]
+        if (config.compile, config.compile_mode, config.fullgraph) != tuple(cheapest.values()):
+            return False
+        key = _eager_key(config)
+        return any(self.is_level(d.config) and _eager_key(d.config) == key for d in self.done)
+
+    def promising_compile(self) -> TrialConfig | None:
+        """The cheapest compile variant of a measured level whose hoped compiled latency beats every other
+        feasible trial by ``PROMISE``, if it has no compiled variant yet (with none to beat: nothing)."""
+        kinds = self._compile_kinds()
+        feasible = [d for d in self.done if d.feasible and d.latency_s]
+        if self.base_compile != "none" or not kinds or not feasible:
+            return None
+        compiled = {_eager_key(d.config) for d in self.done if d.config.compile != "none"}
+        levels = [
+            d
+            for d in self.done
+            if d.feasible and d.latency_s and self.is_level(d.config) and _eager_key(d.config) not in compiled
+        ]
+        for d in sorted(levels, key=lambda d: d.latency_s / self.speedup(d.config)):  # type: ignore[operator]
+            assert d.latency_s is not None
+            best = min((x.latency_s or 0.0 for x in feasible if x.number != d.number), default=0.0)
+            if d.latency_s / self.speedup(d.config) * PROMISE >= best:
+                continue
+            for variant in self._variants(d.config, kinds[:1]):
+                if self.runnable(variant):
+                    return variant
+        return None
 
     def _reachable(self, d: Done) -> Point:
         """Where a trial could be on the front: an eager one compiled (prior or measured speed-up), as measured

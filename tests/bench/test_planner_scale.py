@@ -160,8 +160,18 @@ def test_the_stages_come_in_order(h200: Capabilities) -> None:
     else:
         pytest.fail("the plan did not end")
     stages = [stage_of(sim.space, c) for c in planned]
+    # A level that promises the front's best is compiled at once (regional, default mode), right after it;
+    # apart from those early compiles the stages come in order.
+    last_survey = max(i for i, s in enumerate(stages) if s == "survey")
+    early = [i for i, s in enumerate(stages[:last_survey]) if s == "compile"]
+    for i in early:
+        assert stages[i - 1] == "survey", stages
+        level = planned[i - 1]
+        assert dataclasses.replace(planned[i], compile="none").key() == level.key(), planned[i]
+        assert (planned[i].compile, planned[i].compile_mode, planned[i].fullgraph) == ("regional", "default", False)
+    staged = [s for i, s in enumerate(stages) if i not in early]
     order = ["survey", "compile", "refine"]
-    assert [k for k, _ in itertools.groupby(stages)] == order, stages
+    assert [k for k, _ in itertools.groupby(staged)] == order, stages
 
     def base(config: TrialConfig) -> str:
         return dataclasses.replace(config, compile="none", compile_mode="default", fullgraph=False).key()
@@ -219,13 +229,14 @@ def is_winner(config: dict) -> bool:
     return config["quantization"] == WINNER and config["offload"] == "none" and config["compile"] == "regional"
 
 
-def test_on_24_gib_the_float8_transformer_with_an_nf4_t5_compiled_regionally_comes_within_ten_trials(
+def test_on_24_gib_the_float8_transformer_with_an_nf4_t5_compiled_regionally_comes_within_four_trials(
     h200: Capabilities,
 ) -> None:
     trials = run_headline_loop(24, lambda r: any(is_winner(c.to_dict()) for c in r.ran) or len(r.ran) >= 30, h200)
     searched = [t for t in trials if "qco.baseline" not in t]
     winners = [i for i, t in enumerate(searched) if is_winner(t["qco.config"])]
-    assert winners and winners[0] < 10, [TrialConfig.from_dict(t["qco.config"]).describe() for t in searched]
+    # Its uncompiled level promises the best (PROMISE), so it is compiled right after it, not after the survey.
+    assert winners and winners[0] < 4, [TrialConfig.from_dict(t["qco.config"]).describe() for t in searched]
     recipe = next(t for t in trials if t.get("qco.baseline") == "quantization + compile")
     assert searched[winners[0]]["values"][0] * 1.2 < recipe["values"][0]
     assert searched[0]["qco.config"]["compile"] == "none"  # a memory level first, not a compile
