@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings
+from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, STREAM_FLAGS, compile_call, group_offload_options
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
 from qco_tune.calls.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
 from qco_tune.core.config import TrialConfig
@@ -200,28 +201,21 @@ def plan_offload(config: TrialConfig, model: ModelInfo) -> tuple[str, tuple[Stat
     """The offloading section's title and calls, as ``backends.offload.apply_offload`` makes them."""
     config = config.canonical()
     device = Code(DEVICE_VARIABLE)
-    if config.offload == "model":
-        return "model CPU offloading", (
-            Statement(Code("pipeline.enable_model_cpu_offload"), kwargs=(("device", device),)),
-        )
-    if config.offload == "sequential":
-        return "sequential CPU offloading", (
-            Statement(Code("pipeline.enable_sequential_cpu_offload"), kwargs=(("device", device),)),
-        )
+    if config.offload in CPU_OFFLOAD_METHODS:
+        method = CPU_OFFLOAD_METHODS[config.offload]
+        title = f"{config.offload} CPU offloading"
+        return title, (Statement(Code(f"pipeline.{method}"), kwargs=(("device", device),)),)
     if not config.is_group_offload:
         return "", ()
     leaf = config.offload == "group_leaf"
     kwargs: list[tuple[str, Value]] = [
         ("onload_device", Code("onload_device")),
         ("offload_device", Code("offload_device")),
-        ("offload_type", "leaf_level" if leaf else "block_level"),
     ]
-    if not leaf:
-        kwargs.append(("num_blocks_per_group", config.blocks_per_group))
     kwargs += [
-        (flag, True)
-        for flag in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage")
-        if getattr(config, flag)
+        (key, value)
+        for key, value in group_offload_options(config).items()
+        if not (key == "num_blocks_per_group" and value is None) and not (key in STREAM_FLAGS and not value)
     ]
     statements = [
         Statement(Name("torch", "device"), (device,), assign="onload_device"),
@@ -263,15 +257,15 @@ def plan_settings(
 
 def plan_compile(config: TrialConfig, model: ModelInfo) -> Statement | None:
     """``compile_repeated_blocks`` (regional) or ``compile`` (full) of the denoiser, with non-default options."""
-    config = config.canonical()
-    if config.compile == "none":
+    call = compile_call(config.canonical())
+    if call is None:
         return None
-    kwargs: list[tuple[str, Value]] = []
-    if config.compile_mode != "default":
-        kwargs.append(("mode", config.compile_mode))
-    if config.fullgraph:
-        kwargs.append(("fullgraph", True))
-    method = "compile_repeated_blocks" if config.compile == "regional" else "compile"
+    method, options = call
+    kwargs: list[tuple[str, Value]] = [
+        (key, value)
+        for key, value in options.items()
+        if (key == "mode" and value != "default") or (key == "fullgraph" and value)
+    ]
     return Statement(Code(f"{_component_expr(_denoiser(model))}.{method}"), kwargs=tuple(kwargs))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings
+from qco_tune.calls.placement import compile_call
 from qco_tune.core.config import TrialConfig
 
 
@@ -35,15 +36,13 @@ def apply_compile(pipe: Any, config: TrialConfig, denoiser: str | None = None) -
     lazy: the cost shows in the first pipeline call. Raises ``ValueError`` when the denoiser cannot
     be compiled regionally.
     """
-    if config.compile == "none":
+    call = compile_call(config)
+    if call is None:
         return
     name = denoiser or find_denoiser(pipe)
     module = getattr(pipe, name)
     if config.compile == "regional" and not getattr(module, "_repeated_blocks", None):
         raise ValueError(f"compile=regional: {type(module).__name__} declares no repeated blocks; use compile=full")
     apply_dynamo_settings(config)
-    options = {"mode": config.compile_mode, "fullgraph": config.fullgraph}
-    if config.compile == "regional":
-        module.compile_repeated_blocks(**options)
-    else:
-        module.compile(**options)
+    method, options = call
+    getattr(module, method)(**options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, group_offload_options
 from qco_tune.core.config import TrialConfig
 
 
@@ -24,10 +25,8 @@ def apply_offload(pipe: Any, config: TrialConfig, device: str) -> None:
             f"offload={config.offload} needs a CUDA device: it moves weights between host memory and the GPU, "
             f"and on {device!r} the weights already live in host memory"
         )
-    if config.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif config.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
+    if config.offload in CPU_OFFLOAD_METHODS:
+        getattr(pipe, CPU_OFFLOAD_METHODS[config.offload])(device=device)
     else:
         _group_offload(pipe, config, device)
 
@@ -36,16 +35,10 @@ def group_offload_kwargs(config: TrialConfig, device: str) -> dict[str, Any]:
     """Keyword arguments of ``enable_group_offload`` / ``apply_group_offloading`` for ``config``."""
     import torch
 
-    leaf = config.offload == "group_leaf"
     return {
         "onload_device": torch.device(device),
         "offload_device": torch.device("cpu"),
-        "offload_type": "leaf_level" if leaf else "block_level",
-        "num_blocks_per_group": None if leaf else config.blocks_per_group,
-        "use_stream": config.use_stream,
-        "non_blocking": config.non_blocking,
-        "record_stream": config.record_stream,
-        "low_cpu_mem_usage": config.low_cpu_mem_usage,
+        **group_offload_options(config),
     }
 
 
