@@ -9,9 +9,9 @@ from __future__ import annotations
 import keyword
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
 
 from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings
+from qco_tune.calls.pipeline import GENERATOR_DEVICE, workload_arguments
 from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, STREAM_FLAGS, compile_call, group_offload_options
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
 from qco_tune.calls.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
@@ -280,25 +280,15 @@ def plan_call(
     """
     strings = [("prompt", workload.prompt)]
     kwargs: list[tuple[str, Value]] = [("prompt", Code("prompt"))]
-    optional: list[tuple[str, Any]] = [
-        ("negative_prompt", workload.negative_prompt),
-        ("height", workload.height),
-        ("width", workload.width),
-        ("num_frames", workload.frames if video else None),
-        ("num_inference_steps", workload.steps),
-        ("guidance_scale", workload.guidance),
-        ("max_sequence_length", workload.max_sequence_length),
-    ]
-    required = {"height", "width", "num_inference_steps"}
-    for key, value in optional:
-        if value is None or (key not in required and call_parameters is not None and key not in call_parameters):
+    for key, value, required in workload_arguments(workload, video=video)[1:]:  # the prompt is a variable
+        if value is None or (not required and call_parameters is not None and key not in call_parameters):
             continue
         if key == "negative_prompt":
             strings.append((key, value))
             value = Code(key)
         kwargs.append((key, value))
     # torch is imported by every snippet (the dtype), so the generator can be written as text.
-    kwargs.append(("generator", Code(f'torch.Generator("cpu").manual_seed({int(workload.seed)})')))
+    kwargs.append(("generator", Code(f'torch.Generator("{GENERATOR_DEVICE}").manual_seed({int(workload.seed)})')))
     return tuple(strings), tuple(kwargs)
 
 

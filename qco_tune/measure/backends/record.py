@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qco_tune.calls.pipeline import GENERATOR_DEVICE, workload_arguments
 from qco_tune.core.records import Measurement
 from qco_tune.core.studyspec import Workload
 
@@ -84,21 +85,13 @@ def call_kwargs(pipe: Any, workload: Workload, is_video: bool, callback: Any) ->
 
     accepted = inspect.signature(pipe.__call__).parameters
     kwargs: dict[str, Any] = {
-        "prompt": workload.prompt,
-        "height": workload.height,
-        "width": workload.width,
-        "num_inference_steps": workload.steps,
-        "generator": torch.Generator("cpu").manual_seed(workload.seed),
-        "output_type": "np",
-        "callback_on_step_end": callback,
+        key: value
+        for key, value, required in workload_arguments(workload, video=is_video)
+        if required or (value is not None and key in accepted)
     }
-    optional = {
-        "negative_prompt": workload.negative_prompt,
-        "guidance_scale": workload.guidance,
-        "max_sequence_length": workload.max_sequence_length,
-        "num_frames": workload.frames if is_video else None,
-    }
-    kwargs.update({k: v for k, v in optional.items() if v is not None and k in accepted})
+    kwargs["generator"] = torch.Generator(GENERATOR_DEVICE).manual_seed(workload.seed)
+    kwargs["output_type"] = "np"
+    kwargs["callback_on_step_end"] = callback
     return kwargs
 
 
