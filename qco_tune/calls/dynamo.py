@@ -9,7 +9,8 @@ from qco_tune.calls.backends import backends_of
 from qco_tune.core.config import TrialConfig
 
 DENOISER_NAMES = ("transformer", "unet")
-"""The pipeline attributes ``backends.compile`` compiles, in order of preference (Wan 2.2 also has transformer_2)."""
+"""The pipeline attributes ``measure.backends.compile`` compiles, in order of preference
+(Wan 2.2 also has transformer_2)."""
 
 BITSANDBYTES_BACKENDS = backends_of("bitsandbytes")
 

@@ -4,7 +4,7 @@ torch's "mega-cache" (``torch.compiler.save_cache_artifacts`` / ``load_cache_art
 serialises the Inductor FX graph, AOT autograd and autotuning entries that a process compiled or
 hit, as one blob that another process loads into its (empty) caches before compiling: the first
 call then skips most of the compilation (H200, FLUX.1-dev transformer, regional compile: 22% of the
-cold first call). The per-study Inductor/Triton folders (``backends.compile_cache``) serve trials on
+cold first call). The per-study Inductor/Triton folders (``measure.backends.compile_cache``) serve trials on
 the same host; these files travel with the study to a new host.
 
 Layout (``study_dir`` is what the parent hands the child in ``TrialRequest.compile_artifacts_dir``)::

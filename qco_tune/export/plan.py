@@ -192,13 +192,13 @@ def _in_model_order(model: ModelInfo, components: list[str]) -> list[str]:
 
 
 def _denoiser(model: ModelInfo) -> str:
-    """The denoiser that ``backends.compile`` compiles when a pipeline has several (Wan 2.2: transformer_2)."""
+    """The denoiser that ``measure.backends.compile`` compiles when a pipeline has several (Wan 2.2: transformer_2)."""
     names = [c.name for c in model.components]
     return next((n for n in DENOISER_NAMES if n in names), model.denoiser)
 
 
 def plan_offload(config: TrialConfig, model: ModelInfo) -> tuple[str, tuple[Statement, ...]]:
-    """The offloading section's title and calls, as ``backends.offload.apply_offload`` makes them."""
+    """The offloading section's title and calls, as ``measure.backends.offload.apply_offload`` makes them."""
     config = config.canonical()
     device = Code(DEVICE_VARIABLE)
     if config.offload in CPU_OFFLOAD_METHODS:
@@ -272,7 +272,8 @@ def plan_compile(config: TrialConfig, model: ModelInfo) -> Statement | None:
 def plan_call(
     workload: Workload, *, video: bool, call_parameters: Collection[str] | None = None
 ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, Value], ...]]:
-    """String variables and keyword arguments of the pipeline call, as ``backends.child.call_kwargs`` builds them.
+    """String variables and keyword arguments of the pipeline call, as the trial child makes it
+    (``measure.backends.record.call_kwargs``, both from ``calls.pipeline``).
 
     Optional inputs appear only where set and, when ``call_parameters`` is known (the names the
     trial's pipeline accepted), only where the pipeline takes them. The generator is a seeded CPU

@@ -11,7 +11,7 @@ lines ``QCO-PHASE import``, ``QCO-PHASE materialize ...`` (a preset's first use 
 
 A compiling trial with ``request.compile_artifacts_dir`` loads the study's portable compile artefacts
 of its GPU kind, torch and Triton before compiling and saves its own after the first call
-(``backends.artifacts``; recorded in ``extra["compile_cache"]["artifacts"]``).
+(``measure.backends.artifacts``; recorded in ``extra["compile_cache"]["artifacts"]``).
 
 Exit status 0 whenever a result was written, failures included (OOM: status ``oom``; any other
 exception: status ``error`` with the traceback in ``output_tail``). A crash (abort, segfault) or a
