@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qco_tune.core.config import TrialConfig
-from qco_tune.core.pycode import (
-    comment_lines,
-)
+from qco_tune.core.pycode import comment_lines
 from qco_tune.export.plan import ExportHeader
 
 

@@ -16,13 +16,7 @@ from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, STREAM_FLAGS, compile_
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
 from qco_tune.calls.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
 from qco_tune.core.config import TrialConfig
-from qco_tune.core.pycode import (
-    Call,
-    Code,
-    Name,
-    Value,
-    string_literal,
-)
+from qco_tune.core.pycode import Call, Code, Name, Value, string_literal
 from qco_tune.core.records import ModelInfo
 from qco_tune.core.studyspec import Workload
 from qco_tune.core.units import format_size

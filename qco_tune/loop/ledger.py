@@ -6,9 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qco_tune.core.config import (
-    TrialConfig,
-)
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import (
     ATTEMPT_ATTR,
     BASELINE_ATTR,
@@ -21,9 +19,7 @@ from qco_tune.core.keys import (
     STATUS_ATTR,
 )
 from qco_tune.loop.context import MAX_ATTEMPTS, REFERENCE_BASELINES, Observer
-from qco_tune.store.storage import (
-    recover_stale_trials,
-)
+from qco_tune.store.storage import recover_stale_trials
 
 if TYPE_CHECKING:
     import optuna

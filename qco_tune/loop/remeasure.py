@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qco_tune.core.config import (
-    TrialConfig,
-)
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import (
     BASELINE_ATTR,
     CONFIG_ATTR,

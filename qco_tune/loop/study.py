@@ -27,9 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from qco_tune.core.compile_artifacts import artifacts_root
-from qco_tune.core.keys import (
-    BASELINE_ATTR,
-)
+from qco_tune.core.keys import BASELINE_ATTR
 from qco_tune.core.records import Capabilities
 from qco_tune.core.studyspec import StudySpec
 from qco_tune.loop.context import (
@@ -58,12 +56,8 @@ from qco_tune.loop.trial import (
     recalibrate,
 )
 from qco_tune.search.pareto import summarize
-from qco_tune.store.storage import (
-    open_storage,
-)
-from qco_tune.store.storage import (
-    storage_url as resolve_storage_url,
-)
+from qco_tune.store.storage import open_storage
+from qco_tune.store.storage import storage_url as resolve_storage_url
 
 if TYPE_CHECKING:
     import optuna

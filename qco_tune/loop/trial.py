@@ -32,10 +32,7 @@ from qco_tune.search import memory
 from qco_tune.search.calibration import calibrate
 from qco_tune.search.pareto import row_from_trial
 from qco_tune.search.steps import extrapolate
-from qco_tune.store.storage import (
-    Heartbeat,
-    owner_attrs,
-)
+from qco_tune.store.storage import Heartbeat, owner_attrs
 
 if TYPE_CHECKING:
     import optuna

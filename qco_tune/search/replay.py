@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from qco_tune.core.config import (
-    TrialConfig,
-)
+from qco_tune.core.config import TrialConfig
 
 
 class TrialLike(Protocol):

@@ -21,10 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qco_tune.core.keys import (
-    CONFIG_ATTR,
-    SPEC_ATTR,
-)
+from qco_tune.core.keys import CONFIG_ATTR, SPEC_ATTR
 from qco_tune.search.pareto import ParetoSummary, summarize
 from qco_tune.store.studydata import (
     FINISHED_STATES,
