@@ -179,6 +179,9 @@ class _Context:
     compile_artifacts: Path | None = None
     """The folder of the storage's portable compile artefacts (``compile_artifacts.artifacts_root``); None:
     trials neither load nor save them (the benchmark's replays)."""
+    restore_reference: bool = False
+    """Before the first trial, measure the reference again when its output is not on this machine
+    (``restore_reference``): ``run`` and workers do; replays and in-process tests do not."""
 
 
 def parse_faults(text: str | None) -> dict[int, str]:
@@ -661,6 +664,46 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
     return measurement
 
 
+def restore_reference(ctx: _Context) -> float | None:
+    """Measure the study's reference again, as measurement and not as a trial, when it has finished in the
+    storage but its output is not on this machine (a resumed study on a fresh GPU machine, a worker on
+    another host): trials compare their first call with that output, so without it none would get PSNR.
+    The seconds it took (None when nothing was needed, or it failed), also said as a message."""
+    from optuna.trial import TrialState
+
+    from qco_tune.backends.fidelity import load_meta
+
+    finished = [
+        t
+        for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(BASELINE_ATTR) in REFERENCE_BASELINES and CONFIG_ATTR in t.user_attrs
+    ]
+    if not finished or load_meta(reference_dir(ctx.spec, trial_workload(ctx.spec))) is not None:
+        return None
+    trial = finished[-1]  # the offload reference, where the plain one did not fit
+    config = TrialConfig.from_dict(trial.user_attrs[CONFIG_ATTR])
+    ctx.observer.message(
+        f"the reference output (trial #{trial.number}) is not on this machine: measuring it again first, "
+        "so that every trial here gets its fidelity (not a trial of the study)"
+    )
+    request = _request(ctx, config, trial.number, trial.user_attrs[BASELINE_ATTR])
+    start = time.monotonic()
+    ctx.observer.phase(f"reference #{trial.number} again")
+    try:
+        measurement = ctx.execute(request, timeout=ctx.spec.trial_timeout, on_phase=ctx.observer.phase)
+    except TrialInterrupted:
+        raise KeyboardInterrupt from None
+    seconds = time.monotonic() - start
+    if measurement.status != "ok":
+        ctx.observer.message(
+            f"the reference could not be measured again ({measurement.status}: {measurement.reason}): "
+            "trials here get no fidelity"
+        )
+        return None
+    ctx.observer.message(f"reference output restored in {seconds:.0f} s")
+    return seconds
+
+
 def _reference_beyond_the_gpu(ctx: _Context, config: TrialConfig) -> tuple[str, float] | None:
     """Why the reference cannot run uncapped here: predicted over the GPU's whole memory (by more than the
     model's own error), where the budget does not apply to it. None where it can run, or nothing is known."""
@@ -801,6 +844,9 @@ def run_loop(
             if _next_outlasts(ctx, deadline - clock()):
                 result.stopped = "timeout"
                 return
+            if ctx.restore_reference:
+                ctx.restore_reference = False
+                restore_reference(ctx)
             trial = current = study.ask()
             config = ctx.space.suggest(trial)
             baseline = trial.user_attrs.get(BASELINE_ATTR)
@@ -951,6 +997,7 @@ def run_study(
     faults = parse_faults(os.environ.get(FAULTS_ENV))
     ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
     ctx.compile_artifacts = artifacts_root(resolve_storage_url(storage_url), compile_artifacts)
+    ctx.restore_reference = True
     deadline = clock() + spec.timeout if spec.timeout else math.inf
     observer.study_started(spec, ledger(study).counted, spec.trials, resumed)
     if prepare_only:
