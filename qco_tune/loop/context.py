@@ -126,6 +126,9 @@ class _Context:
     compile_artifacts: Path | None = None
     """The folder of the storage's portable compile artefacts (``compile_artifacts.artifacts_root``); None:
     trials neither load nor save them (the benchmark's replays)."""
+    restore_reference: bool = False
+    """Before the first trial, measure the reference again when its output is not on this machine
+    (``restore_reference``): ``run`` and workers do; replays and in-process tests do not."""
 
 
 def parse_faults(text: str | None) -> dict[int, str]:

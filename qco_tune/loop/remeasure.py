@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from qco_tune.core.config import TrialConfig
@@ -15,9 +16,9 @@ from qco_tune.core.keys import (
     REMEASURE_OF_ATTR,
 )
 from qco_tune.loop.context import REFERENCE_BASELINES, RunResult, _Context
-from qco_tune.loop.setup import fingerprint, measured_steps
+from qco_tune.loop.setup import fingerprint, measured_steps, reference_dir, trial_workload
 from qco_tune.loop.trial import _best_latency, _outcome, _request, recalibrate
-from qco_tune.measure.runner import run_trial
+from qco_tune.measure.runner import TrialInterrupted, run_trial
 from qco_tune.search import memory
 from qco_tune.search.pareto import summarize
 from qco_tune.search.steps import is_extrapolated
@@ -109,3 +110,43 @@ def _remeasure(ctx: _Context, number: int) -> int:
     added = max(t.number for t in ctx.study.get_trials(deepcopy=False) if t.user_attrs.get(REMEASURE_OF_ATTR) == number)
     ctx.observer.trial_finished(added, measurement, outcome.feasible, _best_latency(ctx.study))
     return added
+
+
+def restore_reference(ctx: _Context) -> float | None:
+    """Measure the study's reference again, as measurement and not as a trial, when it has finished in the
+    storage but its output is not on this machine (a resumed study on a fresh GPU machine, a worker on
+    another host): trials compare their first call with that output, so without it none would get PSNR.
+    The seconds it took (None when nothing was needed, or it failed), also said as a message."""
+    from optuna.trial import TrialState
+
+    from qco_tune.measure.reference import load_meta
+
+    finished = [
+        t
+        for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(BASELINE_ATTR) in REFERENCE_BASELINES and CONFIG_ATTR in t.user_attrs
+    ]
+    if not finished or load_meta(reference_dir(ctx.spec, trial_workload(ctx.spec))) is not None:
+        return None
+    trial = finished[-1]  # the offload reference, where the plain one did not fit
+    config = TrialConfig.from_dict(trial.user_attrs[CONFIG_ATTR])
+    ctx.observer.message(
+        f"the reference output (trial #{trial.number}) is not on this machine: measuring it again first, "
+        "so that every trial here gets its fidelity (not a trial of the study)"
+    )
+    request = _request(ctx, config, trial.number, trial.user_attrs[BASELINE_ATTR])
+    start = time.monotonic()
+    ctx.observer.phase(f"reference #{trial.number} again")
+    try:
+        measurement = ctx.execute(request, timeout=ctx.spec.trial_timeout, on_phase=ctx.observer.phase)
+    except TrialInterrupted:
+        raise KeyboardInterrupt from None
+    seconds = time.monotonic() - start
+    if measurement.status != "ok":
+        ctx.observer.message(
+            f"the reference could not be measured again ({measurement.status}: {measurement.reason}): "
+            "trials here get no fidelity"
+        )
+        return None
+    ctx.observer.message(f"reference output restored in {seconds:.0f} s")
+    return seconds

@@ -42,7 +42,7 @@ from qco_tune.loop.context import (
     parse_faults,
 )
 from qco_tune.loop.ledger import _fail_interrupted, _is_running, ledger, recover
-from qco_tune.loop.remeasure import remeasure_front
+from qco_tune.loop.remeasure import remeasure_front, restore_reference
 from qco_tune.loop.setup import ensure_materialized, open_study, prepare, quiet_optuna, study_spaces
 from qco_tune.loop.trial import (
     _enqueue_offload_reference,
@@ -101,6 +101,9 @@ def run_loop(
             if _next_outlasts(ctx, deadline - clock()):
                 result.stopped = "timeout"
                 return
+            if ctx.restore_reference:
+                ctx.restore_reference = False
+                restore_reference(ctx)
             trial = current = study.ask()
             config = ctx.space.suggest(trial)
             baseline = trial.user_attrs.get(BASELINE_ATTR)
@@ -162,6 +165,7 @@ def run_study(
     faults = parse_faults(os.environ.get(FAULTS_ENV))
     ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
     ctx.compile_artifacts = artifacts_root(resolve_storage_url(storage_url), compile_artifacts)
+    ctx.restore_reference = True
     deadline = clock() + spec.timeout if spec.timeout else math.inf
     observer.study_started(spec, ledger(study).counted, spec.trials, resumed)
     if prepare_only:

@@ -66,6 +66,7 @@ def _context_for(
     faults = parse_faults(os.environ.get(FAULTS_ENV))
     ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
     ctx.compile_artifacts = compile_artifacts
+    ctx.restore_reference = True  # a worker on another host has no reference output yet
     return ctx
 
 

@@ -17,7 +17,7 @@ space of millions of configurations plans as fast as a small one.
    eager and the fastest compiled). The survey ends when no family is left, after ``SURVEY_SHARE`` of a trial
    target, or once ``MIN_SURVEY`` levels are measured and the last ``SURVEY_PATIENCE`` did not enlarge the
    front of what the measured trials could reach compiled. A level that promises the front's best (its
-   latency divided by its backend's speed-up faster than every other feasible trial)) is compiled
+   latency divided by its backend's speed-up faster than every other feasible trial) is compiled
    at once, cheapest variant, before the survey goes on: the likely winner should not wait for the map
    (on the H200 a float8 level, slow eager, would otherwise wait behind two more eager levels, 2-3 minutes).
 2. **Compile.** For every measured configuration at default settings whose compiled variant could still

@@ -69,14 +69,16 @@ def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
     spec = study.user_attrs.get(SPEC_ATTR, {})
     caps = study.user_attrs.get(CAPABILITIES_ATTR, {})
     versions = caps.get("versions", {}) if isinstance(caps, dict) else {}
-    shown = [row for row in summary.rows if row.baseline and row.category != "superseded"]
-    shown += [row for row in summary.front if row not in shown]
-    best = summary.best
-    target = recipe_row(summary, against)
-    target_m, best_m = (target.measurement if target else None), (best.measurement if best else None)
     searched = [
         r for r in summary.rows if not r.baseline and r.category in ("front", "dominated", "infeasible", "failed")
     ]
+    # The recipes, then every searched trial that ran (dominated and failed ones too: what the search cost).
+    shown = [row for row in summary.rows if row.baseline and row.category != "superseded"]
+    rest = {row.number: row for row in [*summary.front, *searched] if row not in shown}
+    shown += [rest[n] for n in sorted(rest)]
+    best = summary.best
+    target = recipe_row(summary, against)
+    target_m, best_m = (target.measurement if target else None), (best.measurement if best else None)
     starts = compile_cache_starts(summary.rows)
     return {
         "study": study.study_name,

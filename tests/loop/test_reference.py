@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from loop_fakes import H100, FakeRunner
+from loop_fakes import H100, FakeRunner, Messages
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import BASELINE_ATTR
@@ -108,3 +108,48 @@ def test_a_reference_beyond_the_gpu_is_measured_with_model_offload_straight_away
     (offloaded,) = runner.requests  # no GPU time went to the reference that could not fit
     assert offloaded.config == TrialConfig(offload="model") and offloaded.save_reference
     assert ctx.study.trials[1].user_attrs[BASELINE_ATTR] == OFFLOAD_REFERENCE
+
+
+def _resumed_on_a_fresh_machine(ctx: _Context, runner: FakeRunner) -> _Context:
+    """A study whose reference finished elsewhere: its output is in no reference folder here."""
+    first = _study_with_reference(ctx, runner, trials=1)
+    run_loop(first, RunResult(ctx.spec.name))
+    runner.requests.clear()
+    observer = Messages()
+    return dataclasses.replace(first, spec=dataclasses.replace(first.spec, trials=2), observer=observer)
+
+
+def test_a_resumed_study_measures_the_reference_again_where_its_output_is_missing(ctx: _Context) -> None:
+    runner = FakeRunner()
+    resumed = _resumed_on_a_fresh_machine(ctx, runner)
+    resumed.restore_reference = True
+    complete = (optuna.trial.TrialState.COMPLETE,)
+    before = len(ctx.study.get_trials(states=complete))
+    run_loop(resumed, RunResult(ctx.spec.name))
+    # The reference's configuration ran first, uncapped, saving its output ...
+    again = runner.requests[0]
+    assert again.config == TrialConfig() and again.save_reference and again.memory_limit is None
+    assert again.trial_number == 0 and again.reference_dir == str(reference_dir(ctx.spec))
+    # ... as measurement, not as a trial: one searched trial was added, and only once was it checked.
+    assert [r.save_reference for r in runner.requests] == [True, False]
+    assert len(ctx.study.get_trials(states=complete)) == before + 1 and not resumed.restore_reference
+    assert any("not on this machine" in line for line in resumed.observer.lines)  # type: ignore[attr-defined]
+
+
+def test_no_reference_is_measured_again_where_its_output_is_here_or_it_never_finished(ctx: _Context) -> None:
+    from qco_tune.measure.backends.fidelity import save_reference
+
+    runner = FakeRunner()
+    resumed = _resumed_on_a_fresh_machine(ctx, runner)
+    save_reference(reference_dir(ctx.spec), [[0.5]], None, {"trial": 0})
+    resumed.restore_reference = True
+    run_loop(resumed, RunResult(ctx.spec.name))
+    assert [r.save_reference for r in runner.requests] == [False]
+    # A new study: its reference is a queued trial, run as such (once).
+    fresh = FakeRunner()
+    other = _study_with_reference(
+        dataclasses.replace(ctx, study=optuna.create_study(directions=["minimize", "minimize"])), fresh, trials=1
+    )
+    other.restore_reference = True
+    run_loop(other, RunResult(ctx.spec.name))
+    assert [r.save_reference for r in fresh.requests] == [True, False]

@@ -178,3 +178,29 @@ def test_changed_spec_is_refused_unless_asked(tmp_path: Path, cpu_caps: Capabili
         run_study(changed, storage_url=_url(tmp_path), caps=cpu_caps)
     again = run_study(changed, storage_url=_url(tmp_path), caps=cpu_caps, allow_changed_spec=True)
     assert again.stopped == "trials" and again.ran == 0
+
+
+def test_a_study_resumed_without_its_reference_output_measures_it_again_and_keeps_fidelity(
+    tmp_path: Path, cpu_caps: Capabilities, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    monkeypatch.setenv("QCO_CACHE", str(tmp_path / "cache"))  # the folder this test empties is its own
+
+    from loop_fakes import Messages
+
+    from qco_tune.loop.setup import reference_dir, trial_workload
+
+    spec = apply_overrides(load_default_spec(), trials=1, name="tiny-moved")
+    run_study(spec, storage_url=_url(tmp_path), caps=cpu_caps)
+    # A fresh machine: the storage came along, the reference output (in the machine's cache) did not.
+    shutil.rmtree(reference_dir(spec, trial_workload(spec)))
+    more = apply_overrides(spec, trials=2)
+    observer = Messages()
+    result = run_study(more, storage_url=_url(tmp_path), caps=cpu_caps, observer=observer, allow_changed_spec=True)
+    assert result.ran == 1 and any("not on this machine" in line for line in observer.lines), observer.lines
+    complete = [t for t in _trials(_url(tmp_path), "tiny-moved") if t.state == TrialState.COMPLETE]
+    last = max(complete, key=lambda t: t.number)
+    assert last.user_attrs.get("qco.baseline") is None
+    assert 0 < last.user_attrs["qco.measurement"]["psnr_db"] < float("inf")
+    assert len([t for t in complete if t.user_attrs.get("qco.baseline") == "reference"]) == 1  # no second trial

@@ -65,6 +65,10 @@ def test_the_summary_holds_recipes_front_speedup_and_memory_model(db: Path, tmp_
     assert data["headline"]["speedup_per_step"] == pytest.approx(recipe["step_time_s"] / best["step_time_s"])
     assert data["rows"][0]["psnr_db"] == "inf"  # strict JSON: the reference against itself
     assert data["trials"] == {"finished": 10, "searched": 6, "searched_failed": 2, "skipped": 1}
+    # Every trial that ran is a row once, recipes first: the searched ones dominated or failed too.
+    numbers = [r["number"] for r in data["rows"]]
+    assert len(numbers) == len(set(numbers)) == 10 and numbers[:4] == [0, 1, 2, 3]
+    assert sum(1 for r in data["rows"] if not r["recipe"]) == 6
     mm = data["memory_model"]["feasible"]
     assert mm["trials"] == 8 and mm["worst_trial"] == 3 and 0 < mm["median_abs_error"] <= mm["worst_abs_error"]
     md = (tmp_path / "out" / "summary.md").read_text()

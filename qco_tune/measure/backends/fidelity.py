@@ -17,10 +17,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from qco_tune.measure.reference import META_FILE, load_meta
+
 OUTPUT_FILE = "output.npy"
 LATENTS_FILE = "latents.npy"
-META_FILE = "reference.json"
-"""Written last: its presence means the reference is complete."""
 
 
 class FinalLatents:
@@ -91,15 +91,6 @@ def save_reference(folder: str | os.PathLike[str], output: Any, latents: Any | N
         np.save(tmp, np.asarray(array))
         os.replace(tmp, target)
     _write_json(folder / META_FILE, meta)
-
-
-def load_meta(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The reference's metadata, or None when there is no complete reference in ``folder``."""
-    try:
-        data = json.loads((Path(folder) / META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def compare(folder: str | os.PathLike[str], output: Any, latents: Any | None) -> dict[str, Any] | None:
