@@ -207,7 +207,7 @@ class _Planner:
             k: getattr(defaults, k) if getattr(defaults, k) in self.knobs[k] else self.knobs[k][0]
             for k in self.secondary
         }
-        variants = self._compile_kinds()
+        variants = self.compile_kinds = self._compile_kinds()  # the space's, fixed: computed once
         scopes = self.knobs.get("compile", ("none",))
         self.base_compile = "none" if "none" in scopes else (variants[0]["compile"] if variants else scopes[0])
         self.base_compile_knobs = {"compile": "none"} if self.base_compile == "none" else (variants or [{}])[0]
@@ -283,7 +283,7 @@ class _Planner:
     def is_level_compile(self, config: TrialConfig) -> bool:
         """The cheapest compile variant of a measured memory level: the survey's early compile, or stage 2's
         first step; neither ends the survey by itself."""
-        kinds = self._compile_kinds()
+        kinds = self.compile_kinds
         if self.base_compile != "none" or not kinds or not self.at_base_settings(config):
             return False
         cheapest = kinds[0]
@@ -295,7 +295,7 @@ class _Planner:
     def promising_compile(self) -> TrialConfig | None:
         """The cheapest compile variant of a measured level whose hoped compiled latency beats every other
         feasible trial by ``PROMISE``, if it has no compiled variant yet (with none to beat: nothing)."""
-        kinds = self._compile_kinds()
+        kinds = self.compile_kinds
         feasible = [d for d in self.done if d.feasible and d.latency_s]
         if self.base_compile != "none" or not kinds or not feasible:
             return None
@@ -477,7 +477,7 @@ class _Planner:
         return self._speedup_cache
 
     def compile_variant(self) -> TrialConfig | None:
-        kinds = self._compile_kinds()
+        kinds = self.compile_kinds
         measured = [d for d in self.done if d.latency_s is not None and d.memory_bytes is not None]
         feasible = [d for d in measured if d.feasible]
         if not kinds or not feasible:
