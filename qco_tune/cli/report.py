@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -12,10 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from qco_tune.core.keys import CAPABILITIES_ATTR, GPU_ATTR, GPU_KINDS_ATTR, MODEL_ATTR, SPEC_ATTR
-from qco_tune.core.records import Capabilities, Measurement, ModelInfo
+from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.units import format_size
 from qco_tune.loop.summary import MEASURED, compile_cache_starts, load_stored_study, relative, strict_json, study_json
-from qco_tune.search.pareto import ParetoSummary, TrialRow
+from qco_tune.search.budget import study_counted_memory
+from qco_tune.search.pareto import SPEEDUP_DEFINITION, SPEEDUP_HEADER, ParetoSummary, TrialRow, format_fidelity
 
 if TYPE_CHECKING:
     import optuna
@@ -30,14 +30,6 @@ def _console() -> Console:
 
 def _seconds(value: float | None) -> str:
     return f"{value:.3f} s" if value is not None else "-"
-
-
-def _fidelity(m: Measurement | None) -> str:
-    """``34.5 dB · 0.99931``: PSNR of the output and cosine of the final latents against the reference."""
-    if m is None or m.psnr_db is None:
-        return "-"
-    psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.1f} dB"
-    return psnr + (f" · {m.latent_cosine:.5f}" if m.latent_cosine is not None else "")
 
 
 def _latency(row: TrialRow) -> str:
@@ -56,7 +48,7 @@ def _row_cells(row: TrialRow) -> list[str]:
         f"±{m.latency_spread_s:.3f}" if m and m.latency_spread_s is not None else "",
         _seconds(m.step_time_s if m else None),
         format_size(row.memory_bytes),
-        _fidelity(m),
+        format_fidelity(m) or "-",
         _seconds(m.first_call_s if m else None),
         row.baseline or "",
     ]
@@ -81,13 +73,16 @@ def print_study(name: str, url: str | None) -> None:
     summary = load_summary(study)
     spec = study.user_attrs.get(SPEC_ATTR, {})
     console = _console()
+    counted = study_counted_memory(spec, study.user_attrs.get(CAPABILITIES_ATTR))
     console.print(
-        f"[bold]{name}[/] · {spec.get('model', '?')} · {study.user_attrs.get('qco.gpu', '?')} · "
-        f"budget {format_size(spec.get('vram_budget'))} ({spec.get('memory_metric', 'device')} memory)"
+        f"[bold]{name}[/] · {spec.get('model', '?')} · {study.user_attrs.get(GPU_ATTR, '?')} · "
+        f"budget {format_size(spec.get('vram_budget'))} of {counted} · peaks below are {counted}"
     )
     if not summary.rows:
         console.print("no trials yet: `qco-tune run` starts them")
         return
+    console.print(f"trials: {summary.counts.describe()}")
+    _print_speedup(console, summary)
     if summary.front:
         console.print(_trial_table("Pareto front (feasible, fastest first)", summary.front))
     else:
@@ -130,7 +125,7 @@ def _print_baselines(console: Console, summary: ParetoSummary) -> None:
     if not summary.baselines:
         return
     table = Table(title="seeded guide recipes", title_justify="left")
-    for name in ("recipe", "#", "latency", "peak mem", "state", "best is faster by"):
+    for name in ("recipe", "#", "latency", "peak mem", "state", "recipe latency ÷ best latency"):
         table.add_column(name)
     for name, row in summary.baselines.items():
         speedup = summary.speedups.get(name)
@@ -148,6 +143,13 @@ def _print_baselines(console: Console, summary: ParetoSummary) -> None:
             faster,
         )
     console.print(table)
+
+
+def _print_speedup(console: Console, summary: ParetoSummary) -> None:
+    """The study's one speed-up figure, with its definition (``list`` and the TUI show the same figure)."""
+    speedup = summary.speedup
+    if speedup is not None:
+        console.print(f"{SPEEDUP_HEADER}: {speedup.describe()}  [dim]({SPEEDUP_DEFINITION})[/]")
 
 
 def _print_fidelity_note(console: Console, summary: ParetoSummary, spec: dict[str, Any]) -> None:
@@ -289,27 +291,29 @@ def print_study_list(url: str | None) -> None:
         console.print(f"no studies in {mask_url(storage_url(url))}: `qco-tune run` starts one")
         return
     table = Table(title=f"studies in {mask_url(storage_url(url))}", title_justify="left")
-    for name in ("study", "model", "GPU", "budget", "trials", "ok/over/failed", "best feasible", "vs baselines"):
+    columns = ("study", "model", "GPU", "budget", "ran", "ok/over/failed", "skipped", "best feasible", SPEEDUP_HEADER)
+    for name in columns:
         table.add_column(name)
     for item in summaries:
         study = optuna.load_study(study_name=item.study_name, storage=storage)
         summary = load_summary(study)
         spec = study.user_attrs.get(SPEC_ATTR, {})
-        feasible = len(summary.front) + len(summary.by_category("dominated"))
-        counts = f"{feasible}/{len(summary.by_category('infeasible'))}/{len(summary.by_category('failed'))}"
+        c = summary.counts
         best = summary.best
-        vs = ", ".join(f"{k} {v:.2f}×" for k, v in summary.speedups.items() if k != "reference")
+        counted = study_counted_memory(spec, study.user_attrs.get(CAPABILITIES_ATTR))
         table.add_row(
             item.study_name,
             str(spec.get("model", "?")),
             str(study.user_attrs.get(GPU_ATTR, "?")),
-            format_size(spec.get("vram_budget")),
-            str(item.n_trials),
-            counts,
-            _seconds(best.latency_s) + (f" (#{best.number})" if best else "") if best else "-",
-            vs or "-",
+            f"{format_size(spec.get('vram_budget'))} {counted}",
+            str(c.ran) + (f" +{c.running} running" if c.running else ""),
+            f"{c.feasible}/{c.infeasible}/{c.failed}",
+            str(c.skipped),
+            _seconds(best.latency_s) + f" (#{best.number})" if best else "-",
+            summary.speedup.describe() if summary.speedup else "-",
         )
     console.print(table)
+    console.print(f"[dim]{SPEEDUP_DEFINITION}; ran: the reference included, skipped: never ran[/]")
 
 
 def print_run_result(result: RunResult) -> None:
@@ -321,28 +325,32 @@ def print_run_result(result: RunResult) -> None:
         "exhausted": "every valid configuration has been tried",
         "prepared": "prepared for workers (`qco-tune worker`)",
     }.get(result.stopped, result.stopped)
-    console.print(f"study {result.study_name!r}: ran {result.ran} trial(s), skipped {result.skipped}; {why}")
+    summary = result.summary
+    if summary is None:
+        console.print(f"study {result.study_name!r}: ran {result.ran} trial(s), skipped {result.skipped}; {why}")
+        return
+    counts = summary.counts
+    this_run = (result.ran + len(result.remeasured), result.skipped)
+    mine = "" if this_run == (counts.ran, counts.skipped) else f" (this run: ran {this_run[0]}, skipped {this_run[1]})"
+    console.print(f"study {result.study_name!r}: {why}; trials: {counts.describe()}{mine}")
     if result.remeasured:
         pairs = ", ".join(f"#{a} → #{b}" for a, b in result.remeasured)
         console.print(f"measured again at the full step count: {pairs}")
-    summary = result.summary
-    if summary is None:
-        return
     if summary.best is None:
         console.print("[yellow]no feasible configuration yet[/]")
     else:
         best = summary.best
+        counted = "host RAM" if best.measurement and best.measurement.device == "cpu" else "VRAM"
         console.print(
             f"best feasible: #{best.number} {best.config.describe() if best.config else '?'} · "
-            f"{_seconds(best.latency_s)} · peak {format_size(best.memory_bytes)}"
+            f"{_seconds(best.latency_s)} · peak {counted} {format_size(best.memory_bytes)}"
         )
+        _print_speedup(console, summary)
         for name, ratio in summary.speedups.items():
-            if summary.baselines[name].number == best.number:
-                console.print(f"  the best is the seeded recipe '{name}' itself")
-            elif ratio >= 1:
-                console.print(f"  {ratio:.2f}× faster than the seeded recipe '{name}'")
-            else:
-                console.print(f"  {1 / ratio:.2f}× slower than the seeded recipe '{name}'")
+            row = summary.baselines[name]
+            if row.number != best.number:
+                latency = _seconds(row.latency_s)
+                console.print(f"  recipe {name!r} #{row.number}: {latency}, {ratio:.2f}× the best's latency")
     console.print(f"details: qco-tune show {result.study_name}")
 
 

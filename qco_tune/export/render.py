@@ -136,12 +136,32 @@ def _call_lines(plan: ExportPlan, imports: Imports) -> list[str]:
     return [*lines, f"image.save({string_literal(OUTPUT_IMAGE)})"]
 
 
+QUIET_PREAMBLE = (
+    "import os",
+    "import warnings",
+    "",
+    "# Quiet, as qco-tune's trials ran: the libraries' notices off (errors still show); set",
+    "# before torch, diffusers and transformers load.",
+    'os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")',
+    'os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")',
+    'os.environ.setdefault("TORCH_LOGS", "-all")',
+)
+"""The snippet's first lines: what ``measure.backends.libraries`` does to quiet a trial, as environment variables
+(the import-time notices of torch's pytree registrations, torchao, transformers' optional backends). Only
+``os.environ`` changes come before the imports, which linters accept above imports; the warnings filter
+(``QUIET_WARNINGS``: the libraries' deprecation notices, e.g. diffusers' ``QuantoConfig``) comes after them."""
+
+
+QUIET_WARNINGS = 'warnings.filterwarnings("ignore", category=FutureWarning)  # as in the trials'
+
+
 def render_plan(plan: ExportPlan, header: list[str] | tuple[str, ...] = ()) -> str:
-    """The snippet's source: header comments, imports, then the body blocks."""
+    """The snippet's source: header comments, the quiet preamble, imports, then the body blocks."""
     imports = Imports()
-    blocks = _body(plan, imports)
+    blocks = [[QUIET_WARNINGS], *_body(plan, imports)]
     head = [line for text in header for line in comment_lines(text)]
-    parts = ["\n".join(head), "\n".join(imports.render())] + ["\n".join(b) for b in blocks if b]
+    parts = ["\n".join(head), "\n".join(QUIET_PREAMBLE), "\n".join(imports.render())]
+    parts += ["\n".join(b) for b in blocks if b]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -182,6 +202,7 @@ def render(
     header: ExportHeader | None = None,
     call_parameters: Collection[str] | None = None,
     compile_artifacts: str | None = None,
+    device: str = "cuda",
 ) -> str:
     """``config`` in ``fmt`` (``python``, ``json`` or ``toml``); ``ValueError`` for another format.
 
@@ -197,6 +218,7 @@ def render(
             header=header,
             call_parameters=call_parameters,
             compile_artifacts=compile_artifacts,
+            device=device,
         )
     if fmt == "json":
         return render_json(config)

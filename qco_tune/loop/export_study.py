@@ -43,6 +43,8 @@ class TrialExport:
     model_ref: str
     header: ExportHeader
     call_parameters: tuple[str, ...] | None = None
+    device: str = "cuda"
+    """Where the trial was measured, and so where the snippet runs (``cpu`` for a study without CUDA)."""
 
     @property
     def warning(self) -> str | None:
@@ -59,6 +61,7 @@ class TrialExport:
             header=self.header,
             call_parameters=self.call_parameters,
             compile_artifacts=compile_artifacts,
+            device=self.device,
         )
 
 
@@ -221,6 +224,7 @@ def prepare_export(
         model_ref=model_ref,
         header=header,
         call_parameters=tuple(str(p) for p in parameters) if isinstance(parameters, list) else None,
+        device="cpu" if on_cpu else "cuda",
     )
 
 

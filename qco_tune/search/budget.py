@@ -107,3 +107,21 @@ def over_budget(prediction: MemoryPrediction, budget: int, margin: float = DEFAU
 def over_budget_bytes(need: int, budget: int, margin: float = DEFAULT_MARGIN) -> bool:
     """True when ``need`` bytes are more than ``margin`` times ``budget`` (the cautious check of ``prepare``)."""
     return need > budget * margin
+
+
+def counted_memory(memory_metric: str, cuda: bool | None) -> str:
+    """What a study's budget and peaks count, in words: ``host RAM`` where trials run on the CPU (no CUDA:
+    ``Measurement.memory_for``), else the device memory that ``budget.counts`` names. ``cuda`` None: unknown
+    (a study stored without its capabilities), read as the GPU the spec names."""
+    if cuda is False:
+        return "host RAM"
+    return {"device": "VRAM (device)", "reserved": "VRAM (reserved)", "allocated": "VRAM (allocated)"}.get(
+        memory_metric, f"VRAM ({memory_metric})"
+    )
+
+
+def study_counted_memory(spec: object, capabilities: object) -> str:
+    """``counted_memory`` of a stored study, from its ``qco.spec`` and ``qco.capabilities`` attributes."""
+    metric = spec.get("memory_metric", "device") if isinstance(spec, dict) else "device"
+    cuda = capabilities.get("cuda") if isinstance(capabilities, dict) else None
+    return counted_memory(str(metric), cuda if isinstance(cuda, bool) else None)

@@ -7,6 +7,7 @@ optuna import and can be tested with plain data.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -83,8 +84,101 @@ class ParetoSummary:
     def by_category(self, category: Category) -> tuple[TrialRow, ...]:
         return tuple(r for r in self.rows if r.category == category)
 
+    @property
+    def counts(self) -> Counts:
+        return Counts.of(self)
+
+    @property
+    def speedup(self) -> Speedup | None:
+        """The study's one speed-up (``SPEEDUP_DEFINITION``), as ``run``, ``show``, ``list`` and the TUI show it."""
+        if self.best is None or not self.speedups:
+            return None
+        recipe = min(self.speedups, key=lambda name: self.speedups[name])
+        return Speedup(self.speedups[recipe], recipe, self.baselines[recipe].number, self.best.number)
+
     def row(self, number: int) -> TrialRow | None:
         return next((r for r in self.rows if r.number == number), None)
+
+
+SPEEDUP_HEADER = "speed-up vs fastest recipe in budget"
+"""The column header wherever the study's speed-up is shown (``list``, ``show``, the TUI's studies screen)."""
+
+
+SPEEDUP_DEFINITION = (
+    "speed-up = latency of the fastest seeded recipe that fits the budget ÷ latency of the best feasible trial"
+)
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """The best feasible trial against the fastest seeded recipe within budget (``SPEEDUP_DEFINITION``)."""
+
+    ratio: float
+    recipe: str
+    recipe_number: int
+    best_number: int
+
+    def describe(self) -> str:
+        """``1.42× · quantization (torchao_int8wo) #1``, or that the best is that recipe itself."""
+        if self.recipe_number == self.best_number:
+            return f"1.00× · the best is {self.recipe!r} #{self.recipe_number} itself"
+        return f"{self.ratio:.2f}× · {self.recipe} #{self.recipe_number}"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A study's trials by what became of them: the one count that ``run``, ``show``, ``list`` and the TUI show.
+
+    ``ran`` counts every trial that ran to an end (within budget, over it, failed, or superseded by its
+    re-measurement), the reference included; ``skipped`` ones never ran (a rule, the memory model, a repeat).
+    """
+
+    running: int = 0
+    feasible: int = 0
+    infeasible: int = 0
+    failed: int = 0
+    skipped: int = 0
+    waiting: int = 0
+    superseded: int = 0
+
+    @property
+    def ran(self) -> int:
+        return self.feasible + self.infeasible + self.failed + self.superseded
+
+    @property
+    def total(self) -> int:
+        return self.ran + self.running + self.skipped + self.waiting
+
+    def describe(self) -> str:
+        """``9 ran (9 within budget, 0 over, 0 failed), 2 skipped before running``."""
+        text = (
+            f"{self.ran} ran ({self.feasible} within budget, {self.infeasible} over, {self.failed} failed), "
+            f"{self.skipped} skipped before running"
+        )
+        extra = [f"{n} {what}" for n, what in ((self.running, "running"), (self.waiting, "queued")) if n]
+        return text + (", " + ", ".join(extra) if extra else "")
+
+    @classmethod
+    def of(cls, summary: ParetoSummary) -> Counts:
+        cats = [r.category for r in summary.rows]
+        return cls(
+            running=cats.count("running"),
+            feasible=cats.count("front") + cats.count("dominated"),
+            infeasible=cats.count("infeasible"),
+            failed=cats.count("failed"),
+            skipped=cats.count("skipped"),
+            waiting=cats.count("waiting"),
+            superseded=cats.count("superseded"),
+        )
+
+
+def format_fidelity(m: Measurement | None) -> str | None:
+    """``34.5 dB · 0.99931``: PSNR of the output and cosine of the final latents against the reference (``∞``:
+    identical); None where the trial has none (``show`` and the TUI's trial screen both print this)."""
+    if m is None or m.psnr_db is None:
+        return None
+    psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.1f} dB"
+    return psnr + (f" · {m.latent_cosine:.5f}" if m.latent_cosine is not None else "")
 
 
 def _config_of(trial: TrialLike) -> TrialConfig | None:
@@ -234,6 +328,14 @@ def summary_to_dict(summary: ParetoSummary) -> dict[str, Any]:
         "best": summary.best.number if summary.best else None,
         "front": [r.number for r in summary.front],
         "speedups_over_baselines": dict(summary.speedups),
+        "speedup": _speedup_dict(summary.speedup),
+        "counts": {**dataclasses.asdict(summary.counts), "ran": summary.counts.ran},
         "baselines": {name: row.number for name, row in summary.baselines.items()},
         "trials": [row_to_dict(r) for r in summary.rows],
     }
+
+
+def _speedup_dict(speedup: Speedup | None) -> dict[str, Any] | None:
+    if speedup is None:
+        return None
+    return {**dataclasses.asdict(speedup), "definition": SPEEDUP_DEFINITION}

@@ -23,7 +23,8 @@ from qco_tune.core.keys import (
     SPEC_ATTR,
     STATUS_ATTR,
 )
-from qco_tune.search.pareto import ParetoSummary, TrialRow, summarize
+from qco_tune.search.budget import study_counted_memory
+from qco_tune.search.pareto import Counts, ParetoSummary, Speedup, TrialRow, summarize
 
 if TYPE_CHECKING:
     pass
@@ -55,34 +56,6 @@ class Stamp:
 
 
 @dataclass(frozen=True)
-class Counts:
-    """Trials of a study by what became of them."""
-
-    running: int = 0
-    feasible: int = 0
-    infeasible: int = 0
-    failed: int = 0
-    skipped: int = 0
-    waiting: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.running + self.feasible + self.infeasible + self.failed + self.skipped + self.waiting
-
-    @classmethod
-    def of(cls, summary: ParetoSummary) -> Counts:
-        cats = [r.category for r in summary.rows]
-        return cls(
-            running=cats.count("running"),
-            feasible=cats.count("front") + cats.count("dominated"),
-            infeasible=cats.count("infeasible"),
-            failed=cats.count("failed"),
-            skipped=cats.count("skipped"),
-            waiting=cats.count("waiting"),
-        )
-
-
-@dataclass(frozen=True)
 class StudyOverview:
     """One row of the studies screen."""
 
@@ -94,12 +67,13 @@ class StudyOverview:
     counts: Counts
     best_latency_s: float | None
     best_number: int | None
-    speedup: float | None
-    """Speed-up of the best feasible trial over the fastest seeded guide recipe that finished feasibly."""
-    speedup_over: str | None
+    speedup: Speedup | None
+    """The study's speed-up (``pareto.SPEEDUP_DEFINITION``)."""
     stamp: Stamp
     note: str | None = None
     """Why something is missing (e.g. a study not made by qco-tune)."""
+    counted_memory: str = "VRAM (device)"
+    """What the budget and the peaks count, in words (``budget.counted_memory``): host RAM on a CPU study."""
 
 
 @dataclass(frozen=True)
@@ -166,8 +140,6 @@ def overview_of(name: str, attrs: Mapping[str, Any], summary: ParetoSummary, sta
     """The studies-screen row of a study from its user attributes and summary."""
     spec = attrs.get(SPEC_ATTR)
     spec = spec if isinstance(spec, dict) else {}
-    feasible_recipes = {k: v for k, v in summary.speedups.items() if v}
-    over = min(feasible_recipes, key=lambda k: feasible_recipes[k]) if feasible_recipes else None
     budget = spec.get("vram_budget")
     return StudyOverview(
         name=name,
@@ -178,10 +150,10 @@ def overview_of(name: str, attrs: Mapping[str, Any], summary: ParetoSummary, sta
         counts=Counts.of(summary),
         best_latency_s=summary.best.latency_s if summary.best else None,
         best_number=summary.best.number if summary.best else None,
-        speedup=feasible_recipes[over] if over else None,
-        speedup_over=over,
+        speedup=summary.speedup,
         stamp=stamp,
         note=None if spec else "no qco.spec attribute: not a qco-tune study, or made by an older version",
+        counted_memory=study_counted_memory(spec, attrs.get(CAPABILITIES_ATTR)),
     )
 
 

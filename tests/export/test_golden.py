@@ -57,7 +57,10 @@ def test_header_text_cannot_become_code() -> None:
     tree = ast.parse(render_case(case))
     calls = [ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)]
     assert not any("system" in c for c in calls)
-    assert not any(isinstance(n, ast.Import) and n.names[0].name == "os" for n in tree.body)
+    # The quiet preamble's own ``import os`` is the only one: the header added none.
+    assert [n.lineno for n in tree.body if isinstance(n, ast.Import) and n.names[0].name == "os"] == [
+        1 + next(i for i, line in enumerate(render_case(case).splitlines()) if line == "import os")
+    ]
     assert case.workload.prompt in [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)]
     assert case.model_ref in [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)]
 

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from qco_tune.core.units import format_size
+from qco_tune.search.pareto import SPEEDUP_HEADER
 from qco_tune.store.storage import mask_url
 from qco_tune.store.studydata import DataError, StudyOverview
 
@@ -21,10 +22,11 @@ if TYPE_CHECKING:
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("mark", " "),
     ("name", "study"),
-    ("trials", "trials"),
-    ("counts", "run/ok/over/fail"),
+    ("ran", "ran"),
+    ("counts", "ok/over/failed"),
+    ("skipped", "skipped"),
     ("best", "best feasible"),
-    ("speedup", "vs recipes"),
+    ("speedup", SPEEDUP_HEADER),
     ("budget", "budget"),
     ("gpu", "GPU"),
     ("model", "model"),
@@ -34,18 +36,24 @@ SORTS: dict[str, Any] = {
     "model": lambda o: o.model,
     "gpu": lambda o: o.gpu,
     "budget": lambda o: o.budget_bytes or 0,
-    "trials": lambda o: o.counts.total,
+    "ran": lambda o: o.counts.ran,
     "counts": lambda o: o.counts.feasible,
+    "skipped": lambda o: o.counts.skipped,
     "best": lambda o: o.best_latency_s if o.best_latency_s is not None else float("inf"),
-    "speedup": lambda o: -(o.speedup or 0.0),
+    "speedup": lambda o: -(o.speedup.ratio if o.speedup else 0.0),
 }
+
+
+def _ran(o: StudyOverview) -> Text:
+    text = Text(str(o.counts.ran), justify="right")
+    if o.counts.running:
+        text.append(f" +{o.counts.running} running", "bold")
+    return text
 
 
 def _counts(o: StudyOverview) -> Text:
     c = o.counts
     text = Text()
-    text.append(str(c.running), "bold" if c.running else "dim")
-    text.append("/")
     text.append(str(c.feasible))
     text.append("/")
     text.append(str(c.infeasible), "red" if c.infeasible else "")
@@ -148,12 +156,13 @@ class StudiesScreen(Screen[None]):
         rows = sorted(self.overviews, key=SORTS[self.sort_key], reverse=self.sort_reverse)
         for o in rows:
             best = f"{o.best_latency_s:.3f} s #{o.best_number}" if o.best_latency_s is not None else "-"
-            speedup = f"{o.speedup:.2f}× {o.speedup_over}" if o.speedup else "-"
+            speedup = o.speedup.describe() if o.speedup else "-"
             table.add_row(
                 Text("✓", style="bold") if o.name in self.marked else "",
                 Text(o.name, style="bold"),
-                Text(str(o.counts.total), justify="right"),
+                _ran(o),
                 _counts(o),
+                Text(str(o.counts.skipped), justify="right", style="dim"),
                 best,
                 speedup,
                 format_size(o.budget_bytes),

@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from qco_tune.core.units import format_size
+from qco_tune.search.pareto import SPEEDUP_HEADER
 from qco_tune.store.studydata import DataError, StudyData
 from qco_tune.tui.filters import TrialFilter
 from qco_tune.tui.widgets.canvas import PlotPoint
@@ -51,19 +52,19 @@ def info_line(data: StudyData) -> Text:
     c = o.counts
     text = Text()
     text.append(o.model, "bold")
-    text.append(f" · {o.gpu} · ≤{format_size(o.budget_bytes)} {o.memory_metric} · ")
-    text.append(f"{c.total} trials ")
+    text.append(f" · {o.gpu} · ≤{format_size(o.budget_bytes)} {o.counted_memory} · ")
+    text.append(f"{c.ran} ran: ")
     text.append(f"{c.feasible} ok ", "green")
     text.append(f"{c.infeasible} over ", "red" if c.infeasible else "dim")
     text.append(f"{c.failed} failed ", "red" if c.failed else "dim")
-    text.append(f"{c.skipped} skipped", "dim")
+    text.append(f"· {c.skipped} skipped", "dim")
     if c.running:
         text.append(f" {c.running} running", "bold")
     text.append(" · ")
     if o.best_latency_s is not None:
         text.append(f"best {o.best_latency_s:.3f} s #{o.best_number} ", "bold green")
         if o.speedup:
-            text.append(f" {o.speedup:.2f}× vs {o.speedup_over}")
+            text.append(f" {SPEEDUP_HEADER}: {o.speedup.describe()}")
     elif not data.summary.rows:
         text.append("no trial yet", "yellow")
     else:
@@ -119,7 +120,7 @@ class StudyScreen(Screen[None]):
         self.title = self.study_name
         self._mounted_at = time.perf_counter()
         plot = self.query_one("#plot", ScatterPlot)
-        plot.border_title = "latency vs peak memory"
+        plot.border_title = "latency (s per call) vs peak memory (GiB)"
         plot.legend = "● front  • dominated  × over budget  ✗ failed  ◆ recipe"
         self.load()
         self.set_interval(self.qapp.poll_interval, self.poll)
@@ -220,9 +221,14 @@ class StudyScreen(Screen[None]):
             return
         plot = self.query_one("#plot", ScatterPlot)
         trial_filter = self.query_one("#trials", TrialsTable).filter
+        o = self.data.overview
         plot.set_data(
-            plot_points(self.data, trial_filter), budget=self.data.overview.budget_bytes, fronts=[front_line(self.data)]
+            plot_points(self.data, trial_filter),
+            budget=o.budget_bytes,
+            fronts=[front_line(self.data)],
+            x_unit=f"peak {o.counted_memory}",
         )
+        plot.border_title = f"latency (s per call) vs peak {o.counted_memory} (GiB)"
 
     def _select(self, number: int) -> None:
         self.selected = number

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from qco_tune.core.units import format_size
-from qco_tune.search.pareto import TrialRow
+from qco_tune.search.pareto import TrialRow, format_fidelity
 from qco_tune.store.studydata import StudyData
 from qco_tune.tui.widgets.trials_table import CATEGORY_LABELS
 
@@ -84,25 +84,15 @@ def measurement_table(row: TrialRow, data: StudyData) -> Table:
     counted = format_size(row.memory_bytes)
     if budget and row.memory_bytes is not None:
         share = row.memory_bytes / budget
-        counted += f"  ({share:.0%} of the {format_size(budget)} budget, {data.overview.memory_metric})"
+        counted += f"  ({share:.0%} of the {format_size(budget)} budget, {data.overview.counted_memory})"
     table.add_row("peak counted against budget", counted)
     table.add_row("predicted before running", format_size(row.predicted_bytes) if row.predicted_bytes else MISSING)
-    fidelity = _fidelity(m.extra if m else {})
-    table.add_row("fidelity vs baseline", fidelity)
+    table.add_row("fidelity vs reference (PSNR · cos)", format_fidelity(m) or MISSING)
     times = data.times.get(row.number)
     if times is not None and times.start is not None:
         took = f" · took {times.duration_s:.0f} s" if times.duration_s is not None else ""
         table.add_row("started", f"{times.start:%Y-%m-%d %H:%M:%S}{took}")
     return table
-
-
-def _fidelity(extra: dict[str, Any]) -> str:
-    found = [
-        f"{k} {v}"
-        for k, v in extra.items()
-        if any(w in k.lower() for w in ("psnr", "ssim", "lpips", "fidelity", "mse"))
-    ]
-    return ", ".join(found) if found else MISSING
 
 
 def failure_panel(row: TrialRow) -> RenderableType | None:

@@ -157,8 +157,10 @@ def draw_scatter(
     styles: PlotStyles | None = None,
     log_y: bool = False,
     series_markers: bool = False,
+    x_unit: str = "peak memory",
 ) -> PlotLayout:
-    """Lay out and draw the plot in ``width`` × ``height`` cells."""
+    """Lay out and draw the plot in ``width`` × ``height`` cells; ``x_unit`` names what the x axis counts
+    (``host RAM``, ``VRAM (device)``), written with its unit (GiB) at the axis' right end."""
     styles = styles or PlotStyles()
     grid = _Grid(width, height)
     measured = [p for p in points if p.y is not None and p.y > 0]
@@ -208,19 +210,18 @@ def draw_scatter(
     if strip:
         grid.text(left - 1 - 5, 0, "fail", styles.kinds.get("failed", styles.axis))
         grid.put(left - 1, 0, "┤", styles.axis)
+    # The axes' titles and units first, so that tick labels give way to them.
+    unit = f"GiB {x_unit}" if cols > len(x_unit) + 24 else "GiB"
+    grid.text(width - len(unit), axis_row + 1, unit, styles.axis)
+    grid.text(0, axis_row + 1, "s/call", styles.axis)
     gib_ticks = _ticks(x_lo / GIB, x_hi / GIB, max(2, cols // 10))
     for t in gib_ticks:
         c = to_col(t * GIB)
         if left <= c < width:
             grid.put(c, axis_row, "┬", styles.axis)
             text = _fmt_gib(t)
-            if grid.free(c - len(text) // 2, axis_row + 1, len(text)):
+            if grid.free(c - len(text) // 2, axis_row + 1, len(text) + 1):  # + a gap before the unit
                 grid.text(c - len(text) // 2, axis_row + 1, text, styles.axis)
-    unit = "GiB (peak memory)" if cols > 40 else "GiB"
-    if grid.free(width - len(unit) - 1, axis_row + 1, len(unit)):
-        grid.text(width - len(unit) - 1, axis_row + 1, unit, styles.axis)
-    if grid.free(0, axis_row + 1, 7):
-        grid.text(0, axis_row + 1, "latency", styles.axis)
 
     positions = {p.key: (to_col(p.x), to_row(p.y) if p.y is not None and p.y > 0 else 0) for p in points}
     # front lines (braille, under everything else)

@@ -54,12 +54,19 @@ class ScatterPlot(Widget, can_focus=True):
         self._budget: float | None = None
         self._layout: PlotLayout | None = None
         self._series_markers = series_markers
+        self._x_unit = "peak memory"
         self.legend = ""
 
     def set_data(
-        self, points: Sequence[PlotPoint], *, budget: float | None, fronts: Sequence[Sequence[Hashable]] = ()
+        self,
+        points: Sequence[PlotPoint],
+        *,
+        budget: float | None,
+        fronts: Sequence[Sequence[Hashable]] = (),
+        x_unit: str = "peak memory",
     ) -> None:
-        self._points, self._budget, self._fronts = points, budget, fronts
+        """``x_unit``: what the x axis counts (``peak host RAM`` on a CPU study), written beside its GiB."""
+        self._points, self._budget, self._fronts, self._x_unit = points, budget, fronts, x_unit
         self._layout = None
         self.refresh()
 
@@ -100,6 +107,7 @@ class ScatterPlot(Widget, can_focus=True):
             styles=self._styles(),
             log_y=self.log_y,
             series_markers=self._series_markers,
+            x_unit=self._x_unit,
         )
         return Text("\n").join(self._layout.lines)
 

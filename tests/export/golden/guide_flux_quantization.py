@@ -5,9 +5,20 @@
 # Configuration: text_encoder_2:bnb_nf4, transformer:bnb_nf4.
 # The study measured random weights of the same architecture; this loads the real model.
 
+import os
+import warnings
+
+# Quiet, as qco-tune's trials ran: the libraries' notices off (errors still show); set
+# before torch, diffusers and transformers load.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TORCH_LOGS", "-all")
+
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.quantizers import PipelineQuantizationConfig
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # as in the trials
 
 device = "cuda"  # where the pipeline runs
 

@@ -1,9 +1,20 @@
+import os
+import warnings
+
+# Quiet, as qco-tune's trials ran: the libraries' notices off (errors still show); set
+# before torch, diffusers and transformers load.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TORCH_LOGS", "-all")
+
 import torch
 from diffusers import DiffusionPipeline, TorchAoConfig
 from diffusers.hooks import apply_group_offloading
 from diffusers.quantizers import PipelineQuantizationConfig
 from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
 from transformers import BitsAndBytesConfig, QuantoConfig
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # as in the trials
 
 device = "cuda"  # where the pipeline runs
 

@@ -1,3 +1,12 @@
+import os
+import warnings
+
+# Quiet, as qco-tune's trials ran: the libraries' notices off (errors still show); set
+# before torch, diffusers and transformers load.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TORCH_LOGS", "-all")
+
 import torch
 from diffusers import DiffusionPipeline, TorchAoConfig
 from diffusers.quantizers import PipelineQuantizationConfig
@@ -7,6 +16,8 @@ from torchao.quantization import (
 )
 from transformers import QuantoConfig
 from transformers import TorchAoConfig as TransformersTorchAoConfig
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # as in the trials
 
 device = "cuda"  # where the pipeline runs
 

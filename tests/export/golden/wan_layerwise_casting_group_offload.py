@@ -1,3 +1,12 @@
+import os
+import warnings
+
+# Quiet, as qco-tune's trials ran: the libraries' notices off (errors still show); set
+# before torch, diffusers and transformers load.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TORCH_LOGS", "-all")
+
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.hooks import apply_group_offloading
@@ -5,6 +14,8 @@ from diffusers.quantizers import PipelineQuantizationConfig
 from diffusers.utils import export_to_video
 from torchao.quantization import Float8WeightOnlyConfig
 from transformers import TorchAoConfig
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # as in the trials
 
 device = "cuda"  # where the pipeline runs
 
