@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,3 +13,21 @@ import pytest
 def qco_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One qco-tune cache for the whole session, so a preset is materialised once."""
     return tmp_path_factory.mktemp("qco-cache")
+
+
+@pytest.fixture(autouse=True)
+def private_cache_and_temp(
+    qco_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """No test writes into the user's cache or leaves files in the system's temporary folder.
+
+    ``QCO_CACHE`` (presets, compile caches, reference outputs) is the session's own cache, and
+    ``TMPDIR`` (the runner's ``qco-trial-*`` folders, the TUI's ``qco-run-*.log``) a folder of the test's
+    own, for this process and every child it starts; pytest removes both with its old temporary folders.
+    A test that needs its own cache sets ``QCO_CACHE`` again.
+    """
+    temp = tmp_path_factory.mktemp("tmpdir")
+    monkeypatch.setenv("QCO_CACHE", str(qco_cache_dir))
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    yield temp

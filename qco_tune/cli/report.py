@@ -351,7 +351,17 @@ def print_run_result(result: RunResult) -> None:
             if row.number != best.number:
                 latency = _seconds(row.latency_s)
                 console.print(f"  recipe {name!r} #{row.number}: {latency}, {ratio:.2f}× the best's latency")
+    if any(r.measurement is not None and r.measurement.device == "cpu" for r in summary.rows):
+        console.print(GPU_NEXT)
     console.print(f"details: qco-tune show {result.study_name}")
+
+
+GPU_NEXT = (
+    "These figures were measured on a CPU (the default study: a toy model): they say nothing about a GPU. "
+    "On a GPU: `qco-tune run --model flux.1-dev --budget 16GiB` (FLUX.1-dev with random weights: 32 GB of disk "
+    "once, minutes of GPU time per trial; no trial limit, so add --trials 20 or --timeout 2h)."
+)
+"""The end of a run measured on the CPU: what its figures do not say, and what to run on a GPU, with its cost."""
 
 
 def print_comparison(studies: list[optuna.Study]) -> None:

@@ -331,11 +331,12 @@ def add_fake_trial(
     status: str = "ok",
     reason: str | None = None,
     extra: dict[str, Any] | None = None,
+    device: str = "cuda",
 ) -> int:
     """Add a FAKE finished trial (nothing ran) with ``qco.config`` and ``qco.measurement``; returns its number.
 
     ``state`` is an Optuna state name: COMPLETE (feasible unless ``memory_bytes`` is over ``budget_bytes``),
-    FAIL or PRUNED.
+    FAIL or PRUNED. ``device="cpu"``: measured without CUDA, ``memory_bytes`` being host RAM.
     """
     import optuna
     from optuna.trial import TrialState
@@ -347,9 +348,9 @@ def add_fake_trial(
     if state != "PRUNED":
         measurement = {
             "status": status,
-            "device": "cuda",
+            "device": device,
             "latency_s": latency_s if status == "ok" else None,
-            "peak_device_bytes": memory_bytes,
+            "peak_device_bytes" if device == "cuda" else "peak_host_bytes": memory_bytes,
             "reason": reason,
             "extra": extra or {},
         }

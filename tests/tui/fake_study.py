@@ -134,9 +134,15 @@ def _measurement(status: str, latency: float | None, peak: int | None, rng: rand
         peak_allocated_bytes=int(peak * 0.85),
         peak_reserved_bytes=int(peak * 0.93),
         peak_host_bytes=int(rng.uniform(6, 40) * GIB),
-        extra={"psnr_db": round(rng.uniform(28, 60), 1)},
+        **_fidelity(round(rng.uniform(28, 60), 1)),
         **extra,
     )
+
+
+def _fidelity(psnr_db: float) -> dict[str, float]:
+    """PSNR and a latent cosine that goes with it, as a real trial stores them (the cosine drawn from the PSNR,
+    so that the fake studies' other random figures stay as they were)."""
+    return {"psnr_db": psnr_db, "latent_cosine": round(1 - 10 ** (-psnr_db / 20), 5)}
 
 
 def fake_trial(

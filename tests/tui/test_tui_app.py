@@ -238,7 +238,11 @@ def test_live_update_from_another_process(two_studies: str) -> None:
             )
             await until(pilot, lambda: table.row_count == before + 3, timeout=20)
             assert screen.selected == selected == table.current_number
-            assert "46 trials" in text_of(app, "#info")
+            counts = screen.data.overview.counts if screen.data else None
+            assert counts is not None and counts.total == 46
+            assert f"{counts.ran} ran: " in text_of(app, "#info") and f"· {counts.skipped} skipped" in text_of(
+                app, "#info"
+            )
 
     run(scenario)
 

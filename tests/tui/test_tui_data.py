@@ -35,7 +35,11 @@ def test_overview_counts_best_and_speedup(two_studies: str) -> None:
     assert o.gpu.startswith("FAKE H100") and o.model == "flux.1-dev" and o.budget_bytes == 16 * 2**30
     assert o.counts.running == 1 and o.counts.failed >= 1 and o.counts.total == 43
     assert o.best_number == study.summary.best.number  # type: ignore[union-attr]
-    assert o.speedup is not None and o.speedup == min(v for v in study.summary.speedups.values())
+    # The overview's speed-up is the summary's one figure: over the fastest recipe within budget.
+    assert o.speedup is not None and o.speedup == study.summary.speedup
+    assert o.speedup.ratio == min(study.summary.speedups.values())
+    assert study.summary.baselines[o.speedup.recipe].number == o.speedup.recipe_number
+    assert o.counted_memory == "VRAM (device)"
 
 
 def test_trial_from_an_older_version_keeps_its_configuration(two_studies: str) -> None:
