@@ -78,7 +78,7 @@ def run(
 @storage_option
 @friendly
 def list_studies(storage: str | None) -> None:
-    """Studies in the storage: model, GPU, budget, trials, best feasible latency."""
+    """Studies in the storage: model, GPU, budget, trials ran and skipped, best feasible latency, speed-up."""
     from qco_tune.cli.report import print_study_list
 
     print_study_list(storage)

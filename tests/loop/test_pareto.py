@@ -84,3 +84,39 @@ def test_trial_with_missing_attributes_from_an_older_version() -> None:
 def test_no_feasible_trial_means_no_best() -> None:
     summary = summarize([done(0, 1.0, 30)], 16 * GIB)
     assert summary.best is None and summary.front == () and summary.speedups == {}
+
+
+def test_one_speedup_over_the_fastest_recipe_within_budget_and_one_count() -> None:
+    from qco_tune.core.keys import REMEASURE_OF_ATTR
+    from qco_tune.search.pareto import Counts
+
+    remeasured = done(7, 1.1, 12)
+    remeasured.user_attrs[REMEASURE_OF_ATTR] = 1
+    trials = [
+        done(0, 4.0, 10, baseline="reference"),
+        done(1, 1.0, 12),  # extrapolated, superseded by #7
+        done(2, 3.0, 8, baseline="quantization"),
+        done(3, 0.5, 20, baseline="quantization + compile"),  # faster, but over the budget
+        done(4, 2.0, 9, baseline="quantization + group offload"),
+        PlainTrial(5, State.FAIL, user_attrs={REASON_ATTR: "out of memory"}),
+        PlainTrial(6, State.PRUNED, user_attrs={REASON_ATTR: "repeats #2"}),
+        remeasured,
+    ]
+    summary = summarize(trials, 16 * GIB)
+    speedup = summary.speedup
+    assert summary.best is not None and summary.best.number == 7
+    # Over the fastest recipe that fits (#4, 2.0 s), not the reference nor the one over budget.
+    assert speedup is not None and (speedup.recipe, speedup.recipe_number, speedup.best_number) == (
+        "quantization + group offload",
+        4,
+        7,
+    )
+    assert speedup.ratio == 2.0 / 1.1 and speedup.describe() == "1.82× · quantization + group offload #4"
+    assert summary.counts == Counts(feasible=4, infeasible=1, failed=1, skipped=1, superseded=1)
+    assert summary.counts.ran == 7 and summary.counts.total == 8
+    assert summary.counts.describe() == "7 ran (4 within budget, 1 over, 1 failed), 1 skipped before running"
+
+
+def test_when_the_best_is_a_recipe_the_speedup_says_so() -> None:
+    summary = summarize([done(0, 1.0, 10, baseline="reference"), done(1, 2.0, 8)], 16 * GIB)
+    assert summary.speedup is not None and summary.speedup.describe() == "1.00× · the best is 'reference' #0 itself"
