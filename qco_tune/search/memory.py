@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO
@@ -55,6 +54,7 @@ from qco_tune.search.budget import (
     over_budget_bytes,
     skip_margin,
 )
+from qco_tune.search.memory_terms import UNCALIBRATED, Calibration, Correction, MemoryPrediction, MemoryTerms
 from qco_tune.search.shapes import VAE_CHANNELS, _kept_params, _Shape, _shape
 
 if TYPE_CHECKING:
@@ -151,96 +151,6 @@ STAYS_ON_DEVICE = frozenset(name for name, info in BACKEND_INFO.items() if info.
 parameter's data, not the ``CB`` attribute), so offloading frees nothing of it (bitsandbytes 0.50).
 H200 trial 8 (bnb_int8 transformer, model offload) ran out of memory at 15.4 GiB allocated with a
 prediction of 13.6 GiB that offloaded it."""
-
-
-@dataclass(frozen=True)
-class MemoryTerms:
-    """The parts of one predicted peak, in bytes, as the counted metric sees them."""
-
-    weights: float = 0.0
-    """Unquantized weights resident at the peak."""
-    quantized: float = 0.0
-    """Quantized weights resident at the peak."""
-    activations: float = 0.0
-    """Activations at the peak (with the allocator's reserve when the metric counts it)."""
-    overhead: float = 0.0
-    """CUDA context and workspaces (device), or the process itself (host)."""
-
-    @property
-    def total(self) -> float:
-        return self.weights + self.quantized + self.activations + self.overhead
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "weights": self.weights,
-            "quantized": self.quantized,
-            "activations": self.activations,
-            "overhead": self.overhead,
-        }
-
-
-@dataclass(frozen=True)
-class Correction:
-    """A fitted correction of one kind of prediction: ``sum(scale x term) + overhead + offset``."""
-
-    weights: float = 1.0
-    quantized: float = 1.0
-    activations: float = 1.0
-    offset: float = 0.0
-    """Bytes added to every prediction (e.g. a larger CUDA context than assumed)."""
-    trials: int = 0
-    """Finished trials it was fitted on (0: the uncorrected model)."""
-    error: float | None = None
-    """A high quantile of ``|corrected / measured - 1|`` over those trials (``calibration.fit``); None
-    without trials. ``skip_margin`` reads it."""
-
-    def apply(self, terms: MemoryTerms) -> float:
-        value = (
-            self.weights * terms.weights
-            + self.quantized * terms.quantized
-            + self.activations * terms.activations
-            + terms.overhead
-            + self.offset
-        )
-        return max(value, 0.0)
-
-    def describe(self) -> str:
-        if not self.trials:
-            return "uncalibrated"
-        return (
-            f"calibrated on {self.trials} trial(s): weights x{self.weights:.2f}, quantized x{self.quantized:.2f}, "
-            f"activations x{self.activations:.2f}, {self.offset / GIB:+.2f} GiB"
-        )
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Corrections of the device (counted metric) and host predictions, fitted on a study's trials."""
-
-    device: Correction = Correction()
-    host: Correction = Correction()
-
-
-UNCALIBRATED = Calibration()
-
-
-@dataclass(frozen=True)
-class MemoryPrediction:
-    """Predicted peaks of one configuration; ``None`` where parameter counts are unknown."""
-
-    device_bytes: int | None
-    """The peak the budget counts: device memory as ``spec.memory_metric`` counts it, or host RAM
-    on a machine without CUDA (where the trial runs on the CPU). Calibrated when a calibration was given."""
-    host_bytes: int | None
-    """Peak host RAM of the trial process (offloaded and pinned weights count)."""
-    detail: str
-    """One line on how the number was made, for trial attributes and the TUI."""
-    raw_device_bytes: int | None = None
-    """``device_bytes`` before calibration."""
-    device_terms: MemoryTerms | None = None
-    host_terms: MemoryTerms | None = None
-    correction: Correction | None = None
-    """The correction applied to ``device_bytes`` (its ``error`` sets the skip margin)."""
 
 
 def predict(
