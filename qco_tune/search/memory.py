@@ -55,7 +55,7 @@ from qco_tune.search.budget import (
     skip_margin,
 )
 from qco_tune.search.memory_terms import UNCALIBRATED, Calibration, Correction, MemoryPrediction, MemoryTerms
-from qco_tune.search.shapes import VAE_CHANNELS, _kept_params, _Shape, _shape
+from qco_tune.search.shapes import VAE_CHANNELS, DenoiserShape, denoiser_shape, kept_params
 
 if TYPE_CHECKING:
     from qco_tune.search.space import SearchSpace
@@ -186,7 +186,7 @@ def predict_terms(
     if any(c.params is None for c in model.components):
         return None
     config = config.canonical()
-    shape = _shape(model)
+    shape = denoiser_shape(model)
     weights = {c.name: _weight_bytes(model, c, config, spec.dtype) for c in model.components}
     if config.layerwise_casting != "none" and model.denoiser in weights:
         # Stored in float8 whole, like a quantization of every layer.
@@ -233,7 +233,7 @@ def _weight_bytes(model: ModelInfo, component: ComponentInfo, config: TrialConfi
     per_param = QUANT_BYTES_PER_PARAM.get(backend)
     if per_param is None:
         return params * dtype_bytes, 0.0
-    kept = min(_kept_params(model, component), params)
+    kept = min(kept_params(model, component), params)
     return kept * dtype_bytes, (params - kept) * per_param
 
 
@@ -242,7 +242,7 @@ def _resident(
     config: TrialConfig,
     weights: dict[str, tuple[float, float]],
     acts: dict[str, float],
-    shape: _Shape,
+    shape: DenoiserShape,
     metric: str,
 ) -> tuple[MemoryTerms, str]:
     """The counted terms at the peak (the phase that needs most), and a short account of them."""
@@ -301,7 +301,7 @@ def _sum_weights(weights: dict[str, tuple[float, float]], names: set[str]) -> tu
     return (sum(weights[n][0] for n in names if n in weights), sum(weights[n][1] for n in names if n in weights))
 
 
-def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape, vae_tiling: bool = False) -> dict[str, float]:
+def _activations(model: ModelInfo, spec: StudySpec, shape: DenoiserShape, vae_tiling: bool = False) -> dict[str, float]:
     """Peak activation bytes per component that has notable ones (the denoiser and the VAE).
 
     A tiled VAE decodes one tile at a time, so its activations are those of a tile at most.

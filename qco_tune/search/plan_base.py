@@ -128,8 +128,8 @@ class PlanBase:
         cheapest = kinds[0]
         if (config.compile, config.compile_mode, config.fullgraph) != tuple(cheapest.values()):
             return False
-        key = _eager_key(config)
-        return any(self.is_level(d.config) and _eager_key(d.config) == key for d in self.done)
+        key = eager_key(config)
+        return any(self.is_level(d.config) and eager_key(d.config) == key for d in self.done)
 
     # -- stage 2: compile ----------------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ class PlanBase:
         modes = self.knobs.get("compile_mode", ("default",))
         graphs = self.knobs.get("fullgraph", (False,))
         kinds = [{"compile": s, "compile_mode": m, "fullgraph": g} for s in scopes for m in modes for g in graphs]
-        return sorted(kinds, key=lambda k: _compile_cost(k["compile"], k["compile_mode"], k["fullgraph"]))
+        return sorted(kinds, key=lambda k: compile_order(k["compile"], k["compile_mode"], k["fullgraph"]))
 
     def speedup(self, config: TrialConfig) -> float:
         """Eager / compiled latency for ``config``'s denoiser backend: the largest measured, else the prior."""
@@ -148,10 +148,10 @@ class PlanBase:
 
     def _speedups(self) -> dict[str, float]:
         if self._speedup_cache is None:
-            eager = {_eager_key(d.config): d.latency_s for d in self.done if d.config.compile == "none" and d.latency_s}
+            eager = {eager_key(d.config): d.latency_s for d in self.done if d.config.compile == "none" and d.latency_s}
             out: dict[str, float] = {}
             for d in self.done:
-                base = eager.get(_eager_key(d.config)) if d.config.compile != "none" and d.latency_s else None
+                base = eager.get(eager_key(d.config)) if d.config.compile != "none" and d.latency_s else None
                 if base and d.latency_s:
                     backend = d.config.backend_for(self.denoiser)
                     out[backend] = max(out.get(backend, 0.0), base / d.latency_s)
@@ -177,20 +177,20 @@ class PlanBase:
         )
 
 
-def _eager_key(config: TrialConfig) -> str:
+def eager_key(config: TrialConfig) -> str:
     """The configuration without its compile knobs."""
     params = {k: v for k, v in config.to_params().items() if k not in COMPILE_KNOBS}
     return TrialConfig.from_params(params).key()
 
 
-def _compile_cost(scope: str, mode: str, fullgraph: bool) -> tuple[int, int, bool]:
+def compile_order(scope: str, mode: str, fullgraph: bool) -> tuple[int, int, bool]:
     return (SCOPE_COST.get(scope, 2), MODE_COST.get(mode, 9), fullgraph)
 
 
-def _front(done: Sequence[Done]) -> list[Done]:
+def front_of(done: Sequence[Done]) -> list[Done]:
     """The feasible trials on the Pareto front, fastest first; of several with the same figures the first."""
     feasible = [d for d in done if d.feasible and d.latency_s is not None and d.memory_bytes is not None]
-    front = set(pareto_points(_points(feasible)))
+    front = set(pareto_points(points_of(feasible)))
     out: dict[Point, Done] = {}
     for d in sorted(feasible, key=lambda d: d.number):
         point = (float(d.latency_s or 0), float(d.memory_bytes or 0))
@@ -199,11 +199,11 @@ def _front(done: Sequence[Done]) -> list[Done]:
     return sorted(out.values(), key=lambda d: (d.latency_s or 0, d.number))
 
 
-def _latency(d: Done) -> float:
+def latency_of(d: Done) -> float:
     return d.latency_s if d.latency_s is not None else float("inf")
 
 
-def _points(done: Sequence[Done]) -> list[Point]:
+def points_of(done: Sequence[Done]) -> list[Point]:
     return [
         (float(d.latency_s), float(d.memory_bytes))
         for d in done

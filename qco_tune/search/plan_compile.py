@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.search.frontier import hypervolume_2d
-from qco_tune.search.plan_base import Done, PlanBase, _compile_cost, _eager_key, _front, _latency, _points
+from qco_tune.search.plan_base import Done, PlanBase, compile_order, eager_key, front_of, latency_of, points_of
 from qco_tune.search.plan_tuning import (
     IMPROVEMENT,
     MAX_COMPILE_VARIANTS,
@@ -32,29 +32,29 @@ class CompileStage(PlanBase):
             for d in measured
             if not d.feasible and d.config.compile == "none" and (d.memory_bytes or 0) <= self.budget * NEAR_BUDGET
         ]
-        points = _points(feasible)
+        points = points_of(feasible)
         reference = (max(p[0] for p in points) * 1.1, max(self.budget, *(p[1] for p in points)) * 1.1)
         current = hypervolume_2d(points, reference)
-        front = {d.number for d in _front(feasible)}
+        front = {d.number for d in front_of(feasible)}
         fastest_latency = min(p[0] for p in points)
         costs = compile_costs(self.done)
         compiled: dict[str, list[Done]] = {}
         for d in self.done:
             if d.config.compile != "none":
-                compiled.setdefault(_eager_key(d.config), []).append(d)
+                compiled.setdefault(eager_key(d.config), []).append(d)
         ranked = []
         for d in [*feasible, *near]:
             assert d.latency_s is not None and d.memory_bytes is not None
             if not self.at_base_settings(d.config):
                 continue  # a refinement (stage 3): compiling is settled for it
-            variants_of = compiled.get(_eager_key(d.config), [])
+            variants_of = compiled.get(eager_key(d.config), [])
             if d.config.compile == "none":
                 if variants_of:
                     continue  # compiled already: its fastest compiled variant carries on
                 factor = self.speedup(d.config) * SPEEDUP_MARGIN
                 variants = self._variants(d.config, kinds)
             else:
-                fastest = min((v for v in variants_of if v.feasible and v.latency_s), key=_latency, default=None)
+                fastest = min((v for v in variants_of if v.feasible and v.latency_s), key=latency_of, default=None)
                 if fastest is not d or d.number not in front:
                     continue
                 if len(variants_of) >= MAX_COMPILE_VARIANTS:
@@ -79,7 +79,7 @@ class CompileStage(PlanBase):
         return None
 
     def _neighbours(self, config: TrialConfig) -> list[TrialConfig]:
-        """A compiled configuration with one compile knob changed, cheapest first (``_compile_cost``): fullgraph,
+        """A compiled configuration with one compile knob changed, cheapest first (``compile_order``): fullgraph,
         then the mode (in the order of ``COMPILE_MODES``: default before autotuning), then the scope (regional
         to whole). On the H200 a float8 transformer compiled whole had not finished its first call after 387 s,
         while regional with fullgraph (the hand-built case) took 198.5 s."""
@@ -89,5 +89,5 @@ class CompileStage(PlanBase):
         kinds += [{"compile": scope, "compile_mode": m, "fullgraph": graph} for m in self.knobs.get("compile_mode", ())]
         kinds += [{"compile": s, "compile_mode": mode, "fullgraph": graph} for s in self.knobs["compile"]]
         kinds = [k for k in kinds if k["compile"] != "none"]
-        kinds.sort(key=lambda k: _compile_cost(k["compile"], k["compile_mode"], k["fullgraph"]))
+        kinds.sort(key=lambda k: compile_order(k["compile"], k["compile_mode"], k["fullgraph"]))
         return self._variants(config, kinds)

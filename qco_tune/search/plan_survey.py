@@ -11,7 +11,7 @@ from typing import Any
 
 from qco_tune.core.config import GROUP_OFFLOADS, TrialConfig
 from qco_tune.search.frontier import Point, hypervolume_2d
-from qco_tune.search.plan_base import Done, PlanBase, _eager_key
+from qco_tune.search.plan_base import Done, PlanBase, eager_key
 from qco_tune.search.plan_tuning import (
     IMPROVEMENT,
     LEVELS_PER_FAMILY,
@@ -59,11 +59,11 @@ class SurveyStage(PlanBase):
         feasible = [d for d in self.done if d.feasible and d.latency_s]
         if self.base_compile != "none" or not kinds or not feasible:
             return None
-        compiled = {_eager_key(d.config) for d in self.done if d.config.compile != "none"}
+        compiled = {eager_key(d.config) for d in self.done if d.config.compile != "none"}
         levels = [
             d
             for d in self.done
-            if d.feasible and d.latency_s and self.is_level(d.config) and _eager_key(d.config) not in compiled
+            if d.feasible and d.latency_s and self.is_level(d.config) and eager_key(d.config) not in compiled
         ]
         for d in sorted(levels, key=lambda d: d.latency_s / self.speedup(d.config)):  # type: ignore[operator]
             assert d.latency_s is not None

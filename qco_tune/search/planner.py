@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from qco_tune.core.config import TrialConfig
-from qco_tune.search.plan_base import Done, _front
+from qco_tune.search.plan_base import Done, front_of
 from qco_tune.search.plan_compile import CompileStage
 from qco_tune.search.plan_survey import SurveyStage
 from qco_tune.search.plan_tuning import COMPILE_KNOBS, SURVEY_SHARE
@@ -100,7 +100,7 @@ class _Planner(SurveyStage, CompileStage):
     # -- stage 3: refine ---------------------------------------------------------------------------------------
 
     def refinement(self) -> TrialConfig | None:
-        for d in _front(self.done):
+        for d in front_of(self.done):
             config = d.config
             params = {k: v for k, v in config.to_params().items() if not k.startswith("quant.")}
             for knob in self.secondary:
