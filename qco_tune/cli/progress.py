@@ -17,8 +17,7 @@ from qco_tune.core.units import format_size
 PHASE_WORDS = {
     "starting": "starting the trial's own process",
     "import": "importing torch, diffusers and the quantization libraries",
-    "load": "loading the pipeline and quantizing it; a backend's first use may build its kernels "
-    "(quanto compiles a C++ extension: tens of seconds)",
+    "load": "loading, quantizing (quanto's first load builds a C++ extension: tens of s)",
     "apply": "applying offloading, settings and torch.compile",
     "first-call": "first call: the cold start, compilation included",
     "warmup": "warm-up call",

@@ -34,7 +34,7 @@ def test_the_panel_names_the_last_trial_says_both_numbers_and_its_timer_ticks() 
         observer.phase("load")
         observer._phase_since = time.monotonic() - 31  # as if quanto had been building its extension for 31 s
         panel = _panel(observer)
-        assert "phase: load (31 s)" in panel and "quanto compiles a C++ extension" in panel
+        assert "phase: load (31 s)" in panel and "quanto's first load builds a C++ extension" in panel
         observer._phase_since -= 5
         assert "phase: load (36 s)" in _panel(observer)  # drawn afresh each time: the timer ticks
         observer.trial_finished(0, _ok(0.5), True, 0.5)
@@ -62,5 +62,5 @@ def test_without_a_terminal_each_trial_and_long_phase_is_a_line() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("· 3 of 8 trials done") and "resuming study" in lines[0]
     assert lines[1] == "trial 4 of 8 (study trial #12) · bf16"
-    assert lines[2].startswith("  load: loading the pipeline")
+    assert lines[2].startswith("  load: loading, quantizing")
     assert lines[3] == "  ✓ #12 0.250 s, peak host RAM 900.0 MiB (over budget)"
