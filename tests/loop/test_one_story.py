@@ -148,7 +148,7 @@ def test_the_tui_tells_the_same_story(stored: tuple[str, str, RunResult, list[Ru
                 f"{summary.counts.feasible}/{summary.counts.infeasible}/{summary.counts.failed}",
                 str(summary.counts.skipped),
             ]
-            assert cells[6] == summary.speedup.describe() and cells[7] == format_size(parse_size(BUDGET))
+            assert cells[6] == summary.speedup.describe() and cells[7] == f"{format_size(parse_size(BUDGET))} host RAM"
             await pilot.press("enter")
             while not (isinstance(app.screen, StudyScreen) and app.screen.loaded_in is not None):
                 await pilot.pause(0.05)

@@ -165,7 +165,7 @@ class StudiesScreen(Screen[None]):
                 Text(str(o.counts.skipped), justify="right", style="dim"),
                 best,
                 speedup,
-                format_size(o.budget_bytes),
+                f"{format_size(o.budget_bytes)} {o.counted_memory}",
                 o.gpu,
                 o.model,
                 key=o.name,
