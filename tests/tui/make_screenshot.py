@@ -31,7 +31,7 @@ async def shoot(url: str) -> None:
     async with app.run_test(size=(150, 40)) as pilot:
         while not (isinstance(app.screen, StudyScreen) and app.screen.loaded_in is not None):
             await pilot.pause(0.05)
-        await pilot.pause(0.3)
+        await pilot.pause(1.0)  # the footer is drawn last: under load 0.3 s missed it
         app.save_screenshot(filename=OUT.name, path=str(OUT.parent))
 
 
