@@ -274,9 +274,19 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
 
 
 def run_snippet(source: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Execute snippet ``source`` as a script; returns its globals."""
+    """Execute snippet ``source`` as a script; returns its globals. The environment variables and warning
+    filters it sets (its quiet preamble) are undone afterwards, as they would end with a script's process."""
+    import os
+    import warnings
+
     scope: dict[str, Any] = {"__name__": "__main__", **(namespace or {})}
-    exec(compile(source, "snippet.py", "exec"), scope)
+    environ = dict(os.environ)
+    with warnings.catch_warnings():
+        try:
+            exec(compile(source, "snippet.py", "exec"), scope)
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
     return scope
 
 
