@@ -82,7 +82,7 @@ class CompareScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.title = "compare " + " · ".join(self.names)
-        self.query_one("#plot", ScatterPlot).border_title = "latency (s per call) vs peak memory (GiB)"
+        self.query_one("#plot", ScatterPlot).border_title = "latency in s per call vs peak memory in GiB"
         self.load()
 
     def on_resize(self) -> None:
@@ -115,7 +115,7 @@ class CompareScreen(Screen[None]):
         counted = {d.overview.counted_memory for d in studies}
         x_unit = f"peak {counted.pop()}" if len(counted) == 1 else "peak memory"
         plot.set_data(points, budget=budgets.pop() if len(budgets) == 1 else None, fronts=fronts, x_unit=x_unit)
-        plot.border_title = f"latency (s per call) vs {x_unit} (GiB)"
+        plot.border_title = f"latency in s per call vs {x_unit} in GiB"
         plot.legend = "  ".join(f"{SERIES_MARKERS[i % len(SERIES_MARKERS)]} {d.name}" for i, d in enumerate(studies))
         info = Text()
         for i, d in enumerate(studies):

@@ -120,7 +120,7 @@ class StudyScreen(Screen[None]):
         self.title = self.study_name
         self._mounted_at = time.perf_counter()
         plot = self.query_one("#plot", ScatterPlot)
-        plot.border_title = "latency (s per call) vs peak memory (GiB)"
+        plot.border_title = "latency in s per call vs peak memory in GiB"
         plot.legend = "● front  • dominated  × over budget  ✗ failed  ◆ recipe"
         self.load()
         self.set_interval(self.qapp.poll_interval, self.poll)
@@ -228,7 +228,7 @@ class StudyScreen(Screen[None]):
             fronts=[front_line(self.data)],
             x_unit=f"peak {o.counted_memory}",
         )
-        plot.border_title = f"latency (s per call) vs peak {o.counted_memory} (GiB)"
+        plot.border_title = f"latency in s per call vs peak {o.counted_memory} in GiB"
 
     def _select(self, number: int) -> None:
         self.selected = number
