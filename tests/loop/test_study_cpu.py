@@ -90,7 +90,8 @@ def test_abort_and_hang_are_recorded_and_the_study_goes_on(
     tmp_path: Path, cpu_caps: Capabilities, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(FAULTS_ENV, "0:abort,1:hang")
-    spec = apply_overrides(load_default_spec(), trials=2, trial_timeout="40s", name="faults")
+    # The limit must outlast a tiny trial on a loaded 2-core machine (its child imports torch and diffusers).
+    spec = apply_overrides(load_default_spec(), trials=2, trial_timeout="90s", name="faults")
     result = run_study(spec, storage_url=_url(tmp_path), caps=cpu_caps)
     assert result.ran == 3  # the reference (trial 0, aborted) and the 2 trials of the target
     trials = {t.number: t for t in _trials(_url(tmp_path), "faults")}
