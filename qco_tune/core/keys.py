@@ -46,6 +46,8 @@ OWNER_HOST_ATTR = "qco.host"
 """The host of the process running a trial (stale-trial recovery)."""
 OWNER_PID_ATTR = "qco.pid"
 """Its process id."""
+OWNER_PID_NAMESPACE_ATTR = "qco.pid_namespace"
+"""The kernel boot and PID namespace that process id belongs to: two containers may share a host name."""
 
 # -- Measurement.extra keys ------------------------------------------------------------------------
 CALL_KWARGS_KEY = "call_kwargs"
