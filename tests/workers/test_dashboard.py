@@ -2,7 +2,7 @@
 
 The study is recorded by the real loop (``run_loop``, real storage, SQLite and PostgreSQL) with a FAKE trial
 runner (no child, no GPU) whose peaks put some trials over the budget. The dashboard is its own WSGI app,
-served on a free port.
+served on a free port; each finished trial's note holds its exported snippet (``export --dashboard-notes``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna
 import pytest
+from click.testing import CliRunner
 
+from qco_tune.cli.main import cli
 from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 from qco_tune.core.spec import spec_for_model
 from qco_tune.loop.context import RunResult, SilentObserver, _Context
@@ -112,6 +114,8 @@ def test_dashboard_and_optuna_cli_see_the_feasible_front_of_qco_tune_show(storag
     infeasible = {r.number for r in summary.by_category("infeasible")}
     assert front and infeasible, "the fake figures must put trials on both sides of the budget"
 
+    notes = CliRunner().invoke(cli, ["export", name, "--dashboard-notes", "--storage", storage_url])
+    assert notes.exit_code == 0, notes.output
     base = dashboard(storage_url)
     (study,) = [s for s in get(base, "/api/studies")["study_summaries"] if s["study_name"] == name]
     detail = get(base, f"/api/studies/{study['study_id']}")
@@ -125,12 +129,20 @@ def test_dashboard_and_optuna_cli_see_the_feasible_front_of_qco_tune_show(storag
     feasible = {n: (t["values"][0], t["values"][1]) for n, t in complete.items() if n not in marked}
     assert pareto(feasible) == front
 
-    cli = subprocess.run(
+    best = subprocess.run(
         [*OPTUNA_CLI, "best-trials", "--study-name", name, "--storage", storage_url, "-f", "json"],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
-    assert cli.returncode == 0, cli.stderr
-    assert {t["number"] for t in json.loads(cli.stdout)} == front
+    assert best.returncode == 0, best.stderr
+    assert {t["number"] for t in json.loads(best.stdout)} == front
+
+    # Each finished trial's note is the snippet `qco-tune export` writes for it.
+    for number in sorted(front | infeasible)[:3]:
+        snippet = CliRunner().invoke(
+            cli, ["export", name, "--trial", str(number), "--allow-failed", "--storage", storage_url]
+        )
+        assert snippet.exit_code == 0, snippet.output
+        assert complete[number]["note"]["body"] == f"```python\n{snippet.stdout}```\n"
