@@ -4,13 +4,16 @@ Optuna 5's ``Trial.set_constraint`` stores one system attribute ``constraints:NA
 and ``study.best_trials`` (hence ``optuna best-trials``) reads those. optuna-dashboard (0.21) reads
 only the older form, a list under ``constraints``, and without it shows every trial as feasible.
 Both forms are written, with the same values; Optuna reads both (the list as keys ``0``, ``1``, ...)
-and feasibility, all values <= 0, is the same either way.
+and feasibility, all values <= 0, is the same either way. ``optuna trials`` shows no system attribute:
+the user attribute ``qco.feasible`` says it there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from qco_tune.core.keys import FEASIBLE_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -26,10 +29,17 @@ def constraint_system_attrs(constraints: Mapping[str, float]) -> dict[str, Any]:
     return attrs
 
 
+def constraint_user_attrs(constraints: Mapping[str, float]) -> dict[str, Any]:
+    """The user attribute that says the same for the clients that show no system attribute."""
+    return {FEASIBLE_ATTR: all(float(value) <= 0 for value in constraints.values())}
+
+
 def record_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> None:
     """Record ``constraints`` on a running trial, before it is told."""
     for name, value in constraints.items():
         trial.set_constraint(name, value)
+    for key, value in constraint_user_attrs(constraints).items():
+        trial.set_user_attr(key, value)
     # Trial has no public setter for a system attribute: the storage's is the one Optuna itself uses.
     trial.storage.set_trial_system_attr(trial._trial_id, LIST_KEY, constraint_system_attrs(constraints)[LIST_KEY])
 

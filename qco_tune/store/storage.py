@@ -97,7 +97,10 @@ def _prepare_sqlite(url: str, *, create_folder: bool) -> Path | None:
         except OSError as exc:
             raise StorageError(f"cannot create the folder {folder} for the storage: {exc.strerror or exc}") from None
     if not folder.exists():
-        raise StorageError(f"the folder {folder} does not exist: create it first (the storage file {path.name} is)")
+        raise StorageError(
+            f"the folder {folder} does not exist: create it or correct the path (the storage file is created, "
+            "not its folder)"
+        )
     if not folder.is_dir():
         raise StorageError(f"{folder} is not a folder: the storage file {path} cannot be created there")
     if path.exists() and not os.access(path, os.W_OK):

@@ -139,6 +139,18 @@ def test_dashboard_and_optuna_cli_see_the_feasible_front_of_qco_tune_show(storag
     assert best.returncode == 0, best.stderr
     assert {t["number"] for t in json.loads(best.stdout)} == front
 
+    # `optuna trials` shows user attributes, not constraints: qco.feasible says it there.
+    listed = subprocess.run(
+        [*OPTUNA_CLI, "trials", "--study-name", name, "--storage", storage_url, "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = {t["number"]: t for t in json.loads(listed.stdout) if t["state"] == "COMPLETE"}
+    assert {n for n, t in rows.items() if not t["user_attrs"]["qco.feasible"]} == infeasible
+
     # Each finished trial's note is the snippet `qco-tune export` writes for it.
     for number in sorted(front | infeasible)[:3]:
         snippet = CliRunner().invoke(
