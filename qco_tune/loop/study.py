@@ -175,7 +175,9 @@ def run_study(
     ctx.compile_artifacts = artifacts_root(resolve_storage_url(storage_url), compile_artifacts)
     ctx.restore_reference = True
     deadline = started + spec.timeout if spec.timeout else math.inf
-    observer.study_started(spec, ledger(study).counted, spec.trials, resumed)
+    # A trial abandoned by a killed run is failed and queued again first, so the header does not count it done.
+    result.recovered += recover(study, observer)
+    observer.study_started(spec, ledger(study).done, spec.trials, resumed)
     if prepare_only:
         result.stopped = "prepared"
         result.summary = summarize(study.get_trials(deepcopy=False), spec.vram_budget)
