@@ -165,8 +165,8 @@ def run_study(
     started = clock()  # the time limit counts from here: probing the machine is part of the run
     observer = observer or SilentObserver()
     quiet_optuna()
+    storage = open_storage(storage_url)  # a wrong storage is refused before the machine is probed
     model, caps, space = prepare(spec, caps, observer)
-    storage = open_storage(storage_url)
     study, resumed = open_study(spec, storage, model, caps, space, allow_changed_spec=allow_changed_spec)
     result = RunResult(study_name=spec.name)
     space, local = study_spaces(study, spec, model, caps)
