@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from qco_tune.core.paths import trial_dir_prefix
 from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 from qco_tune.measure.launcher import kill_group, launch, phase_of, signal_name
 
@@ -46,7 +47,7 @@ def run_trial(
     trial is recorded as a hang. Ctrl-C (``KeyboardInterrupt``) kills the child and raises
     ``TrialInterrupted`` carrying an ``interrupted`` measurement.
     """
-    with tempfile.TemporaryDirectory(prefix="qco-trial-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=trial_dir_prefix()) as tmp:
         request_path = Path(tmp) / "request.json"
         result_path = Path(tmp) / "result.json"
         request_path.write_text(json.dumps(request.to_dict()))
