@@ -16,8 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from qco_tune.core.records import Capabilities, Measurement, TrialRequest
+from qco_tune.core.records import Capabilities, Measurement, ModelInfo, TrialRequest
 from qco_tune.measure.launcher import kill_group, launch, phase_of, signal_name
 
 OUTPUT_TAIL_LINES = 40
@@ -118,18 +119,36 @@ def _collect(returncode: int, result_path: Path, tail: collections.deque[str], s
 
 def probe_capabilities(timeout: float = PROBE_TIMEOUT_S) -> Capabilities:
     """What this machine can run, asked of a child process so the parent never initialises CUDA."""
-    proc = launch("qco_tune.measure.backends.probe", merge_stderr=False)
+    found = _ask_child("qco_tune.measure.backends.probe", what="the GPU and libraries", timeout=timeout)
+    return Capabilities.from_dict(found)
+
+
+def inspect_model(model: ModelInfo, timeout: float = PROBE_TIMEOUT_S) -> ModelInfo:
+    """``model`` with the traits of its diffusers components (``model_traits``), read by a child process
+    from the local folder's configs without weights. Presets are returned as they are: their classes
+    offer every knob."""
+    if model.source == "preset" or model.path is None:
+        return model
+    module, what = "qco_tune.measure.backends.model_traits", f"the model classes of {model.reference}"
+    traits = _ask_child(module, model.path, what=what, timeout=timeout)
+    return model.with_traits({name: tuple(found) for name, found in traits.items()})
+
+
+def _ask_child(module: str, *args: str, what: str, timeout: float) -> dict[str, Any]:
+    """The JSON object that ``python -m module args`` prints last; RuntimeError naming ``what`` otherwise."""
+    proc = launch(module, *args, merge_stderr=False)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         proc.communicate()
-        raise RuntimeError(f"probing the GPU and libraries took over {timeout:.0f} s") from None
+        raise RuntimeError(f"probing {what} took over {timeout:.0f} s") from None
     except KeyboardInterrupt:
         kill_group(proc)
         raise
     line = next((line for line in reversed(stdout.splitlines()) if line.startswith("{")), None)
     if proc.returncode != 0 or line is None:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"probing the GPU and libraries failed: {last}")
-    return Capabilities.from_dict(json.loads(line))
+        raise RuntimeError(f"probing {what} failed: {last}")
+    data: dict[str, Any] = json.loads(line)
+    return data
