@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.records import Capabilities, Measurement, ModelInfo
@@ -26,12 +26,12 @@ METRIC_NAMES = ["latency_s", "peak_memory_gib"]
 
 
 MAX_CONSECUTIVE_SKIPS = 25
+"""After this many proposals in a row that cannot run, the next one is drawn from the untried rest."""
 
 
 MAX_ATTEMPTS = 3
 """Runs of one configuration that may end interrupted before it is given up: a configuration whose
 cold start outlasts every run it is given (a time-limited session, say) must not come back forever."""
-"""After this many proposals in a row that cannot run, the next one is drawn from the untried rest."""
 
 
 FAULTS_ENV = "QCO_TEST_FAULTS"
@@ -126,6 +126,9 @@ class _Context:
     compile_artifacts: Path | None = None
     """The folder of the storage's portable compile artefacts (``compile_artifacts.artifacts_root``); None:
     trials neither load nor save them (the benchmark's replays)."""
+    deferred: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    """Retries of cut-off trials put aside in this run (not enough time left for them): (parameters, user
+    attributes), queued again when the run ends (``requeue_deferred``)."""
     restore_reference: bool = False
     """Before the first trial, measure the reference again when its output is not on this machine
     (``restore_reference``): ``run`` and workers do; replays and in-process tests do not."""

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from qco_tune.search.planner import Done
 
 
+DEFERRED = "deferred"
+"""The status of a queued retry put aside by a run without time enough for it (never ran; queued again)."""
+
+
 @dataclass
 class Ledger:
     """What a study has spent: configurations measured, failed or running now, and the trial count."""
@@ -45,7 +49,8 @@ def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
     book = Ledger()
     label = {TrialState.COMPLETE: "measured", TrialState.FAIL: "failed", TrialState.RUNNING: "running"}
     for trial in study.get_trials(deepcopy=False, states=tuple(label)):
-        if trial.number == exclude or (trial.user_attrs.get(STATUS_ATTR) == "interrupted" and not _given_up(trial)):
+        status = trial.user_attrs.get(STATUS_ATTR)
+        if trial.number == exclude or status == DEFERRED or (status == "interrupted" and not _given_up(trial)):
             continue
         if trial.user_attrs.get(REMEASURE_OF_ATTR) is not None:
             continue  # a measurement at the full step count after the search: not a trial of the target
@@ -91,6 +96,47 @@ def requeue(study: optuna.Study, trial_id: int) -> None:
     study.enqueue_trial(dict(frozen.params), user_attrs=attrs)
 
 
+def cost_floors(study: optuna.Study) -> dict[str, float]:
+    """Configuration key → the longest run of it cut off before it finished, in seconds: what it costs at least."""
+    from optuna.trial import TrialState
+
+    floors: dict[str, float] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        data = trial.user_attrs.get(CONFIG_ATTR)
+        if trial.user_attrs.get(STATUS_ATTR) != "interrupted" or not isinstance(data, dict):
+            continue
+        if trial.datetime_start is None or trial.datetime_complete is None:
+            continue
+        try:
+            key = TrialConfig.from_dict(data).key()
+        except ValueError:
+            continue
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        floors[key] = max(floors.get(key, 0.0), seconds)
+    return floors
+
+
+def defer(study: optuna.Study, trial: optuna.Trial, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Put a just-asked retry aside without running it: failed as ``DEFERRED`` (not a trial of the target,
+    not a tried configuration). Returns what ``requeue_deferred`` queues again."""
+    from optuna.trial import TrialState
+
+    frozen = study._storage.get_trial(trial._trial_id)
+    params = dict(frozen.system_attrs.get("fixed_params") or frozen.params)
+    attrs = dict(frozen.user_attrs)
+    trial.set_user_attr(STATUS_ATTR, DEFERRED)
+    trial.set_user_attr(REASON_ATTR, reason)
+    study.tell(trial, state=TrialState.FAIL)
+    return params, attrs
+
+
+def requeue_deferred(study: optuna.Study, deferred: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Queue again the retries ``defer`` put aside, as they were (their attempt count unchanged)."""
+    while deferred:
+        params, attrs = deferred.pop(0)
+        study.enqueue_trial(params, user_attrs=attrs)
+
+
 def planner_trials(study: optuna.Study) -> list[Done]:
     """The study's finished trials as the planner sees them (interrupted ones left out)."""
     from optuna.trial import TrialState
@@ -100,7 +146,7 @@ def planner_trials(study: optuna.Study) -> list[Done]:
     done = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         data = trial.user_attrs.get(CONFIG_ATTR)
-        if not isinstance(data, dict) or trial.user_attrs.get(STATUS_ATTR) == "interrupted":
+        if not isinstance(data, dict) or trial.user_attrs.get(STATUS_ATTR) in ("interrupted", DEFERRED):
             continue
         try:
             config = TrialConfig.from_dict(data)

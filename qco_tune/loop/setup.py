@@ -35,16 +35,19 @@ if TYPE_CHECKING:
     import optuna
 
 
-def prepare(spec: StudySpec, caps: Capabilities | None = None) -> tuple[ModelInfo, Capabilities, SearchSpace]:
+def prepare(
+    spec: StudySpec, caps: Capabilities | None = None, observer: Observer | None = None
+) -> tuple[ModelInfo, Capabilities, SearchSpace]:
     """Resolve the model, probe the machine, build the space and check that something can fit.
 
-    Raises ``StudyError`` (or the model, workload, disk and spec errors) before any GPU time is spent.
+    ``observer`` hears where the time went when probing the machine was slow. Raises ``StudyError`` (or the
+    model, workload, disk and spec errors) before any GPU time is spent.
     """
     model = resolve_model(spec.model, spec.weights)
     check_workload(spec.workload, model)
     if model.source == "preset":
         check_disk(model.reference, cache_dir())
-    caps = caps or probe_capabilities()
+    caps = caps or probe_capabilities(on_slow=observer.message if observer else None)
     model = inspect_model(model)
     space = SearchSpace.build(spec, model, caps)
     if space.is_empty():

@@ -41,10 +41,11 @@ from qco_tune.loop.context import (
     _Context,
     parse_faults,
 )
-from qco_tune.loop.ledger import _fail_interrupted, _is_running, ledger, recover
+from qco_tune.loop.ledger import _fail_interrupted, _is_running, ledger, recover, requeue_deferred
 from qco_tune.loop.remeasure import remeasure_front, restore_reference
 from qco_tune.loop.setup import ensure_materialized, open_study, prepare, quiet_optuna, study_spaces
 from qco_tune.loop.trial import (
+    _defer_next,
     _enqueue_offload_reference,
     _enqueue_plan,
     _enqueue_untried,
@@ -98,9 +99,13 @@ def run_loop(
                 skips_in_a_row = 0
             if ctx.plan:
                 _enqueue_plan(ctx, book)
-            if _next_outlasts(ctx, deadline - clock()):
+            verdict = _next_outlasts(ctx, deadline - clock())
+            if verdict == "stop":
                 result.stopped = "timeout"
                 return
+            if verdict == "defer":
+                _defer_next(ctx, deadline - clock())
+                continue
             if ctx.restore_reference:
                 ctx.restore_reference = False
                 restore_reference(ctx)
@@ -131,6 +136,8 @@ def run_loop(
         if current is not None and _is_running(study, current):
             _fail_interrupted(study, current)
         raise
+    finally:
+        requeue_deferred(study, ctx.deferred)
 
 
 def run_study(
@@ -155,9 +162,10 @@ def run_study(
     Compiling trials load and save the study's portable compile artefacts in ``compile_artifacts``
     (default: beside a SQLite storage file, else in qco-tune's cache; ``compile_artifacts.artifacts_root``).
     """
+    started = clock()  # the time limit counts from here: probing the machine is part of the run
     observer = observer or SilentObserver()
     quiet_optuna()
-    model, caps, space = prepare(spec, caps)
+    model, caps, space = prepare(spec, caps, observer)
     storage = open_storage(storage_url)
     study, resumed = open_study(spec, storage, model, caps, space, allow_changed_spec=allow_changed_spec)
     result = RunResult(study_name=spec.name)
@@ -166,7 +174,7 @@ def run_study(
     ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
     ctx.compile_artifacts = artifacts_root(resolve_storage_url(storage_url), compile_artifacts)
     ctx.restore_reference = True
-    deadline = clock() + spec.timeout if spec.timeout else math.inf
+    deadline = started + spec.timeout if spec.timeout else math.inf
     observer.study_started(spec, ledger(study).counted, spec.trials, resumed)
     if prepare_only:
         result.stopped = "prepared"

@@ -18,6 +18,7 @@ from qco_tune.core.keys import (
     PREDICTED_HOST_ATTR,
     PREDICTED_RAW_ATTR,
     REASON_ATTR,
+    RETRY_OF_ATTR,
     STATUS_ATTR,
 )
 from qco_tune.core.paths import cache_dir
@@ -25,7 +26,7 @@ from qco_tune.core.records import Measurement, TrialRequest
 from qco_tune.core.studyspec import StudySpec
 from qco_tune.core.units import format_size
 from qco_tune.loop.context import GIB, OFFLOAD_REFERENCE, PSNR_CAP, REFERENCE, REFERENCE_BASELINES, _Context
-from qco_tune.loop.ledger import Ledger, planner_trials, requeue
+from qco_tune.loop.ledger import Ledger, cost_floors, defer, planner_trials, requeue
 from qco_tune.loop.setup import fingerprint, reference_dir, study_compile_cache, trial_workload
 from qco_tune.measure.runner import TrialInterrupted
 from qco_tune.search import memory
@@ -245,32 +246,54 @@ DEADLINE_MARGIN = 1.2
 """A queued trial is started only when the time left is this many times what it is expected to cost."""
 
 
-def _next_outlasts(ctx: _Context, left: float) -> bool:
-    """True when the next queued trial is not expected to finish in the ``left`` seconds of the run's time
-    limit: it stays queued for the next run, rather than be cut off at the limit (GPU time lost). What the
-    sampler proposes next is not known before it is asked, and runs."""
+def _next_outlasts(ctx: _Context, left: float) -> str | None:
+    """What to do with the next queued trial when it is not expected to finish in the ``left`` seconds of
+    the run's time limit (a trial cut off at the limit is GPU time lost): ``"stop"``, it stays queued for
+    the next run; ``"defer"``, a retry of a run cut off before (its cost known to be at least that run's
+    length, ``cost_floors``) is put aside for the next run while this one goes on with what fits; None, it
+    runs. What the sampler proposes next is not known before it is asked, and runs."""
     from optuna.trial import TrialState
 
     from qco_tune.search.trial_cost import expected_seconds
 
     if math.isinf(left):
-        return False
+        return None
     waiting = ctx.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     if not waiting:
-        return False
-    params = min(waiting, key=lambda t: t.number).system_attrs.get("fixed_params") or {}
+        return None
+    first = min(waiting, key=lambda t: t.number)
+    params = first.system_attrs.get("fixed_params") or {}
     try:
         config = TrialConfig.from_params(dict(params))
     except (ValueError, TypeError):
-        return False
-    expected = expected_seconds(config, planner_trials(ctx.study))
+        return None
+    floor = cost_floors(ctx.study).get(config.key())
+    expected = expected_seconds(config, planner_trials(ctx.study), floor)
     if expected is None or expected * DEADLINE_MARGIN <= left:
-        return False
+        return None
+    if floor is not None and first.user_attrs.get(RETRY_OF_ATTR) is not None:
+        return "defer"
     ctx.observer.message(
         f"stopping before the time limit: the next trial ({config.describe()}) is expected to take "
         f"{expected:.0f} s, {max(left, 0):.0f} s are left; it stays queued for the next run"
     )
-    return True
+    return "stop"
+
+
+def _defer_next(ctx: _Context, left: float) -> None:
+    """Ask the queued retry ``_next_outlasts`` put aside and fail it as deferred; queued again at the run's end."""
+    from qco_tune.search.trial_cost import expected_seconds
+
+    trial = ctx.study.ask()
+    config = ctx.space.suggest(trial)
+    floor = cost_floors(ctx.study).get(config.key()) or 0.0
+    expected = expected_seconds(config, planner_trials(ctx.study), floor) or 0.0
+    reason = (
+        f"deferred: a run of it was cut off after {floor:.0f} s, so it needs about {expected:.0f} s and "
+        f"{max(left, 0):.0f} s are left; queued again for the next run"
+    )
+    ctx.deferred.append(defer(ctx.study, trial, reason))
+    ctx.observer.message(f"#{trial.number} {config.describe()}: {reason}")
 
 
 def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
@@ -291,10 +314,11 @@ def _enqueue_plan(ctx: _Context, book: Ledger) -> None:
     study = ctx.study
     if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return
+    put_aside = {TrialConfig.from_params(params).key() for params, _ in ctx.deferred}
     plan = plan_next(
         ctx.space,
         planner_trials(study),
-        set(book.keys),
+        set(book.keys) | put_aside,
         lambda config: _why_not_run(ctx, config, book.keys) is None,
         budget_bytes=ctx.spec.vram_budget,
         target=ctx.spec.trials,

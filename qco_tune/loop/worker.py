@@ -125,7 +125,7 @@ def run_worker(
     quiet_optuna()
     observer = observer or SilentObserver()
     storage = open_storage(url)
-    caps = caps or probe_capabilities()
+    caps = caps or probe_capabilities(on_slow=observer.message)
     artifacts = artifacts_root(storage_url(url), compile_artifacts)
     result = WorkerResult()
     observer.message(f"worker on {gpu_kind(caps)} serving {mask_url(storage_url(url))}")

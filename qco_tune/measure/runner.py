@@ -9,6 +9,7 @@ recognised here.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import subprocess
 import tempfile
@@ -117,10 +118,17 @@ def _collect(returncode: int, result_path: Path, tail: collections.deque[str], s
     return _failed("crash", reason[:300], tail, started)
 
 
-def probe_capabilities(timeout: float = PROBE_TIMEOUT_S) -> Capabilities:
-    """What this machine can run, asked of a child process so the parent never initialises CUDA."""
-    found = _ask_child("qco_tune.measure.backends.probe", what="the GPU and libraries", timeout=timeout)
-    return Capabilities.from_dict(found)
+def probe_capabilities(timeout: float = PROBE_TIMEOUT_S, on_slow: Callable[[str], None] | None = None) -> Capabilities:
+    """What this machine can run, asked of a child process so the parent never initialises CUDA.
+
+    ``on_slow`` gets one line when the probe took over ``SLOW_PROBE_S``, naming its slowest stage.
+    """
+    started = time.monotonic()
+    result, lines = _ask_child("qco_tune.measure.backends.probe", what="the GPU and libraries", timeout=timeout)
+    took = time.monotonic() - started
+    if on_slow is not None and took > SLOW_PROBE_S:
+        on_slow(_slow_probe_line(took, lines))
+    return Capabilities.from_dict(result)
 
 
 def inspect_model(model: ModelInfo, timeout: float = PROBE_TIMEOUT_S) -> ModelInfo:
@@ -130,12 +138,16 @@ def inspect_model(model: ModelInfo, timeout: float = PROBE_TIMEOUT_S) -> ModelIn
     if model.source == "preset" or model.path is None:
         return model
     module, what = "qco_tune.measure.backends.model_traits", f"the model classes of {model.reference}"
-    traits = _ask_child(module, model.path, what=what, timeout=timeout)
+    traits, _ = _ask_child(module, model.path, what=what, timeout=timeout)
     return model.with_traits({name: tuple(found) for name, found in traits.items()})
 
 
-def _ask_child(module: str, *args: str, what: str, timeout: float) -> dict[str, Any]:
-    """The JSON object that ``python -m module args`` prints last; RuntimeError naming ``what`` otherwise."""
+_STAGE_LINE = '{"stage_seconds"'
+"""The probe's progress line (seconds per stage), printed before its result."""
+
+
+def _ask_child(module: str, *args: str, what: str, timeout: float) -> tuple[dict[str, Any], list[str]]:
+    """(the JSON object ``python -m module args`` prints last, all its JSON lines); RuntimeError naming ``what``."""
     proc = launch(module, *args, merge_stderr=False)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
@@ -146,9 +158,28 @@ def _ask_child(module: str, *args: str, what: str, timeout: float) -> dict[str, 
     except KeyboardInterrupt:
         kill_group(proc)
         raise
-    line = next((line for line in reversed(stdout.splitlines()) if line.startswith("{")), None)
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    line = next((line for line in reversed(lines) if not line.startswith(_STAGE_LINE)), None)
     if proc.returncode != 0 or line is None:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"probing {what} failed: {last}")
-    data: dict[str, Any] = json.loads(line)
-    return data
+    result: dict[str, Any] = json.loads(line)
+    return result, lines
+
+
+SLOW_PROBE_S = 30.0
+"""A probe slower than this says where its time went (about 20 s on a 2-core CPU machine, mostly imports)."""
+
+
+def _slow_probe_line(took: float, lines: list[str]) -> str:
+    stages: dict[str, float] = {}
+    for line in lines:
+        with contextlib.suppress(ValueError, AttributeError):
+            stages = dict(json.loads(line).get("stage_seconds") or stages)
+    text = f"probing this machine took {took:.0f} s"
+    if stages:
+        stage, seconds = max(stages.items(), key=lambda item: item[1])
+        text += f", {seconds:.0f} s of it {stage}"
+        if stage == "checking the quantization kernels":
+            text += " (a library builds its GPU kernels on first use, once per install)"
+    return text

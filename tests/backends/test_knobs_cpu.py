@@ -168,6 +168,19 @@ def test_the_probe_reports_a_failing_kernel(monkeypatch: pytest.MonkeyPatch) -> 
     }
 
 
+def test_a_slow_probe_says_where_its_time_went(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qco_tune.measure import runner
+
+    monkeypatch.setattr(runner, "SLOW_PROBE_S", 0.0)  # every probe counts as slow here
+    lines: list[str] = []
+    caps = runner.probe_capabilities(on_slow=lines.append)  # the real child
+    assert caps.cuda is False and "native" in caps.attention_backends
+    (line,) = lines
+    assert line.startswith("probing this machine took ")
+    stages = ("importing torch", "importing the quantization libraries", "checking the attention backends")
+    assert any(f"s of it {stage}" in line for stage in (*stages, "checking the quantization kernels"))
+
+
 def test_the_vae_tables_match_the_installed_diffusers() -> None:
     import diffusers
 

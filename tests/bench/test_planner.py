@@ -202,3 +202,22 @@ def test_the_headline_study_is_staged_too(monkeypatch: pytest.MonkeyPatch) -> No
     survey = max(1, round(12 * planner.SURVEY_SHARE))
     kinds = [t.user_attrs["qco.config"]["compile"] for t in searched]
     assert len(kinds) > survey and set(kinds[:survey]) == {"none"} and kinds[survey] != "none", kinds
+
+
+def test_the_fastest_fitting_configuration_is_compiled_further_first_mode_before_scope(space: SearchSpace) -> None:
+    # As on the H200 (studies/results/flux-dev-24gib/, trials #3 and #12): a float8 transformer compiled
+    # regionally is the fastest that fits; an NF4 one compiled with model offload the smallest. Compiling the
+    # small one further would add more hypervolume per second, but the fastest fitting one is what a user
+    # runs: its next variant comes first, and the cheaper knob (the mode) before the scope.
+    fp8 = TrialConfig(quantization=FP8)
+    small = TrialConfig(quantization=NF4, offload="model")
+    done = eager_done(space, {fp8: (1.2, 3.5), small: (2.0, 1.5)})
+    n = len(done)
+    fp8_regional = dataclasses.replace(fp8, compile="regional")
+    small_regional = dataclasses.replace(small, compile="regional")
+    done += [
+        Done(n, fp8_regional, 0.34, 3.4 * GIB, True, 250.0),
+        Done(n + 1, small_regional, 0.9, 1.1 * GIB, True, 120.0),
+    ]
+    picked = plan(space, done)
+    assert picked == dataclasses.replace(fp8_regional, compile_mode="max-autotune-no-cudagraphs")

@@ -10,7 +10,10 @@ import json
 import shutil
 import socket
 import sys
+import time
+from collections.abc import Callable
 from importlib import metadata
+from typing import TypeVar
 
 from qco_tune.core.config import ATTENTION_BACKENDS
 from qco_tune.core.records import Capabilities
@@ -175,9 +178,23 @@ def _driver_version() -> str | None:
         return None
 
 
+T = TypeVar("T")
+
+STAGE_SECONDS: dict[str, float] = {}
+"""Seconds each stage of the last ``probe`` took (printed beside the capabilities: a slow probe says why)."""
+
+
+def _timed(stage: str, work: Callable[[], T]) -> T:
+    start = time.monotonic()
+    try:
+        return work()
+    finally:
+        STAGE_SECONDS[stage] = round(time.monotonic() - start, 3)
+
+
 def probe() -> Capabilities:
     """Probe CUDA, GPU 0, quantization libraries, compilers and versions."""
-    import torch
+    torch = _timed("importing torch", lambda: __import__("torch"))
 
     cuda = torch.cuda.is_available()
     gpu: dict[str, object] = {}
@@ -189,9 +206,9 @@ def probe() -> Capabilities:
             "total_memory": int(props.total_memory),
             "compute_capability": (props.major, props.minor),
         }
-    backends = quantization_backends(cuda)
-    attention, unusable = attention_backends(cuda)
-    unusable.update(quantization_smoke(cuda, backends))
+    backends = _timed("importing the quantization libraries", lambda: quantization_backends(cuda))
+    attention, unusable = _timed("checking the attention backends", lambda: attention_backends(cuda))
+    unusable.update(_timed("checking the quantization kernels", lambda: quantization_smoke(cuda, backends)))
     return Capabilities(
         cuda=cuda,
         backends=backends,
@@ -208,7 +225,9 @@ def main() -> int:
     from qco_tune.measure.backends.libraries import quiet_libraries
 
     quiet_libraries()
-    print(json.dumps(probe().to_dict()), flush=True)
+    caps = probe()
+    print(json.dumps({"stage_seconds": STAGE_SECONDS}), flush=True)
+    print(json.dumps(caps.to_dict()), flush=True)
     return 0
 
 
