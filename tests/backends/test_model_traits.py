@@ -289,6 +289,7 @@ def test_a_worker_searches_the_space_the_study_was_created_with(models: dict[str
 @pytest.mark.slow
 def test_an_sd3_study_runs_no_regional_compile(folders: dict[str, Path], tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/qco.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "QCO_CACHE": str(tmp_path / "cache"), "COLUMNS": "250"}
     result = subprocess.run(
         [
             *(sys.executable, "-m", "qco_tune", "run", "--model", str(folders["sd3"])),
@@ -299,9 +300,20 @@ def test_an_sd3_study_runs_no_regional_compile(folders: dict[str, Path], tmp_pat
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "PYTHONPATH": str(REPO), "QCO_CACHE": str(tmp_path / "cache")},
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    show = subprocess.run(
+        [sys.executable, "-m", "qco_tune", "show", "local-sd3", "--storage", url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert show.returncode == 0, show.stderr[-3000:]
+    listed = show.stdout.split("not in the space here", 1)[1]
+    assert "compile=regional: SD3Transformer2DModel declares no repeated blocks (_repeated_blocks)" in listed
     study = optuna.load_study(study_name="local-sd3", storage=url)
     measured = [t.user_attrs["qco.measurement"] for t in study.trials if "qco.measurement" in t.user_attrs]
     assert len(measured) >= 2 and all(m["status"] == "ok" for m in measured), [m["reason"] for m in measured]

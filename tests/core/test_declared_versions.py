@@ -82,3 +82,4 @@ def test_ruff_is_pinned_and_the_readme_names_the_constraints() -> None:
     # CI runs the README's test command: it lints and type-checks too.
     command = README.split("<!-- test-command -->", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
     assert "ruff check qco_tune tests" in command and "mypy" in command and "lint-imports" in command
+    assert "<!-- test-command -->" in (REPO / ".ci" / "run").read_text()
