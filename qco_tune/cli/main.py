@@ -123,6 +123,11 @@ def show(study_name: str, as_json: bool, storage: str | None) -> None:
     help="The snippet loads the study's compile artefacts from PATH (where the deployment keeps a copy of "
     "the study's folder of them) before compiling, so its first call starts warm.",
 )
+@click.option(
+    "--dashboard-notes",
+    is_flag=True,
+    help="Write every finished trial's Python snippet into its optuna-dashboard note instead of printing one.",
+)
 @storage_option
 @friendly
 def export(
@@ -134,12 +139,19 @@ def export(
     force: bool,
     allow_failed: bool,
     compile_artifacts: str | None,
+    dashboard_notes: bool,
     storage: str | None,
 ) -> None:
     """A trial's configuration as Python code to paste into a project (or as JSON/TOML)."""
     from qco_tune.loop.export_study import ExportError, check_format, parse_trial_choice, prepare_export
     from qco_tune.loop.summary import load_stored_study
 
+    if dashboard_notes:
+        from qco_tune.loop.dashboard_notes import write_dashboard_notes
+
+        written = write_dashboard_notes(load_stored_study(study_name, storage))
+        click.echo(f"wrote the snippets of {written} trial(s) into their optuna-dashboard notes", err=True)
+        return
     check_format(fmt)
     choice = parse_trial_choice(trial)
     if output is not None and output.exists() and not force:

@@ -39,6 +39,9 @@ MEMORY_ATTR = "qco.memory_bytes"
 RETRY_OF_ATTR = "qco.retry_of"
 ATTEMPT_ATTR = "qco.attempt"
 FINGERPRINT_ATTR = "qco.fingerprint"
+FEASIBLE_ATTR = "qco.feasible"
+"""Whether every budget held (all constraints <= 0), beside the constraints (``store.constraints``) for the
+clients that show user attributes only (``optuna trials``); qco-tune itself reads the constraints."""
 REMEASURE_OF_ATTR = "qco.remeasure_of"
 """On a trial that measured an extrapolated trial's configuration again at the full step count: its number."""
 REPLAYED_FROM_ATTR = "qco.replayed_from"
@@ -46,6 +49,8 @@ OWNER_HOST_ATTR = "qco.host"
 """The host of the process running a trial (stale-trial recovery)."""
 OWNER_PID_ATTR = "qco.pid"
 """Its process id."""
+OWNER_PID_NAMESPACE_ATTR = "qco.pid_namespace"
+"""The kernel boot and PID namespace that process id belongs to: two containers may share a host name."""
 
 # -- Measurement.extra keys ------------------------------------------------------------------------
 CALL_KWARGS_KEY = "call_kwargs"

@@ -19,6 +19,12 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "qco-tune"
 
 
+def trial_dir_prefix(pid: int | None = None) -> str:
+    """The name prefix of the temporary folders of the trials run by process ``pid`` (default: this one),
+    so that after that process is killed, the recovery of its trial can remove what it left."""
+    return f"qco-trial-{pid if pid is not None else os.getpid()}-"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 

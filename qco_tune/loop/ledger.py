@@ -40,6 +40,13 @@ class Ledger:
     counted: int = 0
     """Trials that count towards the target: finished, failed, and running elsewhere. Skipped
     proposals, interrupted trials (which are handed back to the queue) and the reference do not count."""
+    running: int = 0
+    """Of ``counted``, those running now (not done yet)."""
+
+    @property
+    def done(self) -> int:
+        """Trials of the target that have finished: what a resumed run says it starts from."""
+        return self.counted - self.running
 
 
 def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
@@ -66,6 +73,7 @@ def ledger(study: optuna.Study, exclude: int | None = None) -> Ledger:
             continue
         if trial.user_attrs.get(BASELINE_ATTR) not in REFERENCE_BASELINES:
             book.counted += 1  # the reference is measurement, not a candidate: never a trial of the target
+            book.running += trial.state == TrialState.RUNNING
         if isinstance(data, dict):
             try:
                 book.keys.setdefault(TrialConfig.from_dict(data).key(), (trial.number, label[trial.state]))

@@ -22,6 +22,7 @@ from qco_tune.measure.runner import TrialInterrupted, run_trial
 from qco_tune.search import memory
 from qco_tune.search.pareto import summarize
 from qco_tune.search.steps import is_extrapolated
+from qco_tune.store.constraints import constraint_system_attrs, constraint_user_attrs
 
 REMEASURE_ROUNDS = 10
 """Bound on rounds of re-measuring: each can bring trials of the front that were dominated before."""
@@ -87,6 +88,7 @@ def _remeasure(ctx: _Context, number: int) -> int:
         FINGERPRINT_ATTR: fingerprint(ctx.caps),
         REMEASURE_OF_ATTR: number,
         **outcome.attrs,
+        **(constraint_user_attrs(outcome.constraints) if outcome.values is not None else {}),
     }
     if BASELINE_ATTR in original.user_attrs:
         attrs[BASELINE_ATTR] = original.user_attrs[BASELINE_ATTR]
@@ -104,7 +106,7 @@ def _remeasure(ctx: _Context, number: int) -> int:
         params=dict(original.params),
         distributions=dict(original.distributions),
         user_attrs=attrs,
-        constraints=outcome.constraints if outcome.values is not None else None,
+        system_attrs=constraint_system_attrs(outcome.constraints) if outcome.values is not None else None,
     )
     ctx.study.add_trial(frozen)
     added = max(t.number for t in ctx.study.get_trials(deepcopy=False) if t.user_attrs.get(REMEASURE_OF_ATTR) == number)

@@ -165,8 +165,8 @@ def run_study(
     started = clock()  # the time limit counts from here: probing the machine is part of the run
     observer = observer or SilentObserver()
     quiet_optuna()
+    storage = open_storage(storage_url)  # a wrong storage is refused before the machine is probed
     model, caps, space = prepare(spec, caps, observer)
-    storage = open_storage(storage_url)
     study, resumed = open_study(spec, storage, model, caps, space, allow_changed_spec=allow_changed_spec)
     result = RunResult(study_name=spec.name)
     space, local = study_spaces(study, spec, model, caps)
@@ -175,7 +175,9 @@ def run_study(
     ctx.compile_artifacts = artifacts_root(resolve_storage_url(storage_url), compile_artifacts)
     ctx.restore_reference = True
     deadline = started + spec.timeout if spec.timeout else math.inf
-    observer.study_started(spec, ledger(study).counted, spec.trials, resumed)
+    # A trial abandoned by a killed run is failed and queued again first, so the header does not count it done.
+    result.recovered += recover(study, observer)
+    observer.study_started(spec, ledger(study).done, spec.trials, resumed)
     if prepare_only:
         result.stopped = "prepared"
         result.summary = summarize(study.get_trials(deepcopy=False), spec.vram_budget)

@@ -33,6 +33,7 @@ from qco_tune.search import memory
 from qco_tune.search.calibration import calibrate
 from qco_tune.search.pareto import row_from_trial
 from qco_tune.search.steps import extrapolate
+from qco_tune.store.constraints import record_constraints
 from qco_tune.store.storage import Heartbeat, owner_attrs
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _skip(ctx: _Context, trial: optuna.Trial, config: TrialConfig, reason: str, 
     trial.set_user_attr(CONFIG_ATTR, config.to_dict())
     trial.set_user_attr(REASON_ATTR, reason)
     trial.set_user_attr(STATUS_ATTR, "skipped")
-    trial.set_constraint("vram", max(over_gib, 1e-3))
+    record_constraints(trial, {"vram": max(over_gib, 1e-3)})
     ctx.study.tell(trial, state=TrialState.PRUNED)
     ctx.observer.trial_skipped(trial.number, config, reason)
 
@@ -172,8 +173,7 @@ def _tell(ctx: _Context, trial: optuna.Trial, measurement: Measurement) -> bool:
     if outcome.values is None:
         ctx.study.tell(trial, state=TrialState.FAIL)
         return False
-    for key, value in outcome.constraints.items():
-        trial.set_constraint(key, value)
+    record_constraints(trial, outcome.constraints)
     ctx.study.tell(trial, values=outcome.values)
     return outcome.feasible
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qco_tune.core.paths import trial_dir_prefix
 from qco_tune.core.records import Capabilities, Measurement, ModelInfo, TrialRequest
 from qco_tune.measure.launcher import kill_group, launch, phase_of, signal_name
 
@@ -47,7 +48,7 @@ def run_trial(
     trial is recorded as a hang. Ctrl-C (``KeyboardInterrupt``) kills the child and raises
     ``TrialInterrupted`` carrying an ``interrupted`` measurement.
     """
-    with tempfile.TemporaryDirectory(prefix="qco-trial-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=trial_dir_prefix()) as tmp:
         request_path = Path(tmp) / "request.json"
         result_path = Path(tmp) / "result.json"
         request_path.write_text(json.dumps(request.to_dict()))

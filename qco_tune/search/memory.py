@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO
@@ -55,7 +54,8 @@ from qco_tune.search.budget import (
     over_budget_bytes,
     skip_margin,
 )
-from qco_tune.search.shapes import VAE_CHANNELS, _kept_params, _Shape, _shape
+from qco_tune.search.memory_terms import UNCALIBRATED, Calibration, Correction, MemoryPrediction, MemoryTerms
+from qco_tune.search.shapes import VAE_CHANNELS, DenoiserShape, denoiser_shape, kept_params
 
 if TYPE_CHECKING:
     from qco_tune.search.space import SearchSpace
@@ -153,96 +153,6 @@ H200 trial 8 (bnb_int8 transformer, model offload) ran out of memory at 15.4 GiB
 prediction of 13.6 GiB that offloaded it."""
 
 
-@dataclass(frozen=True)
-class MemoryTerms:
-    """The parts of one predicted peak, in bytes, as the counted metric sees them."""
-
-    weights: float = 0.0
-    """Unquantized weights resident at the peak."""
-    quantized: float = 0.0
-    """Quantized weights resident at the peak."""
-    activations: float = 0.0
-    """Activations at the peak (with the allocator's reserve when the metric counts it)."""
-    overhead: float = 0.0
-    """CUDA context and workspaces (device), or the process itself (host)."""
-
-    @property
-    def total(self) -> float:
-        return self.weights + self.quantized + self.activations + self.overhead
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "weights": self.weights,
-            "quantized": self.quantized,
-            "activations": self.activations,
-            "overhead": self.overhead,
-        }
-
-
-@dataclass(frozen=True)
-class Correction:
-    """A fitted correction of one kind of prediction: ``sum(scale x term) + overhead + offset``."""
-
-    weights: float = 1.0
-    quantized: float = 1.0
-    activations: float = 1.0
-    offset: float = 0.0
-    """Bytes added to every prediction (e.g. a larger CUDA context than assumed)."""
-    trials: int = 0
-    """Finished trials it was fitted on (0: the uncorrected model)."""
-    error: float | None = None
-    """A high quantile of ``|corrected / measured - 1|`` over those trials (``calibration.fit``); None
-    without trials. ``skip_margin`` reads it."""
-
-    def apply(self, terms: MemoryTerms) -> float:
-        value = (
-            self.weights * terms.weights
-            + self.quantized * terms.quantized
-            + self.activations * terms.activations
-            + terms.overhead
-            + self.offset
-        )
-        return max(value, 0.0)
-
-    def describe(self) -> str:
-        if not self.trials:
-            return "uncalibrated"
-        return (
-            f"calibrated on {self.trials} trial(s): weights x{self.weights:.2f}, quantized x{self.quantized:.2f}, "
-            f"activations x{self.activations:.2f}, {self.offset / GIB:+.2f} GiB"
-        )
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Corrections of the device (counted metric) and host predictions, fitted on a study's trials."""
-
-    device: Correction = Correction()
-    host: Correction = Correction()
-
-
-UNCALIBRATED = Calibration()
-
-
-@dataclass(frozen=True)
-class MemoryPrediction:
-    """Predicted peaks of one configuration; ``None`` where parameter counts are unknown."""
-
-    device_bytes: int | None
-    """The peak the budget counts: device memory as ``spec.memory_metric`` counts it, or host RAM
-    on a machine without CUDA (where the trial runs on the CPU). Calibrated when a calibration was given."""
-    host_bytes: int | None
-    """Peak host RAM of the trial process (offloaded and pinned weights count)."""
-    detail: str
-    """One line on how the number was made, for trial attributes and the TUI."""
-    raw_device_bytes: int | None = None
-    """``device_bytes`` before calibration."""
-    device_terms: MemoryTerms | None = None
-    host_terms: MemoryTerms | None = None
-    correction: Correction | None = None
-    """The correction applied to ``device_bytes`` (its ``error`` sets the skip margin)."""
-
-
 def predict(
     model: ModelInfo,
     config: TrialConfig,
@@ -276,7 +186,7 @@ def predict_terms(
     if any(c.params is None for c in model.components):
         return None
     config = config.canonical()
-    shape = _shape(model)
+    shape = denoiser_shape(model)
     weights = {c.name: _weight_bytes(model, c, config, spec.dtype) for c in model.components}
     if config.layerwise_casting != "none" and model.denoiser in weights:
         # Stored in float8 whole, like a quantization of every layer.
@@ -323,7 +233,7 @@ def _weight_bytes(model: ModelInfo, component: ComponentInfo, config: TrialConfi
     per_param = QUANT_BYTES_PER_PARAM.get(backend)
     if per_param is None:
         return params * dtype_bytes, 0.0
-    kept = min(_kept_params(model, component), params)
+    kept = min(kept_params(model, component), params)
     return kept * dtype_bytes, (params - kept) * per_param
 
 
@@ -332,7 +242,7 @@ def _resident(
     config: TrialConfig,
     weights: dict[str, tuple[float, float]],
     acts: dict[str, float],
-    shape: _Shape,
+    shape: DenoiserShape,
     metric: str,
 ) -> tuple[MemoryTerms, str]:
     """The counted terms at the peak (the phase that needs most), and a short account of them."""
@@ -391,7 +301,7 @@ def _sum_weights(weights: dict[str, tuple[float, float]], names: set[str]) -> tu
     return (sum(weights[n][0] for n in names if n in weights), sum(weights[n][1] for n in names if n in weights))
 
 
-def _activations(model: ModelInfo, spec: StudySpec, shape: _Shape, vae_tiling: bool = False) -> dict[str, float]:
+def _activations(model: ModelInfo, spec: StudySpec, shape: DenoiserShape, vae_tiling: bool = False) -> dict[str, float]:
     """Peak activation bytes per component that has notable ones (the denoiser and the VAE).
 
     A tiled VAE decodes one tile at a time, so its activations are those of a tile at most.

@@ -17,7 +17,7 @@ class TrialLike(Protocol):
 # -- enumeration by replay ---------------------------------------------------------------------------------
 
 
-def _walk(decide: Callable[[TrialLike], TrialConfig]) -> list[TrialConfig]:
+def walk_configs(decide: Callable[[TrialLike], TrialConfig]) -> list[TrialConfig]:
     """Every result of ``decide`` over all paths of choices, depth first, in the order of the choices."""
     results = []
     stack: list[tuple[int, ...]] = [()]

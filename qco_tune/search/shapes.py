@@ -19,7 +19,7 @@ VAE_CHANNELS = 256
 
 
 @dataclass(frozen=True)
-class _Shape:
+class DenoiserShape:
     """What activation estimates need to know about the architecture."""
 
     hidden_size: int = 3072
@@ -30,21 +30,21 @@ class _Shape:
     vae_channels: int = VAE_CHANNELS
 
 
-def _shape(model: ModelInfo) -> _Shape:
+def denoiser_shape(model: ModelInfo) -> DenoiserShape:
     """Architecture hints from the preset, else from the denoiser's config.json, else typical values."""
     preset = _preset_of(model)
     vae = _component_config(model, next((c.name for c in model.components if c.role == "vae"), None))
     channels = _vae_channels(vae) or VAE_CHANNELS
     if preset is not None:
-        return _Shape(
-            hidden_size=preset.hidden_size or _Shape.hidden_size,
-            num_blocks=preset.num_blocks or _Shape.num_blocks,
+        return DenoiserShape(
+            hidden_size=preset.hidden_size or DenoiserShape.hidden_size,
+            num_blocks=preset.num_blocks or DenoiserShape.num_blocks,
             vae_scale_factor=preset.vae_scale_factor,
             patch_size=preset.patch_size,
             temporal_compression=preset.temporal_compression,
             vae_channels=channels,
         )
-    default = _Shape(temporal_compression=4 if model.is_video else 1, vae_channels=channels)
+    default = DenoiserShape(temporal_compression=4 if model.is_video else 1, vae_channels=channels)
     if model.path is None:
         return default
     return _shape_from_config(Path(model.path) / model.denoiser / "config.json", default)
@@ -83,7 +83,7 @@ def _vae_channels(config: dict[str, Any]) -> int | None:
     return None
 
 
-def _kept_params(model: ModelInfo, component: ComponentInfo) -> int:
+def kept_params(model: ModelInfo, component: ComponentInfo) -> int:
     """Parameters of a text encoder that quantization leaves at the dtype: the token embedding
     (``vocab_size x width``; the backends quantize linear layers) and, in T5-family encoders, the
     feed-forward output projections ``wo`` (transformers keeps them out of quantization:
@@ -108,7 +108,7 @@ def _preset_of(model: ModelInfo) -> Preset | None:
     return preset_for_hub_id(model.reference)
 
 
-def _shape_from_config(path: Path, default: _Shape) -> _Shape:
+def _shape_from_config(path: Path, default: DenoiserShape) -> DenoiserShape:
     try:
         config: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -118,7 +118,7 @@ def _shape_from_config(path: Path, default: _Shape) -> _Shape:
     blocks = sum(v for k in ("num_layers", "num_single_layers") if isinstance(v := config.get(k), int))
     patch = config.get("patch_size", default.patch_size)
     patch = patch[-1] if isinstance(patch, list) and patch else patch
-    return _Shape(
+    return DenoiserShape(
         hidden_size=hidden,
         num_blocks=blocks or default.num_blocks,
         vae_scale_factor=default.vae_scale_factor,

@@ -64,7 +64,7 @@ from qco_tune.search.availability import (
     _unavailable,
     _vae,
 )
-from qco_tune.search.replay import TrialLike, _walk
+from qco_tune.search.replay import TrialLike, walk_configs
 from qco_tune.search.rules import RULES, Key, Rule
 
 __all__ = ["RULES", "Rule", "SearchSpace", "SpaceError", "TrialLike"]
@@ -262,9 +262,11 @@ class SearchSpace:
                 kept.append(config)
             return kept
 
-        runtimes = valid(_walk(self._suggest_runtime), "runtime", runtime_key)
-        settings = valid(_walk(self._suggest_settings), "settings", settings_key)
-        quants = valid(_walk(lambda t: TrialConfig(quantization=self._suggest_quantization(t))), "quantization", None)
+        runtimes = valid(walk_configs(self._suggest_runtime), "runtime", runtime_key)
+        settings = valid(walk_configs(self._suggest_settings), "settings", settings_key)
+        quants = valid(
+            walk_configs(lambda t: TrialConfig(quantization=self._suggest_quantization(t))), "quantization", None
+        )
         # Rules of quantization and runtime are checked before the settings are combined in.
         without_settings = [r for g, rules in by_group.items() if len(g) > 1 and "settings" not in g for r in rules]
         with_settings = [r for g, rules in by_group.items() if len(g) > 1 and "settings" in g for r in rules]

@@ -14,6 +14,7 @@ Every failure to read becomes a ``DataError`` with one line for the user (creden
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import sqlite3
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from qco_tune.core.keys import CONFIG_ATTR, SPEC_ATTR
 from qco_tune.search.pareto import ParetoSummary, summarize
+from qco_tune.store.constraints import LIST_KEY, named_constraints
 from qco_tune.store.studydata import (
     FINISHED_STATES,
     LIGHT_ATTRS,
@@ -40,9 +42,6 @@ from qco_tune.store.studydata import (
 
 if TYPE_CHECKING:
     import sqlalchemy
-
-
-_CONSTRAINT_PREFIX = "constraints"
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -228,7 +227,7 @@ class SqlReader:
                 )
                 system = q(
                     f"SELECT a.trial_id, a.key, a.value_json FROM trial_system_attributes a {join} "
-                    f"AND a.key LIKE '{_CONSTRAINT_PREFIX}%'"
+                    f"AND a.key LIKE '{LIST_KEY}%'"
                 )
                 cursor.close()
         except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as exc:
@@ -295,16 +294,15 @@ def _fill_values(by_id: dict[int, StoredTrial], rows: Iterable[Any]) -> None:
 
 
 def _fill_constraints(by_id: dict[int, StoredTrial], rows: Iterable[Any]) -> None:
-    """Optuna's two constraint formats: a list under ``constraints`` or one key per ``constraints:NAME``."""
+    """Each trial's constraints by name, from both forms Optuna and optuna-dashboard read (``store.constraints``)."""
+    per: dict[int, dict[str, Any]] = {}
     for trial_id, key, value in rows:
-        trial = by_id.get(trial_id)
         parsed = _parse_json(value)
-        if trial is None or parsed is None:
-            continue
-        if key == _CONSTRAINT_PREFIX and isinstance(parsed, list):
-            trial.constraints.update({str(i): float(v) for i, v in enumerate(parsed)})
-        elif key.startswith(_CONSTRAINT_PREFIX + ":") and isinstance(parsed, (int, float)):
-            trial.constraints[key.split(":", 1)[1]] = float(parsed)
+        if trial_id in by_id and parsed is not None:
+            per.setdefault(trial_id, {})[key] = parsed
+    for trial_id, attrs in per.items():
+        with contextlib.suppress(TypeError, ValueError):
+            by_id[trial_id].constraints.update(named_constraints(attrs))
 
 
 def _summary(attrs: Mapping[str, Any], trials: Iterable[StoredTrial]) -> ParetoSummary:

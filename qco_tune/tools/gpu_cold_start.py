@@ -25,10 +25,8 @@ bitsandbytes, so its quantized cases run unquantized).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
@@ -40,7 +38,7 @@ from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.presets import get_preset
 from qco_tune.core.records import TrialRequest
 from qco_tune.core.studyspec import Workload
-from qco_tune.tools.recording import load_recorded
+from qco_tune.tools.recording import RESULTS, case_parser, chosen_cases, load_recorded, needs_gpu, open_command
 
 GIB = 2**30
 NF4_FLUX: tuple[tuple[str, QuantBackend], ...] = (("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4"))
@@ -81,8 +79,6 @@ CASES = (
     ),
 )
 
-RESULTS = Path("studies", "results")
-"""Where the records live, from the repository root (the tools run there)."""
 MATERIALIZE_S = {"flux.1-dev": 90.0}
 """Expected seconds to materialise on an H100 into /dev/shm (import, build, save)."""
 STEPS = 4
@@ -182,23 +178,11 @@ def _write_summary(out: Path, folders: list[Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="folder for NAME.json and the summaries")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help=f"cases to run: {', '.join(c.name for c in CASES)}")
-    parser.add_argument("--budget-s", type=float, default=540.0, help="stop before this many seconds (default 540)")
-    parser.add_argument("--recorded", type=Path, action="append", help="folders of earlier results (skipped)")
-    parser.add_argument("--rerun", action="store_true", help="run cases even when recorded")
-    parser.add_argument("--tiny", action="store_true", help="a dry run of the plumbing with the tiny preset (CPU too)")
+    parser = case_parser(__doc__, CASES, "folder for NAME.json and the summaries")
     args = parser.parse_args(argv)
-    started = time.monotonic()
-    deadline = started + args.budget_s
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    recorded = args.recorded if args.recorded is not None else [RESULTS / "cold_start"]
-    cache = Path(os.environ.setdefault("QCO_CACHE", "/dev/shm/qco"))
-    unknown = set(args.only or ()) - {c.name for c in CASES}
-    if unknown:
-        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; cases: {', '.join(c.name for c in CASES)}")
+    command = open_command(args, RESULTS / "cold_start")
+    out, recorded, cache = command.out, command.recorded, command.cache
+    cases = chosen_cases(parser, CASES, args.only)
 
     from qco_tune.core.paths import compile_cache_dir
     from qco_tune.core.presets.cache import check_disk, is_materialized
@@ -207,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     from qco_tune.measure.runner import probe_capabilities
 
     caps = probe_capabilities()
-    if not caps.cuda and not args.tiny:
-        print("no CUDA GPU here: these runs need one (--tiny tries the plumbing on the CPU)", file=sys.stderr)
+    if needs_gpu(caps.cuda, args.tiny):
         return 2
-    cases = [c for c in CASES if (c.name in args.only if args.only else c.default)]
     if args.tiny:
         cases = [_tiny(c, caps.cuda) for c in cases]
     torch_version = dict(caps.versions).get("torch")
@@ -220,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.name}: recorded already, skipped", flush=True)
             continue
         need = case.expected_s + (0 if is_materialized(case.preset, cache) else MATERIALIZE_S.get(case.preset, 30))
-        left = deadline - time.monotonic()
-        if need > left:
-            print(f"stopping before {case.name}: it needs about {need:.0f} s and {left:.0f} s are left", flush=True)
+        if not command.fits(case.name, need):
             break
         if not is_materialized(case.preset, cache):
             try:
@@ -252,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{case.name}: {case.config.describe()} on {case.preset}, {workload.steps} steps", flush=True)
         runs = []
         for run in (1, 2):
-            timeout = max(60.0, deadline - time.monotonic())
+            timeout = max(60.0, command.left())
             m = _run(case, run, request, timeout)
             runs.append(m)
             if m.status != "ok":
@@ -266,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     _write_summary(out, recorded)
-    print(f"done in {time.monotonic() - started:.0f} s; {out / 'summary.md'}", flush=True)
+    command.done()
     return 0
 
 

@@ -20,9 +20,7 @@ there between commands). A case whose reference is nowhere runs its preset's bf1
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -35,7 +33,7 @@ from qco_tune.core.presets import get_preset
 from qco_tune.core.records import TrialRequest
 from qco_tune.core.studyspec import Workload
 from qco_tune.loop.summary import strict_json
-from qco_tune.tools.recording import load_recorded
+from qco_tune.tools.recording import RESULTS, case_parser, chosen_cases, load_recorded, needs_gpu, open_command
 
 GIB = 2**30
 NF4_FLUX: tuple[tuple[str, QuantBackend], ...] = (("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4"))
@@ -98,8 +96,6 @@ CASES = (
     Case("wan-nf4", "wan2.1-t2v-1.3b", TrialConfig(quantization=NF4_WAN), 120, None, WAN_FAST),
 )
 
-RESULTS = Path("studies", "results")
-"""Where the records live, from the repository root (the tools run there)."""
 MATERIALIZE_S = {"flux.1-dev": 90.0, "wan2.1-t2v-1.3b": 50.0}
 """Expected seconds to materialise on an H100 into /dev/shm (import, build, save)."""
 MARGIN_S = 20.0
@@ -239,33 +235,19 @@ def _tiny(case: Case) -> Case:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="folder for NAME.json, summary.md and reference outputs")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help=f"cases to run: {', '.join(c.name for c in CASES)}")
-    parser.add_argument("--budget-s", type=float, default=540.0, help="stop before this many seconds (default 540)")
-    parser.add_argument("--recorded", type=Path, action="append", help="folders of earlier results (skip, references)")
-    parser.add_argument("--rerun", action="store_true", help="run cases even when recorded")
+    parser = case_parser(__doc__, CASES, "folder for NAME.json, summary.md and reference outputs")
     parser.add_argument("--timed-calls", type=int, default=2)
-    parser.add_argument("--tiny", action="store_true", help="a dry run of the plumbing with the tiny presets (CPU too)")
     args = parser.parse_args(argv)
-    started = time.monotonic()
-    deadline = started + args.budget_s
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    recorded = args.recorded if args.recorded is not None else [RESULTS / "full_size"]
-    cache = Path(os.environ.setdefault("QCO_CACHE", "/dev/shm/qco"))
-    unknown = set(args.only or ()) - {c.name for c in CASES}
-    if unknown:
-        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; cases: {', '.join(c.name for c in CASES)}")
-    cases = [c for c in CASES if (c.name in args.only if args.only else c.default)]
+    command = open_command(args, RESULTS / "full_size")
+    out, recorded, cache = command.out, command.recorded, command.cache
+    cases = chosen_cases(parser, CASES, args.only)
 
     from qco_tune.core.presets.cache import is_materialized
     from qco_tune.measure.runner import probe_capabilities, run_trial
 
     needed: set[str] = set()
     caps = probe_capabilities()
-    if not caps.cuda and not args.tiny:
-        print("no CUDA GPU here: these runs need one (--tiny tries the plumbing on the CPU)", file=sys.stderr)
+    if needs_gpu(caps.cuda, args.tiny):
         return 2
     pool = [_tiny(c) for c in CASES] if args.tiny else list(CASES)
     cases = [c for c in pool if c.name in {x.name for x in cases}]
@@ -279,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.name}: recorded already, skipped", flush=True)
             continue
         need = case.expected_s + (0 if is_materialized(case.preset, cache) else MATERIALIZE_S.get(case.preset, 30))
-        left = deadline - time.monotonic()
-        if need > left:
-            print(f"stopping before {case.name}: it needs about {need:.0f} s and {left:.0f} s are left", flush=True)
+        if not command.fits(case.name, need):
             break
         try:
             mat = _materialize(case.preset, cache, "cuda" if caps.cuda else "cpu", materialized)
@@ -312,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             reference_dir=str(reference),
             save_reference=is_reference and not have_reference,
         )
-        timeout = max(60.0, deadline - time.monotonic() - MARGIN_S)
+        timeout = max(60.0, command.left() - MARGIN_S)
         print(f"{case.name}: {case.config.describe()} on {case.preset} (limit {timeout:.0f} s)", flush=True)
         m = run_trial(request, timeout=timeout, on_phase=_printer(case.name))
         data = _summary(m, case, workload)
@@ -323,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = ("status", "latency_s", "s_per_step", "peak_device_gib", "first_call_s", "psnr_db", "reason")
         print(f"{case.name}: " + ", ".join(f"{k}={data[k]}" for k in keys), flush=True)
     _write_summary(out, recorded)
-    print(f"done in {time.monotonic() - started:.0f} s; {out / 'summary.md'}", flush=True)
+    command.done()
     return 0
 
 

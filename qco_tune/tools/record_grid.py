@@ -55,9 +55,7 @@ from qco_tune.bench.grid import (
 )
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.records import TrialRequest
-
-RESULTS = Path("studies", "results")
-"""Where the records live, from the repository root (the tools run there)."""
+from qco_tune.tools.recording import RESULTS, needs_gpu
 
 DEFAULT_RESUME = RESULTS / "search-grid" / "grid.jsonl"
 EXPECTED_S = {
@@ -196,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpus > 1 and caps.cuda and args.gpus > caps.gpu_count:
         print(f"--gpus {args.gpus}: this host has {caps.gpu_count} GPU(s)", file=sys.stderr)
         return 2
-    if not caps.cuda and not args.tiny:
-        print("no CUDA GPU here: the grid needs one (--tiny tries the plumbing on the CPU)", file=sys.stderr)
+    if needs_gpu(caps.cuda, args.tiny, "the grid needs one"):
         return 2
     spec = grid_spec()
     if args.tiny:

@@ -120,9 +120,11 @@ def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
 def gpu_seconds(summary: ParetoSummary) -> dict[str, Any]:
     """What the study's trials cost, in trial order: in all, in trials that ended out of memory, and until
     the fastest feasible configuration had been measured (``Measurement.extra["wall_s"]``, child start to
-    result; skipped proposals cost nothing); also what trials cut off by a stop (Ctrl-C, a time limit) spent."""
+    result; skipped proposals cost nothing); also what trials cut off by a stop (Ctrl-C, a time limit) spent,
+    and the time to the fastest without them (what one uninterrupted run would have spent)."""
     spent = oom = cut = 0.0
     to_best: float | None = None
+    to_best_uncut: float | None = None
     best = summary.best.number if summary.best else None
     for row in sorted(summary.rows, key=lambda r: r.number):
         m = row.measurement
@@ -135,13 +137,14 @@ def gpu_seconds(summary: ParetoSummary) -> dict[str, Any]:
         if m is not None and m.status == "interrupted":
             cut += float(wall)
         if row.number == best:
-            to_best = spent
+            to_best, to_best_uncut = spent, spent - cut
     return {
         "total": spent,
         "oom": oom,
         "oom_share": oom / spent if spent else None,
         "interrupted": cut,
         "to_best": to_best,
+        "to_best_uninterrupted": to_best_uncut,
     }
 
 
@@ -189,7 +192,11 @@ def markdown(data: dict[str, Any]) -> str:
         ]
     spent = data["gpu_seconds"]
     if spent["total"]:
-        reached = f", the fastest feasible reached after {spent['to_best'] / 60:.1f} min" if spent["to_best"] else ""
+        reached = ""
+        if spent["to_best"]:
+            reached = f", the fastest feasible reached after {spent['to_best'] / 60:.1f} min"
+            if spent["interrupted"]:
+                reached += f" ({spent['to_best_uninterrupted'] / 60:.1f} min not counting trials cut off by a stop)"
         lines += [
             f"Trial GPU time: {spent['total'] / 60:.1f} min in all{reached}; {spent['oom_share']:.0%} of it in "
             f"trials that ran out of memory, {spent['interrupted'] / spent['total']:.0%} in trials cut off by a stop.",

@@ -13,7 +13,7 @@ from qco_tune.bench.grid import grid_spec
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.presets import get_preset
 from qco_tune.core.records import Capabilities
-from qco_tune.search import planner
+from qco_tune.search import plan_survey, planner
 from qco_tune.search.planner import Done, plan_next, stage_of
 from qco_tune.search.space import SearchSpace
 
@@ -76,7 +76,7 @@ def test_the_survey_names_an_uncompiled_memory_level_of_a_family_not_seen_yet(sp
 def test_the_survey_ends_when_the_reachable_front_stops_growing(
     space: SearchSpace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(planner, "PROMISE", float("inf"))  # no level compiled early (tested below)
+    monkeypatch.setattr(plan_survey, "PROMISE", float("inf"))  # no level compiled early (tested below)
     # Two measured, each a new trade-off (slower, smaller): still surveying.
     levels = [level(b, o) for o in ("none", "model", "group_leaf") for b in ("torchao_fp8dq", "bnb_nf4", "none")]
     done = [Done(i, c, 1.0 + i, (2.0 - 0.2 * i) * GIB, True, 20.0) for i, c in enumerate(levels[:2])]
@@ -161,7 +161,7 @@ def test_the_headline_study_is_staged_too(monkeypatch: pytest.MonkeyPatch) -> No
     made-up figure that compiling halves. Only the order of proposals is checked. Every level's eager latency
     is the same, so the float8 prior would make each compile early: that rule is switched off here.
     """
-    monkeypatch.setattr(planner, "PROMISE", float("inf"))
+    monkeypatch.setattr(plan_survey, "PROMISE", float("inf"))
     import optuna
 
     from qco_tune.core.records import Measurement, TrialRequest

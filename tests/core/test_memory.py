@@ -120,5 +120,5 @@ def test_the_shape_of_a_local_model_comes_from_its_config(tmp_path: Path, flux: 
         '{"num_attention_heads": 2, "attention_head_dim": 8, "num_layers": 1, "num_single_layers": 1, "patch_size": 1}'
     )
     local = dataclasses.replace(flux, reference=str(tmp_path), source="local", path=str(tmp_path))
-    narrow = memory._shape(local)
+    narrow = memory.denoiser_shape(local)
     assert (narrow.hidden_size, narrow.num_blocks, narrow.patch_size) == (16, 2, 1)

@@ -86,6 +86,19 @@ def test_unreachable_storage_masks_credentials(tmp_path: Path) -> None:
     assert "topsecret" not in result.stderr
 
 
+def test_a_storage_in_a_missing_folder_is_refused_with_the_folder_named(tmp_path: Path) -> None:
+    result = qco(tmp_path, "list", "--storage", f"sqlite:///{tmp_path}/nonexistent/dir/x.db")
+    assert_one_line_error(result, f"the folder {tmp_path}/nonexistent/dir does not exist")
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_a_password_in_the_query_or_a_dsn_is_masked(tmp_path: Path) -> None:
+    for url in ("postgresql+psycopg://u@127.0.0.1:1/db?password=topsecret", "host=db password=topsecret"):
+        result = qco(tmp_path, "list", "--storage", url)
+        assert_one_line_error(result, "***")
+        assert "topsecret" not in result.stderr + result.stdout
+
+
 def test_budget_nothing_fits(tmp_path: Path) -> None:
     result = qco(tmp_path, "run", "--budget", "1MiB", "--storage", f"sqlite:///{tmp_path}/q.db")
     assert_one_line_error(result, "smallest predicted need")

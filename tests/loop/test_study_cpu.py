@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from qco_tune.core.paths import trial_dir_prefix
 from qco_tune.core.records import Capabilities
 from qco_tune.core.spec import apply_overrides, load_default_spec
 from qco_tune.loop.context import FAULTS_ENV, StudyError
@@ -90,7 +92,8 @@ def test_abort_and_hang_are_recorded_and_the_study_goes_on(
     tmp_path: Path, cpu_caps: Capabilities, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(FAULTS_ENV, "0:abort,1:hang")
-    spec = apply_overrides(load_default_spec(), trials=2, trial_timeout="40s", name="faults")
+    # The limit must outlast a tiny trial on a loaded 2-core machine (its child imports torch and diffusers).
+    spec = apply_overrides(load_default_spec(), trials=2, trial_timeout="90s", name="faults")
     result = run_study(spec, storage_url=_url(tmp_path), caps=cpu_caps)
     assert result.ran == 3  # the reference (trial 0, aborted) and the 2 trials of the target
     trials = {t.number: t for t in _trials(_url(tmp_path), "faults")}
@@ -139,10 +142,20 @@ def test_sigkill_of_the_parent_loses_nothing_and_recovers_the_stale_trial(tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert TrialState.RUNNING in _states(url, name)
+    left_behind = list(Path(tempfile.gettempdir()).glob(trial_dir_prefix(proc.pid) + "*"))
+    assert left_behind  # the running trial's temporary folder, which the killed process could not remove
+    done = [
+        t
+        for t in _trials(url, name)
+        if t.state in (TrialState.COMPLETE, TrialState.FAIL) and t.user_attrs.get("qco.baseline") != "reference"
+    ]
 
     rerun = _cli(tmp_path, "--trials", "3", "--study", name)
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out
+    # The header counts what finished, not the abandoned trial; its folder goes with its recovery.
+    assert f"{len(done)} trial(s) done of 3" in " ".join(out.split()), out  # (the console wraps long lines)
+    assert not any(folder.exists() for folder in left_behind)
     trials = _trials(url, name)
     assert TrialState.RUNNING not in [t.state for t in trials]
     for number, values in finished_before.items():

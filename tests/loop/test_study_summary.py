@@ -131,5 +131,6 @@ def test_the_summary_says_what_the_trials_cost_and_how_much_went_to_out_of_memor
     assert spent["oom"] == pytest.approx(walls[8] + walls[10] + walls[12])
     assert spent["to_best"] == pytest.approx(walls[1] + walls[2])
     assert spent["interrupted"] == pytest.approx(walls[3] + walls[14])  # the two cut off by SIGINT
+    assert spent["to_best_uninterrupted"] == pytest.approx(walls[1] + walls[2])  # both cut off after the best
     assert 0.14 < spent["oom_share"] < 0.17
     assert "15% of it in trials that ran out of memory" in (tmp_path / "summary.md").read_text()

@@ -17,6 +17,7 @@ from fake_study import create_fake_study, fake_trial, fast_storage
 from optuna.trial import TrialState
 
 from qco_tune.core.config import TrialConfig
+from qco_tune.store.constraints import record_constraints
 from qco_tune.tui.runs import study_name_of
 
 GIB = 2**30
@@ -42,7 +43,7 @@ def main() -> int:
             done = fake_trial(trial.number, rng, 16 * GIB, kind="ok")
             for key, value in done.user_attrs.items():
                 trial.set_user_attr(key, value)
-            trial.set_constraint("vram", done.constraints["vram"])
+            record_constraints(trial, {"vram": done.constraints["vram"]})
             study.tell(trial, values=done.values)
             trial = None
     except KeyboardInterrupt:

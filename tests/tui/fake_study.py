@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from qco_tune.core.config import COMPILE_MODES, COMPILE_SCOPES, OFFLOAD_KINDS, TrialConfig
 from qco_tune.core.records import Measurement
 from qco_tune.core.studyspec import StudySpec, Workload, spec_to_dict
+from qco_tune.store.constraints import constraint_system_attrs, constraint_user_attrs
 
 GIB = 2**30
 FAKE_GPU = "FAKE H100 80GB (fake backend)"
@@ -165,9 +166,10 @@ def fake_trial(
         return optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs, **common)
     if kind == "skipped":
         attrs.update({"qco.reason": "duplicate of trial 0 (measured)", "qco.status": "skipped"})
+        skipped = constraint_system_attrs({"vram": 1.0})
+        attrs.update(constraint_user_attrs({"vram": 1.0}))
         return _timed(
-            optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=attrs, constraints={"vram": 1.0}, **common),
-            start,
+            optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=attrs, system_attrs=skipped, **common), start
         )
     latency, peak = toy_measure(config, rng)
     if kind == "failed":
@@ -202,11 +204,12 @@ def fake_trial(
             "qco.predicted_device_bytes": int(peak * rng.uniform(0.9, 1.15)),
         }
     )
+    constraints = {"vram": (peak - budget) / GIB}
     trial = optuna.trial.create_trial(
         state=TrialState.COMPLETE,
         values=[latency, peak / GIB],
-        user_attrs=attrs,
-        constraints={"vram": (peak - budget) / GIB},
+        user_attrs={**attrs, **constraint_user_attrs(constraints)},
+        system_attrs=constraint_system_attrs(constraints),
         **common,
     )
     return _timed(trial, start)
