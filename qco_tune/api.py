@@ -59,7 +59,7 @@ def from_pretrained(
     """Load ``model`` (a hub id in the local Hugging Face cache, a local diffusers folder or a preset
     name) quantized as ``config`` says, then offload and compile it; returns the pipeline.
 
-    Nothing is downloaded, as in the trials: fetch a hub model first (``huggingface-cli download``).
+    Nothing is downloaded, as in the trials: fetch a hub model first (``hf download``).
     Raises ``ModelError`` for a model that is not there and ``ValueError`` for a configuration this
     machine cannot run (bitsandbytes or float8 without a suitable GPU) or that is invalid.
     """

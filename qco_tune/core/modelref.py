@@ -103,7 +103,7 @@ def local_folder(reference: str) -> Path | None:
     if _HUB_ID.match(reference) and not _looks_like_path(reference):
         try:
             return _cached_snapshot(reference)
-        except OSError:
+        except (OSError, ModelError):
             return None
     return None
 
@@ -137,7 +137,7 @@ def _random_needs_preset(reference: str) -> str:
 def _not_cached(hub_id: str) -> str:
     return (
         f"{hub_id} is not in the local Hugging Face cache ({hf_hub_cache()}) and qco-tune does not download "
-        f"(no network here): run `huggingface-cli download {hub_id}` on a machine with network, point --model at "
+        f"(no network here): run `hf download {hub_id}` on a machine with network, point --model at "
         f"a local diffusers folder, or use a random-weight preset ({', '.join(preset_names())})"
     )
 
@@ -159,21 +159,17 @@ def hf_hub_cache() -> Path:
 
 
 def _cached_snapshot(hub_id: str) -> Path | None:
-    """The snapshot folder of ``hub_id`` that ``refs/main`` points at, else the newest with a model_index.json."""
-    repo = hf_hub_cache() / ("models--" + hub_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
+    """The cached snapshot of ``hub_id`` at the revision ``main`` points at, as huggingface_hub resolves it
+    (``snapshot_download(..., local_files_only=True)``: never the network), or None when it is not cached."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(hub_id, cache_dir=hf_hub_cache(), local_files_only=True))
+    except LocalEntryNotFoundError:
         return None
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        pinned = snapshots / ref.read_text().strip()
-        if (pinned / "model_index.json").is_file():
-            return pinned
-    candidates = [s for s in snapshots.iterdir() if (s / "model_index.json").is_file()]
-    if candidates:
-        return max(candidates, key=lambda s: s.stat().st_mtime)
-    # The repository is there but incomplete: let the folder reader say what is missing.
-    return next(iter(sorted(snapshots.iterdir())), None)
+    except HFValidationError as exc:
+        raise ModelError(f"{hub_id!r} is not a valid hub id: {str(exc).splitlines()[0]}") from exc
 
 
 # -- a diffusers pipeline folder -------------------------------------------------------------------
@@ -207,7 +203,7 @@ def read_pipeline_folder(folder: Path, *, reference: str, source: str = "local")
         raise ModelError(f"{reference}: model_index.json names no denoiser (transformer or unet); components: {names}")
     missing = _missing_parts(folder, index)
     if missing:
-        again = f"download it again (`huggingface-cli download {reference}`)" if source == "hub" else "copy it again"
+        again = f"download it again (`hf download {reference}`)" if source == "hub" else "copy it again"
         raise ModelError(f"{reference} is incomplete: {'; '.join(missing)} ({again})")
     pipeline_class = str(index.get("_class_name", "DiffusionPipeline"))
     return ModelInfo(

@@ -78,6 +78,20 @@ class ComponentInfo:
     class_name: str
     params: int | None = None
     """Parameter count, where known (presets, safetensors headers)."""
+    traits: tuple[str, ...] | None = None
+    """What the installed diffusers class offers for the knobs (``COMPONENT_TRAITS``), read from the class
+    and its configuration without weights; None where not inspected (presets, whose classes offer all)."""
+
+
+TRAIT_REPEATED_BLOCKS = "repeated_blocks"
+"""The class declares ``_repeated_blocks``: ``compile_repeated_blocks`` (regional compile) has blocks to compile."""
+TRAIT_ATTENTION_DISPATCH = "attention_dispatch"
+"""Its attention processors go through diffusers' attention dispatch, so ``set_attention_backend`` changes them."""
+TRAIT_TILING = "tiling"
+"""A VAE that implements tiled decoding (``enable_tiling`` finds ``use_tiling``)."""
+TRAIT_SLICING = "slicing"
+"""A VAE that implements sliced decoding (``enable_slicing`` finds ``use_slicing``)."""
+COMPONENT_TRAITS = (TRAIT_REPEATED_BLOCKS, TRAIT_ATTENTION_DISPATCH, TRAIT_TILING, TRAIT_SLICING)
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,13 @@ class ModelInfo:
     def component(self, name: str) -> ComponentInfo:
         return next(c for c in self.components if c.name == name)
 
+    def with_traits(self, traits: dict[str, tuple[str, ...]]) -> ModelInfo:
+        """The same model with the components named in ``traits`` given those traits (the others unchanged)."""
+        components = tuple(
+            dataclasses.replace(c, traits=tuple(traits[c.name])) if c.name in traits else c for c in self.components
+        )
+        return dataclasses.replace(self, components=components)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["components"] = [dataclasses.asdict(c) for c in self.components]
@@ -112,8 +133,13 @@ class ModelInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         data = dict(data)
-        data["components"] = tuple(ComponentInfo(**c) for c in data.get("components", ()))
+        data["components"] = tuple(_component_from_dict(c) for c in data.get("components", ()))
         return cls(**data)
+
+
+def _component_from_dict(data: dict[str, Any]) -> ComponentInfo:
+    traits = data.get("traits")
+    return ComponentInfo(**{**data, "traits": None if traits is None else tuple(traits)})
 
 
 @dataclass(frozen=True)

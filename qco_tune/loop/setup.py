@@ -26,7 +26,7 @@ from qco_tune.core.studyspec import StudySpec, Workload, dict_differences, ident
 from qco_tune.core.units import format_size
 from qco_tune.core.workloads import check_workload
 from qco_tune.loop.context import METRIC_NAMES, Observer, StudyError
-from qco_tune.measure.runner import probe_capabilities
+from qco_tune.measure.runner import inspect_model, probe_capabilities
 from qco_tune.search import memory
 from qco_tune.search.pareto import ParetoSummary, summarize
 from qco_tune.search.space import SearchSpace
@@ -48,6 +48,7 @@ def prepare(
     if model.source == "preset":
         check_disk(model.reference, cache_dir())
     caps = caps or probe_capabilities(on_slow=observer.message if observer else None)
+    model = inspect_model(model)
     space = SearchSpace.build(spec, model, caps)
     if space.is_empty():
         raise StudyError("the search space is empty here: " + "; ".join(f"{k}: {why}" for k, why in space.missing()))

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.core.compile_artifacts import artifacts_root
-from qco_tune.core.keys import SPEC_ATTR
+from qco_tune.core.keys import MODEL_ATTR, SPEC_ATTR
 from qco_tune.core.modelref import resolve_model
-from qco_tune.core.records import Capabilities
+from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.spec import spec_from_dict
 from qco_tune.loop.context import FAULTS_ENV, Observer, RunResult, SilentObserver, StudyError, _Context, parse_faults
 from qco_tune.loop.ledger import ledger
@@ -61,13 +61,25 @@ def _context_for(
     if not isinstance(stored, dict):
         raise StudyError(f"study {study.study_name!r} was not made by qco-tune (no stored spec)")
     spec = spec_from_dict(stored)
-    model = resolve_model(spec.model, spec.weights)
+    model = _study_model(study, resolve_model(spec.model, spec.weights))
     space, local = study_spaces(study, spec, model, caps)
     faults = parse_faults(os.environ.get(FAULTS_ENV))
     ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
     ctx.compile_artifacts = compile_artifacts
     ctx.restore_reference = True  # a worker on another host has no reference output yet
     return ctx
+
+
+def _study_model(study: optuna.Study, model: ModelInfo) -> ModelInfo:
+    """``model`` with the component traits the study was created with (its space's), else those read here."""
+    stored = study.user_attrs.get(MODEL_ATTR)
+    if isinstance(stored, dict):
+        traits = {c.name: c.traits for c in ModelInfo.from_dict(stored).components if c.traits is not None}
+        if traits:
+            return model.with_traits(traits)
+    from qco_tune.measure.runner import inspect_model
+
+    return inspect_model(model)
 
 
 def has_work(study: optuna.Study) -> bool:

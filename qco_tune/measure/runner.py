@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from qco_tune.core.paths import trial_dir_prefix
-from qco_tune.core.records import Capabilities, Measurement, TrialRequest
+from qco_tune.core.records import Capabilities, Measurement, ModelInfo, TrialRequest
 from qco_tune.measure.launcher import kill_group, launch, phase_of, signal_name
 
 OUTPUT_TAIL_LINES = 40
@@ -124,25 +125,47 @@ def probe_capabilities(timeout: float = PROBE_TIMEOUT_S, on_slow: Callable[[str]
     ``on_slow`` gets one line when the probe took over ``SLOW_PROBE_S``, naming its slowest stage.
     """
     started = time.monotonic()
-    proc = launch("qco_tune.measure.backends.probe", merge_stderr=False)
+    result, lines = _ask_child("qco_tune.measure.backends.probe", what="the GPU and libraries", timeout=timeout)
+    took = time.monotonic() - started
+    if on_slow is not None and took > SLOW_PROBE_S:
+        on_slow(_slow_probe_line(took, lines))
+    return Capabilities.from_dict(result)
+
+
+def inspect_model(model: ModelInfo, timeout: float = PROBE_TIMEOUT_S) -> ModelInfo:
+    """``model`` with the traits of its diffusers components (``model_traits``), read by a child process
+    from the local folder's configs without weights. Presets are returned as they are: their classes
+    offer every knob."""
+    if model.source == "preset" or model.path is None:
+        return model
+    module, what = "qco_tune.measure.backends.model_traits", f"the model classes of {model.reference}"
+    traits, _ = _ask_child(module, model.path, what=what, timeout=timeout)
+    return model.with_traits({name: tuple(found) for name, found in traits.items()})
+
+
+_STAGE_LINE = '{"stage_seconds"'
+"""The probe's progress line (seconds per stage), printed before its result."""
+
+
+def _ask_child(module: str, *args: str, what: str, timeout: float) -> tuple[dict[str, Any], list[str]]:
+    """(the JSON object ``python -m module args`` prints last, all its JSON lines); RuntimeError naming ``what``."""
+    proc = launch(module, *args, merge_stderr=False)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         proc.communicate()
-        raise RuntimeError(f"probing the GPU and libraries took over {timeout:.0f} s") from None
+        raise RuntimeError(f"probing {what} took over {timeout:.0f} s") from None
     except KeyboardInterrupt:
         kill_group(proc)
         raise
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    line = next((line for line in reversed(lines) if not line.startswith('{"stage_seconds"')), None)
+    line = next((line for line in reversed(lines) if not line.startswith(_STAGE_LINE)), None)
     if proc.returncode != 0 or line is None:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"probing the GPU and libraries failed: {last}")
-    took = time.monotonic() - started
-    if on_slow is not None and took > SLOW_PROBE_S:
-        on_slow(_slow_probe_line(took, lines))
-    return Capabilities.from_dict(json.loads(line))
+        raise RuntimeError(f"probing {what} failed: {last}")
+    result: dict[str, Any] = json.loads(line)
+    return result, lines
 
 
 SLOW_PROBE_S = 30.0

@@ -12,7 +12,15 @@ from typing import Any
 
 from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, backends_of
 from qco_tune.core.config import CUDA_GRAPH_MODES, GROUP_OFFLOADS, SETTINGS_DEFAULTS, QuantBackend
-from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo
+from qco_tune.core.records import (
+    TRAIT_ATTENTION_DISPATCH,
+    TRAIT_REPEATED_BLOCKS,
+    TRAIT_SLICING,
+    TRAIT_TILING,
+    Capabilities,
+    ComponentInfo,
+    ModelInfo,
+)
 
 BACKEND_LIBRARY: dict[str, str] = {name: info.library for name, info in BACKEND_INFO.items()}
 """Quantization backend → the library (as named in ``Capabilities.backends``) that provides it."""
@@ -50,7 +58,8 @@ VAE_TILING_CLASSES = frozenset(
     }
 )
 """VAE classes that implement both tiled and sliced decoding (``use_tiling``, ``use_slicing``) in diffusers
-0.42; ``tests/backends/test_knobs_cpu.py`` checks the table against the installed diffusers."""
+0.42, for VAEs not inspected (``ComponentInfo.traits`` None: presets, studies stored before traits);
+``tests/backends/test_knobs_cpu.py`` checks the table against the installed diffusers."""
 VAE_2D_CLASSES = frozenset(
     {"AutoencoderKL", "AutoencoderDC", "AutoencoderTiny", "AutoencoderKLFlux2", "AutoencoderKLHunyuanImage"}
 )
@@ -76,13 +85,37 @@ def _vae(model: ModelInfo) -> ComponentInfo | None:
     return next((c for c in model.components if c.role == "vae"), None)
 
 
+def _lacks(component: ComponentInfo | None, trait: str) -> bool:
+    """The component was inspected (``ComponentInfo.traits``) and does not have ``trait``."""
+    return component is not None and component.traits is not None and trait not in component.traits
+
+
+def _denoiser(model: ModelInfo) -> ComponentInfo | None:
+    return next((c for c in model.components if c.role == "denoiser"), None)
+
+
+def compile_unavailable(scope: str, env: _Env) -> str | None:
+    """Why ``compile = scope`` cannot run for this model on this machine, or None."""
+    if scope == "none":
+        return None
+    if not env.caps.compile:
+        return "torch.compile cannot build kernels here (no C compiler for the CPU, or no Triton for CUDA)"
+    denoiser = _denoiser(env.model)
+    if scope == "regional" and denoiser is not None and _lacks(denoiser, TRAIT_REPEATED_BLOCKS):
+        return (
+            f"{denoiser.class_name} declares no repeated blocks (_repeated_blocks), so compile_repeated_blocks has "
+            "nothing to compile; compile=full compiles it whole"
+        )
+    return None
+
+
 def _unavailable(knob: str, value: Any, env: _Env) -> str | None:
     """Why ``knob = value`` cannot run for this model and dtype on this machine, or None."""
     caps = env.caps
     if knob.startswith("quant."):
         return _backend_unavailable(value, env) if value != "none" else None
-    if knob == "compile" and value != "none" and not caps.compile:
-        return "torch.compile cannot build kernels here (no C compiler for the CPU, or no Triton for CUDA)"
+    if knob == "compile":
+        return compile_unavailable(value, env)
     if knob == "compile_mode" and value in CUDA_GRAPH_MODES and not caps.cuda:
         return "CUDA graphs need a GPU (max-autotune-no-cudagraphs searches the same kernels without them)"
     if knob == "offload" and value != "none" and not caps.cuda:
@@ -98,6 +131,12 @@ def _setting_unavailable(knob: str, value: Any, env: _Env) -> str | None:
     """Why a settings knob's non-default ``value`` cannot run here, or None."""
     caps, vae = env.caps, _vae(env.model)
     if knob == "attention_backend":
+        denoiser = _denoiser(env.model)
+        if denoiser is not None and _lacks(denoiser, TRAIT_ATTENTION_DISPATCH):
+            return (
+                f"{denoiser.class_name}'s attention processors do not go through diffusers' attention dispatch, "
+                f"so set_attention_backend({value!r}) would change nothing"
+            )
         if not caps.cuda:
             return f"attention backend {value} needs a CUDA GPU (on the CPU only native attention runs)"
         if value in HALF_ONLY_ATTENTION and env.dtype == "float32":
@@ -111,8 +150,12 @@ def _setting_unavailable(knob: str, value: Any, env: _Env) -> str | None:
     if knob.startswith("vae_"):
         if vae is None:
             return f"{env.model.reference} has no VAE"
-        if knob in ("vae_tiling", "vae_slicing") and vae.class_name not in VAE_TILING_CLASSES:
-            return f"{vae.class_name} has no {knob.removeprefix('vae_')} (enable_{knob.removeprefix('vae_')})"
+        if knob in ("vae_tiling", "vae_slicing"):
+            what = knob.removeprefix("vae_")
+            trait = TRAIT_TILING if knob == "vae_tiling" else TRAIT_SLICING
+            lacking = _lacks(vae, trait) if vae.traits is not None else vae.class_name not in VAE_TILING_CLASSES
+            if lacking:
+                return f"{vae.class_name} does not implement {what} (enable_{what} finds no use_{what})"
         if knob == "vae_channels_last" and vae.class_name not in VAE_2D_CLASSES:
             return f"channels-last is a 2D memory format, and {vae.class_name} is not a 2D convolutional VAE"
         return None
@@ -173,13 +216,16 @@ def _fp8_reason(caps: Capabilities) -> str:
 def _missing_values(allowed: dict[str, tuple[Any, ...]], env: _Env) -> list[tuple[str, str]]:
     """(knob or value, why) for what the study allows and this machine cannot run; a whole knob in one line."""
     missing: dict[str, str] = {}
-    compiling = set(allowed["compile"]) - {"none"}
+    compiling = {v for v in allowed["compile"] if v != "none" and _unavailable("compile", v, env) is None}
     grouping = GROUP_OFFLOADS & set(allowed["offload"])
     for knob, choices in allowed.items():
         if knob in STREAM_KNOBS or (knob in ("compile_mode", "fullgraph") and not compiling):
             continue  # said once below, or not searched anyway
         gone = [(value, why) for value in choices if (why := _unavailable(knob, value, env))]
-        if knob in ("compile", "offload") and gone:
+        if knob == "compile" and gone and env.caps.compile:
+            for value, why in gone:  # a scope this model cannot take (regional), not the machine's compile
+                missing.setdefault(f"compile={value}", why)
+        elif knob in ("compile", "offload") and gone:
             missing.setdefault(knob, gone[0][1])  # every value but "none" goes for one reason
         elif knob == "compile_mode" and "compile" in missing:
             continue

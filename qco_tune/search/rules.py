@@ -23,6 +23,7 @@ from qco_tune.search.availability import (
     _int4_reason,
     _not_quantizable,
     _setting_unavailable,
+    compile_unavailable,
 )
 
 if TYPE_CHECKING:
@@ -252,8 +253,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "compile_unavailable",
-        lambda c, s: c.compile != "none" and not s.caps.compile,
-        lambda c, s: "torch.compile cannot build kernels on this machine",
+        lambda c, s: compile_unavailable(c.compile, s.env) is not None,
+        lambda c, s: str(compile_unavailable(c.compile, s.env)),
     ),
     Rule(
         "backend_not_installed",

@@ -256,7 +256,9 @@ def test_vae_knobs_follow_what_the_vae_supports(flux: ModelInfo) -> None:
         "channels-last is a 2D memory format, and AutoencoderKLWan is not a 2D convolutional VAE"
     )
     odd = SearchSpace.build(flux_spec(), _with_vae(flux, "AutoencoderKLTemporalDecoder"), H100)
-    assert dict(odd.missing())["vae_tiling"] == "AutoencoderKLTemporalDecoder has no tiling (enable_tiling)"
+    assert dict(odd.missing())["vae_tiling"] == (
+        "AutoencoderKLTemporalDecoder does not implement tiling (enable_tiling finds no use_tiling)"
+    )
     none = SearchSpace.build(flux_spec(), _with_vae(flux, None), H100)
     assert not {"vae_tiling", "vae_slicing", "vae_channels_last"} & set(none.knobs())
     assert none.violations(TrialConfig(vae_tiling=True)) == ["flux.1-dev has no VAE"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from qco_tune.core.modelref import (
     ModelNotFound,
     classify_component,
     hf_hub_cache,
+    local_folder,
     resolve_model,
     safetensors_numel,
 )
@@ -207,7 +209,7 @@ def test_a_hub_id_not_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     message = str(info.value)
     assert "\n" not in message
     assert "not in the local Hugging Face cache" in message and str(tmp_path / "hf" / "hub") in message
-    assert "huggingface-cli download someone/some-model" in message
+    assert "`hf download someone/some-model`" in message and "huggingface-cli" not in message
     assert "local diffusers folder" in message and "tiny-flux" in message and "flux.1-dev" in message
 
 
@@ -217,7 +219,7 @@ def test_a_hub_id_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     write_pipeline(repo / "snapshots" / "0123abcd")
     write_pipeline(repo / "snapshots" / "old")
     (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0123abcd\n")
+    (repo / "refs" / "main").write_text("0123abcd")  # as huggingface_hub writes it: no newline
     info = resolve_model("someone/some-model", "real")
     assert info.source == "hub" and info.reference == "someone/some-model"
     assert info.path == str(repo / "snapshots" / "0123abcd")
@@ -229,8 +231,37 @@ def test_hf_hub_cache_wins_over_hf_home(tmp_path: Path, monkeypatch: pytest.Monk
     assert hf_hub_cache() == tmp_path / "home" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert hf_hub_cache() == tmp_path / "cache"
-    write_pipeline(tmp_path / "cache" / "models--org--name" / "snapshots" / "abc")  # no refs/main
-    assert resolve_model("org/name", "real").path == str(tmp_path / "cache" / "models--org--name" / "snapshots" / "abc")
+    repo = tmp_path / "cache" / "models--org--name"
+    write_pipeline(repo / "snapshots" / "abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    assert resolve_model("org/name", "real").path == str(repo / "snapshots" / "abc")
+
+
+def test_a_snapshot_no_ref_points_at_is_not_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub resolves ``main`` through ``refs/main``: a stray snapshot folder is not a cached model."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    write_pipeline(tmp_path / "models--org--name" / "snapshots" / "abc")
+    with pytest.raises(ModelNotFound, match="not in the local Hugging Face cache"):
+        resolve_model("org/name", "real")
+
+
+def test_a_malformed_hub_id_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelError, match=re.escape("'a--b/c' is not a valid hub id: Cannot have -- or ..")):
+        resolve_model("a--b/c", "real")
+    assert local_folder("a--b/c") is None
+
+
+def test_an_incomplete_snapshot_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--org--name"
+    write_pipeline(repo / "snapshots" / "abc")
+    shutil.rmtree(repo / "snapshots" / "abc" / "vae")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    with pytest.raises(ModelError, match=re.escape("download it again (`hf download org/name`)")):
+        resolve_model("org/name", "real")
 
 
 def test_random_weights_for_a_hub_id_point_at_the_preset() -> None:
