@@ -11,6 +11,7 @@ from qco_tune.core.keys import (
     ATTEMPT_ATTR,
     BASELINE_ATTR,
     CONFIG_ATTR,
+    DEFERRED_STATUS,
     MEASUREMENT_ATTR,
     MEMORY_ATTR,
     REASON_ATTR,
@@ -27,8 +28,7 @@ if TYPE_CHECKING:
     from qco_tune.search.planner import Done
 
 
-DEFERRED = "deferred"
-"""The status of a queued retry put aside by a run without time enough for it (never ran; queued again)."""
+DEFERRED = DEFERRED_STATUS
 
 
 @dataclass

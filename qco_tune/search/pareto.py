@@ -17,12 +17,14 @@ from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import (
     BASELINE_ATTR,
     CONFIG_ATTR,
+    DEFERRED_STATUS,
     MEASUREMENT_ATTR,
     MEMORY_ATTR,
     PREDICTED_ATTR,
     PREDICTED_RAW_ATTR,
     REASON_ATTR,
     REMEASURE_OF_ATTR,
+    STATUS_ATTR,
 )
 from qco_tune.core.records import Measurement
 
@@ -209,6 +211,8 @@ def _base_category(trial: TrialLike) -> Category:
         constraints = trial.constraints or {}
         values = constraints.values() if isinstance(constraints, Mapping) else constraints
         return "infeasible" if any(v > 0 for v in values) else "front"
+    if state == "FAIL" and trial.user_attrs.get(STATUS_ATTR) == DEFERRED_STATUS:
+        return "skipped"  # put aside before it ran (``loop.ledger.defer``)
     return {"FAIL": "failed", "PRUNED": "skipped", "RUNNING": "running", "WAITING": "waiting"}.get(state, "failed")  # type: ignore[return-value]
 
 

@@ -21,6 +21,7 @@ from qco_tune.core.spec import spec_for_model
 from qco_tune.loop.context import RunResult, _Context
 from qco_tune.loop.ledger import ledger
 from qco_tune.loop.study import run_loop
+from qco_tune.search.pareto import summarize
 from qco_tune.search.planner import Done
 from qco_tune.search.space import SearchSpace
 from qco_tune.search.trial_cost import expected_seconds
@@ -143,5 +144,7 @@ def test_a_retry_known_to_outlast_the_time_left_is_put_aside_and_the_run_goes_on
     assert TrialConfig.from_params(again.system_attrs["fixed_params"]).key() == COMPILED.key()
     assert again.user_attrs[RETRY_OF_ATTR] == first and again.user_attrs[ATTEMPT_ATTR] == 2
     assert ledger(study).counted == 1  # the eager trial; neither the cut-off run nor the deferral counts
+    (row,) = [r for r in summarize(study.trials, ctx.spec.vram_budget).rows if r.number == deferred.number]
+    assert row.category == "skipped"  # it never ran: show and list count it with the skipped proposals
     assert isinstance(ctx.observer, Messages)
     assert any("deferred: a run of it was cut off after 300 s" in line for line in ctx.observer.lines)
