@@ -1,4 +1,4 @@
-"""The capability probe prints one JSON line that parses into Capabilities."""
+"""The capability probe prints two JSON lines: the seconds its stages took, then the Capabilities."""
 
 from __future__ import annotations
 
@@ -16,8 +16,16 @@ def test_probe_prints_capabilities(capsys: pytest.CaptureFixture[str], monkeypat
     monkeypatch.setattr(libraries, "quiet_libraries", lambda: None)  # keep this process's environment as it is
     assert probe.main() == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1
-    caps = Capabilities.from_dict(json.loads(lines[0]))
+    assert len(lines) == 2
+    stages = json.loads(lines[0])["stage_seconds"]
+    assert set(stages) == {
+        "importing torch",
+        "importing the quantization libraries",
+        "checking the attention backends",
+        "checking the quantization kernels",
+    }
+    assert all(seconds >= 0 for seconds in stages.values())
+    caps = Capabilities.from_dict(json.loads(lines[1]))
     assert caps.cuda == torch.cuda.is_available()
     versions = dict(caps.versions)
     assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
