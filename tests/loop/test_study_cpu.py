@@ -154,7 +154,7 @@ def test_sigkill_of_the_parent_loses_nothing_and_recovers_the_stale_trial(tmp_pa
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out
     # The header counts what finished, not the abandoned trial; its folder goes with its recovery.
-    assert f"{len(done)} trial(s) done of 3" in " ".join(out.split()), out  # (the console wraps long lines)
+    assert f"{len(done)} of 3 trials done" in " ".join(out.split()), out  # (the console wraps long lines)
     assert not any(folder.exists() for folder in left_behind)
     trials = _trials(url, name)
     assert TrialState.RUNNING not in [t.state for t in trials]

@@ -62,10 +62,13 @@ def start() -> PostgresServer:
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError("no PostgreSQL server binaries (install Debian's postgresql package)")
-    root = Path(tempfile.mkdtemp(prefix="qco-pg-"))
+    as_root = os.geteuid() == 0
+    # As root the server runs as the postgres user, which cannot enter a test's private TMPDIR (mode 0700,
+    # owned by root): its folder goes in the shared temporary directory then, and is removed on stop.
+    root = Path(tempfile.mkdtemp(prefix="qco-pg-", dir="/tmp" if as_root else None))
     datadir = root / "data"
     run_as: list[str] = []
-    if os.geteuid() == 0:
+    if as_root:
         run_as = ["runuser", "-u", "postgres", "--"]
         shutil.chown(root, "postgres")
         root.chmod(0o700)
