@@ -45,7 +45,6 @@ from qco_tune.loop.ledger import _fail_interrupted, _is_running, ledger, recover
 from qco_tune.loop.remeasure import remeasure_front, restore_reference
 from qco_tune.loop.setup import ensure_materialized, open_study, prepare, quiet_optuna, study_spaces
 from qco_tune.loop.trial import (
-    _defer_next,
     _enqueue_offload_reference,
     _enqueue_plan,
     _enqueue_untried,
@@ -104,8 +103,7 @@ def run_loop(
                 result.stopped = "timeout"
                 return
             if verdict == "defer":
-                _defer_next(ctx, deadline - clock())
-                continue
+                continue  # put aside: the plan proposes what fits instead
             if ctx.restore_reference:
                 ctx.restore_reference = False
                 restore_reference(ctx)

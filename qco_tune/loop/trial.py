@@ -250,8 +250,8 @@ def _next_outlasts(ctx: _Context, left: float) -> str | None:
     """What to do with the next queued trial when it is not expected to finish in the ``left`` seconds of
     the run's time limit (a trial cut off at the limit is GPU time lost): ``"stop"``, it stays queued for
     the next run; ``"defer"``, a retry of a run cut off before (its cost known to be at least that run's
-    length, ``cost_floors``) is put aside for the next run while this one goes on with what fits; None, it
-    runs. What the sampler proposes next is not known before it is asked, and runs."""
+    length, ``cost_floors``) has been put aside for the next run (``_defer_next``) while this one goes on
+    with what fits; None, it runs. What the sampler proposes next is not known before it is asked, and runs."""
     from optuna.trial import TrialState
 
     from qco_tune.search.trial_cost import expected_seconds
@@ -272,6 +272,11 @@ def _next_outlasts(ctx: _Context, left: float) -> str | None:
     if expected is None or expected * DEADLINE_MARGIN <= left:
         return None
     if floor is not None and first.user_attrs.get(RETRY_OF_ATTR) is not None:
+        _defer_next(
+            ctx,
+            f"deferred: a run of it was cut off after {floor:.0f} s, so it needs about {expected:.0f} s and "
+            f"{max(left, 0):.0f} s are left; queued again for the next run",
+        )
         return "defer"
     ctx.observer.message(
         f"stopping before the time limit: the next trial ({config.describe()}) is expected to take "
@@ -280,18 +285,10 @@ def _next_outlasts(ctx: _Context, left: float) -> str | None:
     return "stop"
 
 
-def _defer_next(ctx: _Context, left: float) -> None:
-    """Ask the queued retry ``_next_outlasts`` put aside and fail it as deferred; queued again at the run's end."""
-    from qco_tune.search.trial_cost import expected_seconds
-
+def _defer_next(ctx: _Context, reason: str) -> None:
+    """Ask the queued retry ``_next_outlasts`` puts aside and fail it as deferred; queued again at the run's end."""
     trial = ctx.study.ask()
     config = ctx.space.suggest(trial)
-    floor = cost_floors(ctx.study).get(config.key()) or 0.0
-    expected = expected_seconds(config, planner_trials(ctx.study), floor) or 0.0
-    reason = (
-        f"deferred: a run of it was cut off after {floor:.0f} s, so it needs about {expected:.0f} s and "
-        f"{max(left, 0):.0f} s are left; queued again for the next run"
-    )
     ctx.deferred.append(defer(ctx.study, trial, reason))
     ctx.observer.message(f"#{trial.number} {config.describe()}: {reason}")
 
