@@ -118,7 +118,8 @@ def _unavailable(knob: str, value: Any, env: _Env) -> str | None:
         return compile_unavailable(value, env)
     if knob == "compile_mode" and value in CUDA_GRAPH_MODES and not caps.cuda:
         return "CUDA graphs need a GPU (max-autotune-no-cudagraphs searches the same kernels without them)"
-    if knob == "offload" and value != "none" and not caps.cuda:
+    offloading = (knob == "offload" and value != "none") or (knob.startswith("place.") and value != "resident")
+    if offloading and not caps.cuda:
         return "no CUDA: offloading to the CPU the trial already runs on means nothing"
     if knob in STREAM_KNOBS and value is True and not caps.cuda:
         return "CUDA streams need a GPU"
@@ -217,15 +218,17 @@ def _missing_values(allowed: dict[str, tuple[Any, ...]], env: _Env) -> list[tupl
     """(knob or value, why) for what the study allows and this machine cannot run; a whole knob in one line."""
     missing: dict[str, str] = {}
     compiling = {v for v in allowed["compile"] if v != "none" and _unavailable("compile", v, env) is None}
-    grouping = GROUP_OFFLOADS & set(allowed["offload"])
+    grouping = GROUP_OFFLOADS & {v for k, vs in allowed.items() if k == "offload" or k.startswith("place.") for v in vs}
     for knob, choices in allowed.items():
         if knob in STREAM_KNOBS or (knob in ("compile_mode", "fullgraph") and not compiling):
             continue  # said once below, or not searched anyway
+        if knob.startswith("place.") and "offload" in missing:
+            continue  # every offload goes for the same reason, said once
         gone = [(value, why) for value in choices if (why := _unavailable(knob, value, env))]
         if knob == "compile" and gone and env.caps.compile:
             for value, why in gone:  # a scope this model cannot take (regional), not the machine's compile
                 missing.setdefault(f"compile={value}", why)
-        elif knob in ("compile", "offload") and gone:
+        elif (knob in ("compile", "offload") or knob.startswith("place.")) and gone:
             missing.setdefault(knob, gone[0][1])  # every value but "none" goes for one reason
         elif knob == "compile_mode" and "compile" in missing:
             continue

@@ -13,6 +13,7 @@ Knobs, with the conditions under which they are suggested (parameter names as in
     compile_mode        compile != none
     fullgraph           compile != none
     offload             always
+    place.<component>   offload == none (text encoders: resident or released; others where the study lists them)
     blocks_per_group    offload == group_block
     use_stream          offload in (group_block, group_leaf)
     non_blocking        offload in (group_block, group_leaf)
@@ -49,6 +50,7 @@ from qco_tune.core.config import (
     QuantBackend,
     TrialConfig,
 )
+from qco_tune.core.placement import GROUP_PLACEMENTS
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.studyspec import StudySpec
 from qco_tune.search.availability import (
@@ -116,9 +118,11 @@ class SearchSpace:
         # A component with nothing but "none" left is not searched at all, nor a setting with one choice.
         knobs = {k: v for k, v in knobs.items() if not (k.startswith("quant.") and v == ("none",))}
         knobs = {k: v for k, v in knobs.items() if not (k in SETTINGS_KNOBS and v in ((), (SETTINGS_DEFAULTS[k],)))}
-        if "group_block" not in knobs["offload"]:
+        knobs = {k: v for k, v in knobs.items() if not (k.startswith("place.") and v in ((), ("resident",)))}
+        offloads = set(knobs["offload"]) | {p for k, v in knobs.items() if k.startswith("place.") for p in v}
+        if "group_block" not in offloads:
             knobs.pop("blocks_per_group", None)
-        if not GROUP_OFFLOADS & set(knobs["offload"]):
+        if not (GROUP_OFFLOADS | GROUP_PLACEMENTS) & offloads:
             for knob in STREAM_KNOBS:
                 knobs.pop(knob, None)
         if not set(knobs["compile"]) - {"none"}:
@@ -141,6 +145,11 @@ class SearchSpace:
         """(knob or value, why it is missing here) for what the study allows but this machine cannot run."""
         return list(self._missing)
 
+    @property
+    def placed(self) -> tuple[str, ...]:
+        """Components whose placement is searched here (where the pipeline-wide offload is none)."""
+        return tuple(k.split(".", 1)[1] for k in self._knobs if k.startswith("place."))
+
     @staticmethod
     def config_from(quantization: dict[str, str], **knobs: Any) -> TrialConfig:
         """The canonical configuration with this quantization (component → backend) and these knobs (parameter
@@ -156,6 +165,8 @@ class SearchSpace:
         component, so an enqueued baseline is not filled in by the sampler.
         """
         params = {f"quant.{c}": "none" for c in self.components}
+        if config.offload == "none":
+            params.update({f"place.{c}": "resident" for c in self.placed})
         params.update({k: getattr(config, k) for k in SETTINGS_KNOBS if k in self._knobs})
         params.update(config.to_params())
         return params
@@ -187,14 +198,17 @@ class SearchSpace:
         compile_mode: CompileMode = pick("compile_mode") if compiling else "default"
         fullgraph = pick("fullgraph") if compiling else False
         offload = pick("offload")
-        group = offload in GROUP_OFFLOADS
-        blocks_per_group = pick("blocks_per_group") if offload == "group_block" else 1
+        placement = tuple((c, pick(f"place.{c}")) for c in self.placed) if offload == "none" else ()
+        placements = {offload, *(p for _, p in placement)}
+        group = bool(placements & (GROUP_OFFLOADS | GROUP_PLACEMENTS))
+        blocks_per_group = pick("blocks_per_group") if "group_block" in placements else 1
         use_stream = pick("use_stream") if group else False
         return TrialConfig(
             compile=compile_scope,
             compile_mode=compile_mode,
             fullgraph=fullgraph,
             offload=offload,
+            placement=placement,
             blocks_per_group=blocks_per_group,
             use_stream=use_stream,
             non_blocking=pick("non_blocking") if group else False,
@@ -354,6 +368,7 @@ def _allowed_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[Any, 
             "compile_mode": _restrict(COMPILE_MODES, r.compile_modes),
             "fullgraph": _restrict(BOOLS, r.fullgraph),
             "offload": _restrict(OFFLOAD_KINDS, r.offload),
+            **_placement_choices(spec, model),
             "blocks_per_group": tuple(r.blocks_per_group) or DEFAULT_BLOCKS_PER_GROUP,
             **{knob: BOOLS for knob in STREAM_KNOBS},
             "attention_backend": _restrict(ATTENTION_BACKENDS, r.attention_backends),
@@ -365,6 +380,26 @@ def _allowed_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[Any, 
         }
     )
     return allowed
+
+
+def _placement_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[str, ...]]:
+    """``place.<component>`` → the placements searched for it: the study's list, else the text encoders
+    resident or released. Raises ``SpaceError`` for a component the model lacks."""
+    names = [c.name for c in model.components]
+    listed: dict[str, list[str]] = {}
+    for entry in spec.space.placement:
+        component, _, placement = entry.partition(":")
+        if component not in names:
+            raise SpaceError(
+                f"space.placement names {component!r}, which {model.reference} does not have "
+                f"(components: {', '.join(names)})"
+            )
+        if placement == "released" and model.component(component).role != "text_encoder":
+            raise SpaceError(f"space.placement: {component}:released: only text encoders are released after use")
+        listed.setdefault(component, []).append(placement)
+    if not listed:
+        listed = {name: ["resident", "released"] for name in model.text_encoders}
+    return {f"place.{c}": tuple(listed[c]) for c in names if c in listed}
 
 
 def _unsearched_settings(spec: StudySpec, model: ModelInfo) -> list[tuple[str, str]]:

@@ -118,6 +118,8 @@ def test_params_for_enqueueing_name_every_searched_component(tiny: ModelInfo) ->
         "quant.text_encoder_2": "none",
         "compile": "none",
         "offload": "none",
+        "place.text_encoder": "resident",  # the text encoders may be released after use
+        "place.text_encoder_2": "resident",
         "attention_backend": "native",  # the settings searched here, at their defaults
         "layerwise_casting": "none",
         "vae_tiling": False,
@@ -291,6 +293,31 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         TrialConfig(vae_slicing=True),
         H100,
         "outside the study's space: vae_slicing=True is not among False",
+    ),
+    (
+        "placement_component_not_in_model",
+        TrialConfig(placement=(("unet", "model"),)),
+        H100,
+        "placement names unet, which flux.1-dev does not have (it has transformer, text_encoder, text_encoder_2, vae)",
+    ),
+    (
+        "released_not_a_text_encoder",
+        TrialConfig(placement=(("vae", "released"),)),
+        H100,
+        "released after use applies to text encoders",
+    ),
+    (
+        "cpu_offload_beside_group_offload",
+        TrialConfig(placement=(("transformer", "group_leaf"), ("text_encoder_2", "model"))),
+        H100,
+        "diffusers does not support model or sequential CPU offloading in a pipeline that contains components with "
+        "group offloading enabled",
+    ),
+    (
+        "fullgraph_with_offload_hook_on_denoiser",
+        TrialConfig(compile="full", fullgraph=True, placement=(("text_encoder_2", "released"),)),
+        H100,
+        "cannot trace the hook on it that moves another component off the device",
     ),
 ]
 
