@@ -50,7 +50,7 @@ from qco_tune.core.config import (
     QuantBackend,
     TrialConfig,
 )
-from qco_tune.core.placement import GROUP_PLACEMENTS
+from qco_tune.core.placement import GROUP_PLACEMENTS, SHORTHAND_PLACEMENT, Placement
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.studyspec import StudySpec
 from qco_tune.search.availability import (
@@ -301,7 +301,8 @@ class SearchSpace:
 
         In order: the unoptimised reference, quantization, quantization + compile (max-autotune,
         fullgraph), + model CPU offload (default mode), and quantization + group offload (leaf level,
-        stream, non-blocking; compiled as in the guide's Wan example). A recipe that breaks a rule or
+        stream, non-blocking; compiled as in the guide's Wan example, and placed as it places the
+        components of a video pipeline: ``_group_offload_recipe``). A recipe that breaks a rule or
         leaves the study's space is dropped, never altered; only the quantization backend falls back
         from bitsandbytes NF4 to the first of torchao int8 weight-only and quanto int8 that runs here,
         and the label names it.
@@ -322,12 +323,7 @@ class SearchSpace:
                     f"quantization + compile + model offload{suffix}",
                     TrialConfig(quantization=quant, compile="full", offload="model"),
                 ),
-                (
-                    f"quantization + group offload{suffix}",
-                    TrialConfig(
-                        quantization=quant, compile="full", offload="group_leaf", use_stream=True, non_blocking=True
-                    ),
-                ),
+                (f"quantization + group offload{suffix}", self._group_offload_recipe(quant)),
             ]
         kept: list[tuple[str, TrialConfig]] = []
         seen: set[str] = set()
@@ -336,6 +332,30 @@ class SearchSpace:
                 seen.add(config.key())
                 kept.append((label, config))
         return kept
+
+    def _group_offload_recipe(self, quant: tuple[tuple[str, QuantBackend], ...]) -> TrialConfig:
+        """The guide's Wan2.1 recipe: the transformer, the VAE and the text encoder group-offloaded one by one
+        at leaf level with a stream, non-blocking, and the transformer compiled. For a video pipeline it is
+        written per component as the guide writes it (each denoiser, the VAE, each text encoder), folded
+        into the pipeline-wide shorthand where that names the same components (``shorthand``)."""
+        recipe = TrialConfig(quantization=quant, compile="full", use_stream=True, non_blocking=True)
+        if not self.model.is_video:
+            return dataclasses.replace(recipe, offload="group_leaf")
+        roles = ("denoiser", "vae", "text_encoder")
+        placement: tuple[tuple[str, Placement], ...] = tuple(
+            (c.name, "group_leaf") for c in self.model.components if c.role in roles
+        )
+        return self.shorthand(dataclasses.replace(recipe, placement=placement))
+
+    def shorthand(self, config: TrialConfig) -> TrialConfig:
+        """``config`` with a placement that is the same for every component of the model written as the
+        pipeline-wide ``offload`` it equals (which places every component alike); else unchanged."""
+        placements = {config.placement_of(c.name) for c in self.model.components}
+        shorthand = {v: k for k, v in SHORTHAND_PLACEMENT.items()}
+        if not config.placement or len(placements) != 1 or next(iter(placements)) not in shorthand:
+            return config
+        offload: Any = shorthand[placements.pop()]
+        return dataclasses.replace(config, offload=offload, placement=()).canonical()
 
     def _recipe_backend(self) -> QuantBackend | None:
         denoiser = self._knobs.get(f"quant.{self.model.denoiser}", ())

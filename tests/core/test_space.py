@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
 
@@ -538,3 +539,60 @@ def test_bitsandbytes_int8_under_group_offloading_only_where_it_was_observed_to_
     assert [rule.broken(c, space) for c in ran] == [False] * len(ran)
     assert [rule.broken(c, space) for c in failed] == [True] * len(failed)
     assert "at block level with an int8 denoiser" in rule.reason(failed[0], space)
+
+
+# -- placement per component ---------------------------------------------------------------------------------
+
+
+def test_the_video_group_offload_recipe_is_the_guides_wan_recipe_placed_per_component() -> None:
+    wan = resolve_model("wan2.1-t2v-14b", "random")
+    space = SearchSpace.build(parse_spec('model = "wan2.1-t2v-14b"'), wan, H100)
+    recipe = dict(space.baselines())["quantization + group offload"]
+    guide = TrialConfig(
+        quantization=(("transformer", "bnb_nf4"), ("text_encoder", "bnb_nf4")),
+        compile="full",
+        placement=(("transformer", "group_leaf"), ("vae", "group_leaf"), ("text_encoder", "group_leaf")),
+        use_stream=True,
+        non_blocking=True,
+    )
+    # Those three are every component of Wan2.1, so it is the pipeline-wide group offloading.
+    assert recipe == space.shorthand(guide) == dataclasses.replace(guide, placement=(), offload="group_leaf")
+    assert space.violations(recipe) == []
+
+
+def test_shorthand_folds_only_a_placement_that_is_the_same_everywhere(flux: ModelInfo) -> None:
+    space = flux_space()
+    released = TrialConfig(placement=(("text_encoder", "released"), ("text_encoder_2", "released")))
+    assert space.shorthand(released) == released
+    every = TrialConfig(placement=tuple((c.name, "model") for c in flux.components))
+    assert space.shorthand(every) == TrialConfig(offload="model")
+
+
+def test_the_text_encoders_are_searched_resident_or_released_without_pipeline_wide_offload(tiny: ModelInfo) -> None:
+    space = SearchSpace.build(open_spec(), tiny, H100)
+    assert space.knobs()["place.text_encoder_2"] == ("resident", "released")
+    released = space.suggest(FakeTrial({"offload": "none", "place.text_encoder_2": "released"}))
+    assert released.placement == (("text_encoder_2", "released"),)
+    offloaded = FakeTrial({"offload": "model", "place.text_encoder_2": "released"})
+    assert space.suggest(offloaded).placement == () and "place.text_encoder_2" not in offloaded.asked
+    small = SearchSpace.build(apply_overrides(load_default_spec(), offload="none,model"), tiny, H100)
+    configs = list(itertools.islice(small.iter_configs(), 2000))
+    assert any(c.placement for c in configs) and all(small.violations(c) == [] for c in configs)
+    assert "place.text_encoder" not in SearchSpace.build(open_spec(), tiny, CPU).knobs()  # nothing to offload to
+
+
+def test_a_placement_naming_a_missing_component_is_an_error_naming_the_components(flux: ModelInfo) -> None:
+    message = "space.placement names 'unet', which flux.1-dev does not have (components: transformer, text_encoder,"
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        SearchSpace.build(parse_spec('[space]\nplacement = ["unet:model"]\n'), flux, H100)
+    with pytest.raises(SpaceError, match="vae:released: only text encoders are released after use"):
+        SearchSpace.build(parse_spec('[space]\nplacement = ["vae:released"]\n'), flux, H100)
+
+
+def test_a_stored_placement_outside_the_space_is_removed_with_its_reason(flux: ModelInfo) -> None:
+    space = flux_space(placement="transformer:resident,transformer:group_leaf")
+    assert space.knobs()["place.transformer"] == ("resident", "group_leaf")
+    reasons = space.violations(TrialConfig(placement=(("text_encoder_2", "released"),)))
+    assert reasons == ["outside the study's space: the placement of text_encoder_2 is not searched"]
+    missing = space.violations(TrialConfig(placement=(("unet", "model"),)))
+    assert any("placement names unet, which flux.1-dev does not have" in r for r in missing)
