@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 
 from qco_tune.core.config import (
     ATTENTION_BACKENDS,
+    INDUCTOR_PROFILE_NAMES,
     COMPILE_MODES,
     COMPILE_SCOPES,
     LAYERWISE_CASTINGS,
@@ -271,6 +272,15 @@ FIELDS: tuple[_Field, ...] = (
         _list_of(_boolean),
         "boollist",
         help="false,true searches TF32 matmuls (by default only in float32 studies).",
+    ),
+    _Field("space.fuse_qkv", "space.fuse_qkv", _list_of(_boolean), "boollist"),
+    _Field("space.denoiser_channels_last", "space.denoiser_channels_last", _list_of(_boolean), "boollist"),
+    _Field(
+        "space.inductor_profiles",
+        "space.inductor_profiles",
+        _list_of(_choice(INDUCTOR_PROFILE_NAMES)),
+        "list",
+        help="Inductor flag profiles to search when compiling: default,flux-fast.",
     ),
     _Field("run.mix_gpus", "mix_gpus", _boolean, "bool"),
     _Field(

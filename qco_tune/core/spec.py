@@ -50,6 +50,9 @@ The TOML format, every field optional except ``model`` in practice (the default 
     vae_slicing = [false, true]   # default [false]: a trial decodes one image, slicing splits a batch
     vae_channels_last = [false, true]
     tf32 = [false, true]          # default: searched in float32 studies only
+    fuse_qkv = [false, true]      # the denoiser's fused QKV projections (where it implements them)
+    denoiser_channels_last = [false, true]
+    inductor_profiles = ["default", "flux-fast"]   # Inductor flags, when compiling
 
 An unknown field, a wrong type or a bad value raises ``SpecError`` naming the field path and its line.
 The stored form (``config.spec_to_dict``) is read back by ``spec_from_dict`` with the same checks, and

@@ -49,6 +49,10 @@ class SpaceRestriction:
     vae_channels_last: tuple[bool, ...] = ()
     tf32: tuple[bool, ...] = ()
     """Default: searched only in float32 studies (TF32 changes float32 matmuls only)."""
+    fuse_qkv: tuple[bool, ...] = ()
+    denoiser_channels_last: tuple[bool, ...] = ()
+    inductor_profiles: tuple[str, ...] = ()
+    """Inductor flag profiles (``default``, ``flux-fast``), searched with compilation only."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import keyword
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings
+from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings, inductor_settings
 from qco_tune.calls.pipeline import GENERATOR_DEVICE, workload_arguments
 from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, STREAM_FLAGS, compile_call, group_offload_options
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
@@ -125,6 +125,8 @@ class ExportPlan:
     model_ref: str
     dtype: str
     dynamo: tuple[tuple[str, Value], ...] = ()
+    inductor: tuple[tuple[str, Value], ...] = ()
+    """``torch._inductor.config`` values of the configuration's Inductor profile, set before compiling."""
     quantization: QuantPlan | None = None
     move_to_device: bool = True
     """``pipeline.to(device)``: only without offloading (offloading places the weights itself)."""
@@ -316,6 +318,7 @@ def plan_export(
         model_ref=model_ref if model_ref is not None else model.reference,
         dtype=dtype,
         dynamo=tuple(dynamo_settings(config).items()),  # type: ignore[arg-type]
+        inductor=tuple(inductor_settings(config).items()),  # type: ignore[arg-type]
         quantization=plan_quantization(config, model),
         move_to_device=config.offload == "none",
         process_settings=process,

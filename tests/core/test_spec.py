@@ -63,6 +63,9 @@ def test_the_documented_example_parses() -> None:
         vae_slicing=(False, True),
         vae_channels_last=(False, True),
         tf32=(False, True),
+        fuse_qkv=(False, True),
+        denoiser_channels_last=(False, True),
+        inductor_profiles=("default", "flux-fast"),
     )
 
 
