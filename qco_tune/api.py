@@ -1,8 +1,9 @@
 """Applying a tuned configuration in a user's own code, through the code path the trials run.
 
 ``from_pretrained`` loads with quantization (it can only happen at load time), then makes the
-settings (layerwise casting, attention backend, VAE tiling, slicing and channels-last, TF32), offloads
-and compiles; ``apply`` does the same to a pipeline that is already loaded. Both call
+settings (fused QKV projections, channels-last denoiser, layerwise casting, attention backend, VAE tiling,
+slicing and channels-last, TF32), offloads and compiles (after the Inductor profile's flags); ``apply``
+does the same to a pipeline that is already loaded. Both call
 ``qco_tune.measure.backends`` exactly as a trial's child process does (``load_pipeline``, then
 ``apply_config``), so what the tuner measured, what ``qco-tune export`` writes and what these do
 cannot drift apart.
@@ -35,7 +36,8 @@ def default_device() -> str:
 def apply(pipe: Any, config: ConfigSource, *, device: str | None = None) -> Any:
     """Make the settings of ``config``, then offload and compile the loaded ``pipe`` in place; returns ``pipe``.
 
-    Sets the ``torch._dynamo.config`` values compilation needs, and TF32 and diffusers' default
+    Sets the ``torch._dynamo.config`` values compilation needs, the Inductor profile's ``torch._inductor.config``
+    flags, and TF32 and diffusers' default
     attention backend where ``config`` says so (all process-wide), as the trial did.
     Raises ``ValueError`` when ``config`` quantizes a component that ``pipe`` did not load
     quantized with that backend (use ``from_pretrained``), when the offloading needs CUDA and

@@ -1,5 +1,5 @@
-"""The settings knobs of a configuration (layerwise casting, attention backend, VAE tiling, slicing and
-channels-last, TF32) as calls, written once as data.
+"""The settings knobs of a configuration (fused QKV projections, channels-last denoiser, layerwise casting,
+attention backend, VAE tiling, slicing and channels-last, TF32) as calls, written once as data.
 
 The data part is stdlib only: the exporter writes these calls as source, and ``apply_settings`` makes
 (``measure.backends.settings``) the same calls on a loaded pipeline, so the snippet and the trial cannot disagree (as
@@ -75,4 +75,11 @@ def moves_after_settings(config: TrialConfig) -> bool:
     return config.layerwise_casting != "none"
 
 
-__all__ = ["CHANNELS_LAST", "SettingCall", "fast_path_settings", "moves_after_settings", "pipeline_settings", "process_settings"]
+__all__ = [
+    "CHANNELS_LAST",
+    "SettingCall",
+    "fast_path_settings",
+    "moves_after_settings",
+    "pipeline_settings",
+    "process_settings",
+]

@@ -14,9 +14,9 @@ from typing import Any, Literal, get_args
 
 from qco_tune.core.config import (
     ATTENTION_BACKENDS,
-    INDUCTOR_PROFILE_NAMES,
     COMPILE_MODES,
     COMPILE_SCOPES,
+    INDUCTOR_PROFILE_NAMES,
     LAYERWISE_CASTINGS,
     OFFLOAD_KINDS,
     QUANT_BACKENDS,

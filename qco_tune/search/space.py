@@ -42,9 +42,9 @@ from typing import Any
 from qco_tune.core.config import (
     ATTENTION_BACKENDS,
     COMPILE_MODES,
-    INDUCTOR_PROFILE_NAMES,
     COMPILE_SCOPES,
     GROUP_OFFLOADS,
+    INDUCTOR_PROFILE_NAMES,
     LAYERWISE_CASTINGS,
     OFFLOAD_KINDS,
     QUANT_BACKENDS,
