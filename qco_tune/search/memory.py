@@ -368,7 +368,8 @@ def _runtime_signature(config: TrialConfig) -> tuple[Any, ...]:
 
 
 def _settings_signature(config: TrialConfig) -> tuple[Any, ...]:
-    return (config.layerwise_casting, config.vae_tiling, config.fuse_qkv)
+    # The Inductor profile changes no memory, but a rule reads it with the compile scope.
+    return (config.layerwise_casting, config.vae_tiling, config.fuse_qkv, config.inductor_profile)
 
 
 def _memory_signature(config: TrialConfig) -> tuple[Any, ...]:

@@ -189,7 +189,7 @@ def exports(draw: st.DrawFn) -> tuple[str, TrialConfig, Workload, str]:
 def test_the_space_is_large() -> None:
     flux = itertools.islice(whole_space("flux.1-dev").iter_configs(), 100_001)
     assert sum(1 for _ in flux) > 100_000
-    assert len(whole_space("flux.1-dev").knobs()) == 18  # quantization of three components and 15 other knobs
+    assert len(whole_space("flux.1-dev").knobs()) == 21  # quantization of three components and 18 other knobs
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

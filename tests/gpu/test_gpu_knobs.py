@@ -100,6 +100,17 @@ CASES: list[tuple[str, TrialConfig, bool]] = [
     ("torchao-fp8wo-group-leaf", dataclasses.replace(_quantized("torchao_fp8wo"), offload="group_leaf"), True),
     ("cudnn-attention-regional-compile", TrialConfig(attention_backend="_native_cudnn", compile="regional"), False),
     ("vae-tiling-model-offload", TrialConfig(vae_tiling=True, offload="model"), True),
+    # CUDA graphs beside what changes weights between calls without offloading (no rule until observed)
+    (
+        "layerwise-regional-reduce-overhead",
+        TrialConfig(layerwise_casting="float8_e4m3fn", compile="regional", compile_mode="reduce-overhead"),
+        True,
+    ),
+    (
+        "bnb-nf4-regional-reduce-overhead",
+        dataclasses.replace(_quantized("bnb_nf4"), compile="regional", compile_mode="reduce-overhead"),
+        True,
+    ),
     # the fast path (huggingface/flux-fast's knobs), alone and together
     ("fused-qkv", TrialConfig(fuse_qkv=True), False),
     ("denoiser-channels-last", TrialConfig(denoiser_channels_last=True), False),
