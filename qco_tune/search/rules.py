@@ -320,8 +320,12 @@ def _fused_quantized_reason(config: TrialConfig, space: SearchSpace) -> str:
 
 
 FUSED_QKV_QUANTIZED = {
-    # Checked on the CPU (diffusers 0.42.1, torchao 0.18, optimum-quanto 0.2.7) on a tiny FLUX transformer.
-    "torchao": "torchao's quantized tensors do not implement aten.cat (NotImplementedError)",
+    # Checked on the CPU (diffusers 0.42.1, torchao 0.18, optimum-quanto 0.2.7) on a tiny FLUX transformer
+    # (tests/backends/test_fast_path_cpu.py keeps checking it).
+    "torchao": (
+        "torchao's int8 tensors do not implement aten.cat, and its float8 ones do not copy into the fused "
+        "nn.Linear (AttributeError: 'Parameter' object has no attribute 'tensor_data_names')"
+    ),
     "quanto": "torch.cat of quanto's weights dequantizes them, so the fused projection is an unquantized nn.Linear",
     # fuse_projections concatenates weight.data, which bitsandbytes packs (4-bit pairs in uint8, int8 in CB).
     "bitsandbytes": "bitsandbytes packs its weights, and fusing would build an nn.Linear of the packed bytes",

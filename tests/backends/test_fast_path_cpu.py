@@ -131,3 +131,43 @@ def test_the_traits_of_the_fast_path() -> None:
     )
     assert {"fused_qkv", "conv3d"} <= set(model_traits(wan))
     assert "fused_qkv" not in model_traits(built(AutoencoderKLWan, base_dim=8, z_dim=4))
+
+
+def _tiny_transformer() -> Any:
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=(4, 6, 6),
+    )
+    return model.to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("config_name", ["Int8WeightOnlyConfig", "Float8WeightOnlyConfig"])
+def test_fusing_a_torchao_quantized_denoiser_still_fails(config_name: str) -> None:
+    """The reason of the rule ``fused_qkv_with_quantized_denoiser`` for torchao: drop it when this passes."""
+    import torchao.quantization
+
+    model = _tiny_transformer()
+    torchao.quantization.quantize_(model, getattr(torchao.quantization, config_name)())
+    with pytest.raises((NotImplementedError, AttributeError)):
+        model.fuse_qkv_projections()
+
+
+def test_fusing_a_quanto_quantized_denoiser_dequantizes_the_fused_projection() -> None:
+    from optimum.quanto import QLinear, freeze, qint8, quantize
+
+    model = _tiny_transformer()
+    quantize(model, weights=qint8)
+    freeze(model)
+    model.fuse_qkv_projections()
+    attention = model.transformer_blocks[0].attn
+    assert isinstance(attention.to_q, QLinear) and not isinstance(attention.to_qkv, QLinear)

@@ -303,7 +303,7 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         TrialConfig(quantization=(("transformer", "torchao_fp8dq"),), fuse_qkv=True),
         H100,
         "fused QKV projections concatenate the unquantized weights, and transformer is torchao_fp8dq: torchao's "
-        "quantized tensors do not implement aten.cat",
+        "int8 tensors do not implement aten.cat, and its float8 ones do not copy into the fused nn.Linear",
     ),
     (
         "inductor_profile_without_compile",
