@@ -69,7 +69,7 @@ def run_trial(
             raise TrialInterrupted(
                 _failed(
                     "interrupted",
-                    "interrupted (Ctrl-C, SIGINT or SIGTERM); the trial's child was stopped",
+                    "interrupted (Ctrl-C or SIGTERM); the trial's child was stopped",
                     tail,
                     started,
                 )

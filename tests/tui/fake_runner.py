@@ -51,7 +51,7 @@ def main() -> int:
             trial = None
     except KeyboardInterrupt:
         if trial is not None:
-            trial.set_user_attr("qco.reason", "interrupted (Ctrl-C, SIGINT or SIGTERM)")
+            trial.set_user_attr("qco.reason", "interrupted (Ctrl-C or SIGTERM)")
             trial.set_user_attr("qco.status", "interrupted")
             study.tell(trial, state=TrialState.FAIL)
         print("interrupted", flush=True)
