@@ -65,6 +65,9 @@ def test_suggest_asks_exactly_the_flat_parameter_names(tiny: ModelInfo) -> None:
         "layerwise_casting",
         "vae_tiling",
         "vae_channels_last",
+        "fuse_qkv",
+        "denoiser_channels_last",
+        "inductor_profile",
     }
 
 
@@ -125,6 +128,9 @@ def test_params_for_enqueueing_name_every_searched_component(tiny: ModelInfo) ->
         "layerwise_casting": "none",
         "vae_tiling": False,
         "vae_channels_last": False,
+        "fuse_qkv": False,
+        "denoiser_channels_last": False,
+        "inductor_profile": "default",
     }
     assert TrialConfig.from_params(params) == TrialConfig()
 
@@ -320,6 +326,19 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         H100,
         "cannot trace the hook on it that moves another component off the device",
     ),
+    (
+        "fused_qkv_with_quantized_denoiser",
+        TrialConfig(quantization=(("transformer", "torchao_fp8dq"),), fuse_qkv=True),
+        H100,
+        "fused QKV projections concatenate the unquantized weights, and transformer is torchao_fp8dq: torchao's "
+        "int8 tensors do not implement aten.cat, and its float8 ones do not copy into the fused nn.Linear",
+    ),
+    (
+        "inductor_profile_without_compile",
+        TrialConfig(inductor_profile="flux-fast"),
+        H100,
+        "the Inductor profile flux-fast sets flags of the compiler, and compile is none",
+    ),
 ]
 
 
@@ -423,18 +442,21 @@ def test_no_compiler_and_no_quantization_library(tiny: ModelInfo) -> None:
         "layerwise_casting": ("none", "float8_e4m3fn"),  # pure torch: they run anywhere
         "vae_tiling": BOOLS,
         "vae_channels_last": BOOLS,
+        "fuse_qkv": BOOLS,
+        "denoiser_channels_last": BOOLS,
     }
     assert dict(space.missing())["compile"].startswith("torch.compile cannot build kernels")
     assert dict(space.missing())["quanto_int8"] == "quanto is not installed (or does not work) here"
-    assert TrialConfig() in space.enumerate() and len(space.enumerate()) == 2 * 2 * 2
+    assert TrialConfig() in space.enumerate() and len(space.enumerate()) == 2 * 2 * 2 * 2 * 2
 
 
 def test_the_default_study_on_a_cpu(default_spec: StudySpec, tiny: ModelInfo) -> None:
     space = SearchSpace.build(default_spec, tiny, CPU)
     # Three components x seven backends (none, torchao int8 / float8 weight-only / int8 dynamic, quanto int8 /
-    # int4 / float8), layerwise casting only with an unquantized transformer, VAE tiling, VAE channels-last.
+    # int4 / float8), layerwise casting and fused QKV only with an unquantized transformer, VAE tiling, VAE
+    # channels-last, denoiser channels-last.
     quantized_transformer, plain_transformer = 6 * 7 * 7, 7 * 7
-    assert len(space.enumerate()) == (quantized_transformer + 2 * plain_transformer) * 2 * 2
+    assert len(space.enumerate()) == (quantized_transformer + 2 * 2 * plain_transformer) * 2 * 2 * 2
     assert "compile" not in dict(space.missing())  # left out by the study, not by the machine
 
 
@@ -587,6 +609,13 @@ def test_a_placement_naming_a_missing_component_is_an_error_naming_the_component
         SearchSpace.build(parse_spec('[space]\nplacement = ["unet:model"]\n'), flux, H100)
     with pytest.raises(SpaceError, match="vae:released: only text encoders are released after use"):
         SearchSpace.build(parse_spec('[space]\nplacement = ["vae:released"]\n'), flux, H100)
+
+
+def test_the_group_options_apply_to_a_component_group_offloaded_on_its_own() -> None:
+    space = flux_space(placement="transformer:resident,transformer:group_block")
+    config = TrialConfig(placement=(("transformer", "group_block"),), blocks_per_group=2, use_stream=True)
+    assert space.violations(config) == []
+    assert config.to_params()["blocks_per_group"] == 2 and config.canonical().use_stream
 
 
 def test_a_stored_placement_outside_the_space_is_removed_with_its_reason(flux: ModelInfo) -> None:

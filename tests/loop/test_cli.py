@@ -80,6 +80,12 @@ def test_hub_id_not_in_the_local_cache(tmp_path: Path) -> None:
     assert_one_line_error(result, "not in the local Hugging Face cache")
 
 
+def test_a_revision_of_a_preset_is_refused(tmp_path: Path) -> None:
+    result = qco(tmp_path, "run", "--revision", "v2")
+    assert result.returncode == 2
+    assert_one_line_error(result, "revision 'v2' applies to hub ids only; tiny-flux is a random-weight preset")
+
+
 def test_unreachable_storage_masks_credentials(tmp_path: Path) -> None:
     result = qco(tmp_path, "list", "--storage", "postgresql+psycopg://u:topsecret@127.0.0.1:1/db")
     assert_one_line_error(result, "***")
