@@ -16,22 +16,32 @@ from qco_tune import __version__
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "QCO_DEBUG"
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input or an unusable environment: shown as one line, no traceback."""
-    from qco_tune.core.modelref import ModelError
-    from qco_tune.core.presets import UnknownPreset
-    from qco_tune.core.spec import SpecError
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Bad input (a flag, a spec, a name, a file): one line, exit status 2."""
+    from qco_tune.core.errors import InputError
     from qco_tune.loop.context import StudyError
-    from qco_tune.store.storage import StorageError
 
-    return (SpecError, ModelError, UnknownPreset, StorageError, StudyError, ValueError, FileNotFoundError)
+    return (InputError, StudyError)
+
+
+def _runtime_errors() -> tuple[type[BaseException], ...]:
+    """An environment that does not let the command finish (a storage, the disk, a build): one line, status 1."""
+    from qco_tune.core.presets.cache import DiskSpaceError
+    from qco_tune.measure.materializing import MaterializeError
+    from qco_tune.store.storage import StorageError
+    from qco_tune.store.studydata import DataError
+
+    return (StorageError, DataError, DiskSpaceError, MaterializeError, OSError)
 
 
 def friendly(func: F) -> F:
-    """Turn expected failures into ``error: <one line>`` and a non-zero exit; tracebacks only with QCO_DEBUG=1."""
+    """Turn expected failures into ``error: <one line>`` (status 2 for bad input, 1 for a failure of the
+    environment); anything else is reported as unexpected, with its type (status 1). Tracebacks only with
+    QCO_DEBUG=1."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -45,12 +55,33 @@ def friendly(func: F) -> F:
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            known = isinstance(exc, _user_errors())
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            click.echo(f"error: {first}" if known else f"error: {type(exc).__name__}: {first}", err=True)
-            sys.exit(EXIT_USAGE if known else 1)
+            if isinstance(exc, _input_errors()):
+                click.echo(f"error: {_first_line(exc)}", err=True)
+                sys.exit(EXIT_USAGE)
+            if isinstance(exc, _runtime_errors()):
+                click.echo(f"error: {_first_line(exc)}", err=True)
+                sys.exit(EXIT_FAILURE)
+            click.echo(f"error: {_unexpected(exc)}", err=True)
+            click.echo(f"  (unexpected: set {DEBUG_ENV}=1 for the traceback, and please report it)", err=True)
+            sys.exit(EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _unexpected(exc: BaseException) -> str:
+    """An unexpected failure in one line. Optuna wraps every database error of a session in one generic
+    message ("An exception is raised during the commit..."): the database's own reason is the one worth showing."""
+    from qco_tune.store.storage import mask_url
+
+    cause = exc.__cause__
+    if type(exc).__name__ == "StorageInternalError" and cause is not None:
+        orig = getattr(cause, "orig", None) or cause
+        return mask_url(f"the storage failed: {type(orig).__name__}: {_first_line(orig)}")
+    return mask_url(f"{type(exc).__name__}: {_first_line(exc)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,8 +94,25 @@ storage_option = click.option(
     "--storage",
     metavar="URL",
     default=None,
-    help="Optuna storage URL (default: $QCO_STORAGE or sqlite:///studies/qco.db).",
+    help="Optuna storage URL (default: $QCO_STORAGE, else $OPTUNA_STORAGE, else sqlite:///studies/qco.db).",
 )
+format_option = click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table (for reading) or json (plain JSON: one type per field, no Infinity or NaN).",
+)
+
+
+def verbosity_options(func: F) -> F:
+    """``-v``/``-q`` (repeatable): which progress lines are written (``cli.progress.log_level``)."""
+    func = click.option("-q", "--quiet", count=True, help="Fewer lines: failed trials and warnings only.")(func)
+    return click.option("-v", "--verbose", count=True, help="More lines: every phase of every trial.")(func)
+
+
 artifacts_option = click.option(
     "--compile-artifacts",
     "compile_artifacts",

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from qco_tune.core.errors import InputError
+
 QuantBackend = Literal[
     "none",
     "bnb_nf4",  # bitsandbytes 4-bit NF4, bf16 compute
@@ -147,7 +149,7 @@ class TrialConfig:
         object.__setattr__(self, "quantization", pairs)
         for _, backend in pairs:
             if backend not in QUANT_BACKENDS:
-                raise ValueError(f"unknown quantization backend {backend!r}; one of {', '.join(QUANT_BACKENDS)}")
+                raise InputError(f"unknown quantization backend {backend!r}; one of {', '.join(QUANT_BACKENDS)}")
         _check_choice("compile", self.compile, COMPILE_SCOPES)
         _check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
         _check_choice("offload", self.offload, OFFLOAD_KINDS)
@@ -155,9 +157,9 @@ class TrialConfig:
         _check_choice("attention_backend", self.attention_backend, ATTENTION_BACKENDS)
         for name in ("vae_tiling", "vae_slicing", "vae_channels_last", "tf32"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.blocks_per_group, int) or self.blocks_per_group < 1:
-            raise ValueError(f"blocks_per_group must be a positive integer, got {self.blocks_per_group!r}")
+            raise InputError(f"blocks_per_group must be a positive integer, got {self.blocks_per_group!r}")
 
     # -- views -------------------------------------------------------------------------------
     @property
@@ -236,7 +238,7 @@ class TrialConfig:
         known = {f.name for f in dataclasses.fields(cls)} - {"quantization"}
         unknown = set(kwargs) - known
         if unknown:
-            raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
+            raise InputError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
         return cls(quantization=tuple(quant.items()), **kwargs)
 
     # -- dict (export, storage, TOML) ------------------------------------------------------------
@@ -255,17 +257,17 @@ class TrialConfig:
         data = dict(data)
         version = data.pop("version", CONFIG_SCHEMA_VERSION)
         if not isinstance(version, int) or version > CONFIG_SCHEMA_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"configuration format version {version} is newer than this qco-tune understands "
                 f"({CONFIG_SCHEMA_VERSION}); upgrade qco-tune"
             )
         quant = data.pop("quantization", {}) or {}
         if not isinstance(quant, dict):
-            raise ValueError("quantization must be a table of component = backend")
+            raise InputError("quantization must be a table of component = backend")
         known = {f.name for f in dataclasses.fields(cls)} - {"quantization"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
+            raise InputError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
         return cls(quantization=tuple(quant.items()), **data)
 
 
@@ -286,7 +288,7 @@ def _describe_settings(config: TrialConfig) -> list[str]:
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 ComponentRole = Literal["denoiser", "text_encoder", "vae", "other"]

@@ -49,6 +49,7 @@ from qco_tune.core.config import (
     QuantBackend,
     TrialConfig,
 )
+from qco_tune.core.errors import InputError
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.studyspec import StudySpec
 from qco_tune.search.availability import (
@@ -70,7 +71,7 @@ from qco_tune.search.rules import RULES, Key, Rule
 __all__ = ["RULES", "Rule", "SearchSpace", "SpaceError", "TrialLike"]
 
 
-class SpaceError(ValueError):
+class SpaceError(InputError):
     """A study restriction that does not fit the model (e.g. quantizing a component it does not have)."""
 
 
