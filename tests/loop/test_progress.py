@@ -7,7 +7,6 @@ import re
 import time
 
 import pytest
-
 from rich.console import Console
 
 from qco_tune.cli.progress import LiveObserver, configure_logging, log_level
