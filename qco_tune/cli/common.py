@@ -107,6 +107,22 @@ format_option = click.option(
 )
 
 
+def study_argument(func: F) -> F:
+    """The study a command reads: ``STUDY``, or ``--study-name NAME`` as the ``optuna`` CLI writes it."""
+
+    @wraps(func)
+    def wrapper(*args: Any, study_name: str | None, study_name_option: str | None, **kwargs: Any) -> Any:
+        if study_name and study_name_option and study_name != study_name_option:
+            raise click.UsageError(f"STUDY {study_name!r} and --study-name {study_name_option!r} differ")
+        name = study_name or study_name_option
+        if not name:
+            raise click.UsageError("name the study: STUDY or --study-name NAME")
+        return func(*args, study_name=name, **kwargs)
+
+    option = click.option("--study-name", "study_name_option", metavar="NAME", help="The study, instead of STUDY.")
+    return click.argument("study_name", metavar="STUDY", required=False)(option(wrapper))  # type: ignore[return-value]
+
+
 def verbosity_options(func: F) -> F:
     """``-v``/``-q`` (repeatable): which progress lines are written (``cli.progress.log_level``)."""
     func = click.option("-q", "--quiet", count=True, help="Fewer lines: failed trials and warnings only.")(func)

@@ -17,6 +17,7 @@ from qco_tune.cli.common import (
     friendly,
     spec_flags,
     storage_option,
+    study_argument,
     verbosity_options,
 )
 
@@ -102,7 +103,7 @@ def list_studies(storage: str | None, fmt: str) -> None:
 
 
 @cli.command()
-@click.argument("study_name", metavar="STUDY")
+@study_argument
 @format_option
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @storage_option
@@ -121,7 +122,7 @@ def show(study_name: str, fmt: str, as_json: bool, storage: str | None) -> None:
 
 
 @cli.command()
-@click.argument("study_name", metavar="STUDY")
+@study_argument
 @click.option(
     "--trial", "trial", default="best", show_default=True, help="'best' (fastest feasible) or a trial number."
 )
@@ -308,7 +309,7 @@ def compare(
 
 
 @cli.command()
-@click.argument("study_name", metavar="STUDY")
+@study_argument
 @click.option("-y", "--yes", is_flag=True, help="Delete without asking.")
 @storage_option
 @click.option(

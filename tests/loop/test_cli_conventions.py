@@ -93,6 +93,16 @@ def test_run_takes_the_study_name_from_study_name(tmp_path: Path, monkeypatch: p
     _one_error_line(result, 2, "study 'named-here' reached run_study")
 
 
+def test_show_and_delete_take_the_study_as_study_name_too(url: str) -> None:
+    by_option = _invoke("show", "--study-name", "h100", "-f", "json", "--storage", url)
+    assert by_option.exit_code == 0 and _plain_json(by_option.output)["study"] == "h100", by_option.output
+    differ = _invoke("show", "h100", "--study-name", "h200", "--storage", url)
+    assert differ.exit_code == 2 and "STUDY 'h100' and --study-name 'h200' differ" in differ.output
+    assert "name the study" in _invoke("show", "--storage", url).output
+    assert _invoke("delete", "--study-name", "h200", "-y", "--storage", url).exit_code == 0
+    assert _names(url) == ["h100"]
+
+
 # -- -f/--format json ------------------------------------------------------------------------------------
 
 
