@@ -239,3 +239,24 @@ def test_a_library_value_error_is_reported_as_unexpected_not_as_bad_input() -> N
 def test_bad_input_from_the_commands_is_status_2(url: str) -> None:
     _one_error_line(_invoke("compare", "h100", "h100", "--storage", url), 2, "compared only once")
     _one_error_line(_invoke("show", "nope", "-f", "json", "--storage", url), 2, "no study named 'nope'")
+
+
+def test_the_tui_shows_a_background_runs_last_log_line_without_its_timestamp(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from qco_tune.tui.runs import BackgroundRun
+
+    log = tmp_path / "run.log"
+    log.write_text(
+        "2026-12-01T18:54:31+0000 INFO trial 4 of 8 (study trial #12) · bf16\n"
+        "2026-12-01T18:54:40+0000 WARNING ✗ #12 oom: out of memory\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    run = BackgroundRun(tmp_path / "spec.toml", "s", "sqlite://", process, log)  # type: ignore[arg-type]
+    # The text of an INFO line; a warning keeps its level (and its time: when it went wrong).
+    assert run.tail(2).splitlines() == [
+        "trial 4 of 8 (study trial #12) · bf16",
+        "2026-12-01T18:54:40+0000 WARNING ✗ #12 oom: out of memory",
+    ]
