@@ -56,9 +56,10 @@ def from_pretrained(
     dtype: str = "bfloat16",
     device: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
 ) -> Any:
-    """Load ``model`` (a hub id in the local Hugging Face cache, a local diffusers folder or a preset
-    name) quantized as ``config`` says, then offload and compile it; returns the pipeline.
+    """Load ``model`` (a hub id in the local Hugging Face cache, at ``revision`` if given, a local diffusers
+    folder or a preset name) quantized as ``config`` says, then offload and compile it; returns the pipeline.
 
     Nothing is downloaded, as in the trials: fetch a hub model first (``hf download``).
     Raises ``ModelError`` for a model that is not there and ``ValueError`` for a configuration this
@@ -69,17 +70,17 @@ def from_pretrained(
 
     trial_config = load_config(config)
     device = device or default_device()
-    pipe = load_pipeline(resolve(model), trial_config, dtype, device, cache_dir)
+    pipe = load_pipeline(resolve(model, revision), trial_config, dtype, device, cache_dir)
     return apply_config(pipe, trial_config, device)
 
 
-def resolve(model: str | os.PathLike[str]) -> ModelInfo:
-    """The ``ModelInfo`` of a preset name (random weights), a local folder or a cached hub id."""
+def resolve(model: str | os.PathLike[str], revision: str | None = None) -> ModelInfo:
+    """The ``ModelInfo`` of a preset name (random weights), a local folder or a cached hub id (at ``revision``)."""
     from qco_tune.core.modelref import resolve_model
     from qco_tune.core.presets import is_preset
 
     reference = os.fspath(model)
-    return resolve_model(reference, "random" if is_preset(reference) else "real")
+    return resolve_model(reference, "random" if is_preset(reference) else "real", revision)
 
 
 def check_quantized(pipe: Any, config: TrialConfig) -> None:

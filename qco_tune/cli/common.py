@@ -18,6 +18,8 @@ DEBUG_ENV = "QCO_DEBUG"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
+STORAGE_FAILURE = "StorageInternalError"
+"""Optuna's wrapper of a failed database query (not imported: optuna loads only in the commands that use it)."""
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
@@ -62,7 +64,8 @@ def friendly(func: F) -> F:
                 click.echo(f"error: {_first_line(exc)}", err=True)
                 sys.exit(EXIT_FAILURE)
             click.echo(f"error: {_unexpected(exc)}", err=True)
-            click.echo(f"  (unexpected: set {DEBUG_ENV}=1 for the traceback, and please report it)", err=True)
+            if type(exc).__name__ != STORAGE_FAILURE:  # the database's own reason: not (necessarily) a bug
+                click.echo(f"  (unexpected: set {DEBUG_ENV}=1 for the traceback, and please report it)", err=True)
             sys.exit(EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
@@ -78,7 +81,7 @@ def _unexpected(exc: BaseException) -> str:
     from qco_tune.store.storage import mask_url
 
     cause = exc.__cause__
-    if type(exc).__name__ == "StorageInternalError" and cause is not None:
+    if type(exc).__name__ == STORAGE_FAILURE and cause is not None:
         orig = getattr(cause, "orig", None) or cause
         return mask_url(f"the storage failed: {type(orig).__name__}: {_first_line(orig)}")
     return mask_url(f"{type(exc).__name__}: {_first_line(exc)}")

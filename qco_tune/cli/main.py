@@ -49,6 +49,9 @@ def run(
     steps; Wan2.1: 480x832, 33 frames). Every spec field has a flag (e.g. --steps 4, --compile
     none,regional) that overrides the file or those defaults.
 
+    Ctrl-C or `kill -INT` (even where SIGINT was inherited ignored) and SIGTERM stop it: the running
+    trial is recorded as interrupted and queued again, and the next run resumes the study.
+
     On a terminal: a live panel. Otherwise (a pipe, a file, a job runner): timestamped log lines.
     """
     from qco_tune.cli.progress import LiveObserver, configure_logging, log_level

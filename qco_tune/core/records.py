@@ -106,6 +106,8 @@ class ModelInfo:
     path: str | None = None
     """Local folder to load from (None for a preset not materialised yet)."""
     is_video: bool = False
+    revision: str | None = None
+    """The hub revision ``path`` is the snapshot of (a branch, tag or commit hash); None: ``main``."""
 
     @property
     def denoiser(self) -> str:

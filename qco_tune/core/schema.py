@@ -199,6 +199,12 @@ class _Field:
 FIELDS: tuple[_Field, ...] = (
     _Field("name", "name", _string),
     _Field("model", "model", _text, help="Preset name, Hugging Face hub id (local cache) or local diffusers folder."),
+    _Field(
+        "revision",
+        "revision",
+        _optional_text,
+        help="Revision of a hub model in the local cache: a branch, tag or commit hash (default: main).",
+    ),
     _Field("weights", "weights", _choice(WEIGHTS), help="real, or random (a random-weight preset)."),
     _Field("dtype", "dtype", _choice(DTYPES)),
     _Field("workload.prompt", "workload.prompt", _string),

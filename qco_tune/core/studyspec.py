@@ -58,6 +58,8 @@ class StudySpec:
     name: str
     model: str = "tiny-flux"
     """A preset name, a Hugging Face hub id (from the local cache) or a local diffusers folder."""
+    revision: str | None = None
+    """The hub model's revision (a branch, tag or commit hash, as ``from_pretrained(revision=...)``); None: main."""
     weights: WeightsKind = "random"
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     workload: Workload = field(default_factory=Workload)

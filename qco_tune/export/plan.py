@@ -125,6 +125,8 @@ class ExportPlan:
 
     model_ref: str
     dtype: str
+    revision: str | None = None
+    """``from_pretrained(..., revision=...)``: the hub revision the study measured (None: main)."""
     dynamo: tuple[tuple[str, Value], ...] = ()
     quantization: QuantPlan | None = None
     move_to_device: bool = True
@@ -313,9 +315,12 @@ def plan_export(
     process, settings = plan_settings(config, model, dtype)
     strings, call_kwargs = plan_call(workload, video=model.is_video, call_parameters=call_parameters)
     fps = next((v for k, v in VIDEO_FPS.items() if model.pipeline_class.startswith(k)), DEFAULT_FPS)
+    model_ref = model_ref if model_ref is not None else model.reference
     return ExportPlan(
-        model_ref=model_ref if model_ref is not None else model.reference,
+        model_ref=model_ref,
         dtype=dtype,
+        # the revision the study measured, where the snippet loads the study's hub model
+        revision=model.revision if model.source == "hub" and model_ref == model.reference else None,
         dynamo=tuple(dynamo_settings(config).items()),  # type: ignore[arg-type]
         quantization=plan_quantization(config, model),
         move_to_device=config.offload == "none",

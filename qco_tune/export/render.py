@@ -66,7 +66,7 @@ def _body(plan: ExportPlan, imports: Imports) -> list[list[str]]:
         )
     if plan.process_settings:
         blocks.append([line for statement in plan.process_settings for line in _statement(statement, imports)])
-    load_kwargs: list[tuple[str, Value]] = []
+    load_kwargs: list[tuple[str, Value]] = [("revision", plan.revision)] if plan.revision else []
     if plan.quantization is not None:
         config_class = imports.name(Name("diffusers.quantizers", "PipelineQuantizationConfig"))
         quant = format_node(
