@@ -17,6 +17,7 @@ from typing import Any
 
 from qco_tune.calls.backends import BACKEND_INFO, LIBRARIES
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.errors import InputError
 from qco_tune.core.records import ModelInfo
 from qco_tune.export.formats import load_config
 
@@ -89,12 +90,12 @@ def check_quantized(pipe: Any, config: TrialConfig) -> None:
     for component, backend in config.quantization:
         module = getattr(pipe, component, None)
         if module is None:
-            raise ValueError(f"the configuration quantizes {component!r}, which this pipeline does not have")
+            raise InputError(f"the configuration quantizes {component!r}, which this pipeline does not have")
         method = _quant_method(module)
         expected = LIBRARIES[BACKEND_INFO[backend].library].quant_method
         if method != expected:
             loaded = f"loaded with {method}" if method else "loaded without quantization"
-            raise ValueError(
+            raise InputError(
                 f"the configuration quantizes {component!r} with {backend}, but it was {loaded}: quantization "
                 "happens at load time, so load with qco_tune.from_pretrained(model, config)"
             )

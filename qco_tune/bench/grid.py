@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.errors import InputError
 from qco_tune.core.records import Capabilities, Measurement, ModelInfo
 from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload, spec_to_dict
 
@@ -41,7 +42,7 @@ GRID_BUDGET = 4 * GIB
 """The VRAM budget the replay applies by default (the recorder measures without a cap)."""
 
 
-class GridError(ValueError):
+class GridError(InputError):
     """A grid file that cannot be read; the message is one line naming the file (and line)."""
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from qco_tune.bench.grid import Grid, GridError
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.errors import InputError
 from qco_tune.core.records import Measurement, TrialRequest
 from qco_tune.core.units import format_size
 from qco_tune.loop.context import RunResult, SilentObserver, _Context
@@ -205,7 +206,7 @@ def run_replay(grid: Grid, sampler: str, seed: int, budget: int) -> Replay:
     elif sampler == "exhaustive":
         _plain_replay(space, scorer, optuna.samplers.RandomSampler(seed=seed), queue=list(grid.records.values()))
     else:
-        raise ValueError(f"unknown sampler {sampler!r}; samplers: {', '.join(SAMPLERS)}")
+        raise InputError(f"unknown sampler {sampler!r}; samplers: {', '.join(SAMPLERS)}")
     return scorer.replay
 
 
@@ -320,9 +321,9 @@ def run_bench(
     """Replay ``grid`` with each sampler for seeds 0..seeds-1."""
     unknown = [s for s in samplers if s not in SAMPLERS]
     if unknown:
-        raise ValueError(f"unknown sampler(s) {', '.join(unknown)}; samplers: {', '.join(SAMPLERS)}")
+        raise InputError(f"unknown sampler(s) {', '.join(unknown)}; samplers: {', '.join(SAMPLERS)}")
     if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        raise InputError(f"--seeds must be at least 1, got {seeds}")
     budget = budget or grid.budget_bytes
     reference = reference_point(grid, budget)
     full = hypervolume_2d(feasible_points(grid, budget), reference)

@@ -84,6 +84,7 @@ def bench_search(
     from qco_tune.bench.report import format_table, render_svg
     from qco_tune.bench.search import run_bench
     from qco_tune.core.units import parse_size
+    from qco_tune.loop.summary import strict_json
 
     names = [n.strip() for n in samplers.split(",") if n.strip()]
     if not names:
@@ -100,7 +101,7 @@ def bench_search(
         plot.write_text(render_svg(result), encoding="utf-8")
         click.echo(f"wrote {plot}", err=True)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        click.echo(json.dumps(strict_json(result.to_json()), allow_nan=False))
     else:
         click.echo(format_table(result))
 

@@ -9,17 +9,28 @@ from pathlib import Path
 import click
 
 from qco_tune.cli import groups as _groups  # noqa: F401  (registers the presets and bench groups)
-from qco_tune.cli.common import EXIT_INTERRUPTED, artifacts_option, cli, friendly, spec_flags, storage_option
+from qco_tune.cli.common import (
+    EXIT_INTERRUPTED,
+    artifacts_option,
+    cli,
+    format_option,
+    friendly,
+    spec_flags,
+    storage_option,
+    study_argument,
+    verbosity_options,
+)
 
 
 @cli.command()
 @click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @spec_flags
-@click.option("--study", "study_name", metavar="NAME", help="Study name (default: from the spec).")
+@click.option("--study", "--study-name", "study_name", metavar="NAME", help="Study name (default: from the spec).")
 @click.option("--allow-changed-spec", is_flag=True, help="Continue a study whose stored spec differs.")
 @click.option("--prepare-only", is_flag=True, help="Create the study and queue its baselines; workers run the trials.")
 @storage_option
 @artifacts_option
+@verbosity_options
 @friendly
 def run(
     spec_file: Path | None,
@@ -28,6 +39,8 @@ def run(
     prepare_only: bool,
     storage: str | None,
     compile_artifacts: Path | None,
+    verbose: int,
+    quiet: int,
     **flags: str | None,
 ) -> None:
     """Run (or resume) a study. Without SPEC_FILE or --model: the embedded tiny default.
@@ -38,8 +51,10 @@ def run(
 
     Ctrl-C or `kill -INT` (even where SIGINT was inherited ignored) and SIGTERM stop it: the running
     trial is recorded as interrupted and queued again, and the next run resumes the study.
+
+    On a terminal: a live panel. Otherwise (a pipe, a file, a job runner): timestamped log lines.
     """
-    from qco_tune.cli.progress import LiveObserver
+    from qco_tune.cli.progress import LiveObserver, configure_logging, log_level
     from qco_tune.core.spec import apply_overrides, load_default_spec, load_spec, spec_for_model
     from qco_tune.loop.study import run_study
     from qco_tune.store.storage import mask_url, storage_url
@@ -54,7 +69,9 @@ def run(
     given = {key: value for key, value in flags.items() if value is not None}
     spec = apply_overrides(spec, name=study_name, **given)
     url = storage_url(storage)
-    with LiveObserver() as observer:
+    level = log_level(verbose, quiet)
+    configure_logging(level)
+    with LiveObserver(level=level) as observer:
         observer.message(f"storage {mask_url(url)}")
         try:
             result = run_study(
@@ -79,31 +96,36 @@ def run(
 
 @cli.command("list")
 @storage_option
+@format_option
 @friendly
-def list_studies(storage: str | None) -> None:
+def list_studies(storage: str | None, fmt: str) -> None:
     """Studies in the storage: model, GPU, budget, trials ran and skipped, best feasible latency, speed-up."""
     from qco_tune.cli.report import print_study_list
 
-    print_study_list(storage)
+    print_study_list(storage, as_json=fmt == "json")
 
 
 @cli.command()
-@click.argument("study_name", metavar="STUDY")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (front, baselines, every trial).")
+@study_argument
+@format_option
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @storage_option
 @friendly
-def show(study_name: str, as_json: bool, storage: str | None) -> None:
-    """A study's Pareto front, seeded baselines, and infeasible, failed and skipped trials with reasons."""
+def show(study_name: str, fmt: str, as_json: bool, storage: str | None) -> None:
+    """A study's Pareto front, seeded baselines, and infeasible, failed and skipped trials with reasons.
+
+    As JSON (-f json): the front, baselines and every trial.
+    """
     from qco_tune.cli.report import print_study, print_study_json
 
-    if as_json:
+    if as_json or fmt == "json":
         print_study_json(study_name, storage)
     else:
         print_study(study_name, storage)
 
 
 @cli.command()
-@click.argument("study_name", metavar="STUDY")
+@study_argument
 @click.option(
     "--trial", "trial", default="best", show_default=True, help="'best' (fastest feasible) or a trial number."
 )
@@ -205,11 +227,14 @@ def tui(study_name: str | None, optuna_api: bool, light: bool, poll: float, stor
 
 @cli.command()
 @storage_option
-@click.option("--study", "studies", multiple=True, metavar="NAME", help="Serve only this study (repeatable).")
+@click.option(
+    "--study", "--study-name", "studies", multiple=True, metavar="NAME", help="Serve only this study (repeatable)."
+)
 @click.option("--gpu", type=click.IntRange(min=0), help="Run trials on this GPU index (CUDA_VISIBLE_DEVICES).")
 @click.option("--poll", default=30.0, show_default=True, help="Seconds between looks for work when idle.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop when no study has work left instead of waiting.")
 @artifacts_option
+@verbosity_options
 @friendly
 def worker(
     storage: str | None,
@@ -218,17 +243,22 @@ def worker(
     poll: float,
     exit_when_idle: bool,
     compile_artifacts: Path | None,
+    verbose: int,
+    quiet: int,
 ) -> None:
     """Take trials of the studies in a shared storage and run them on this machine's GPU.
 
     Stops cleanly on SIGTERM or Ctrl-C: the running trial is stopped, recorded and queued again.
+    Without a terminal its progress is timestamped log lines.
     """
-    from qco_tune.cli.progress import LiveObserver
+    from qco_tune.cli.progress import LiveObserver, configure_logging, log_level
     from qco_tune.loop.worker import run_worker
 
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    with LiveObserver() as observer:
+    level = log_level(verbose, quiet)
+    configure_logging(level)
+    with LiveObserver(level=level) as observer:
         result = run_worker(
             url=storage,
             study_names=studies,
@@ -245,9 +275,12 @@ def worker(
 @click.argument("studies", nargs=-1, metavar="STUDY...")
 @click.option("--replay", "replay_from", metavar="STUDY", help="Queue this study's Pareto configurations...")
 @click.option("--into", "replay_into", metavar="STUDY", help="...into this study, to be measured on its GPU.")
+@format_option
 @storage_option
 @friendly
-def compare(studies: tuple[str, ...], replay_from: str | None, replay_into: str | None, storage: str | None) -> None:
+def compare(
+    studies: tuple[str, ...], replay_from: str | None, replay_into: str | None, fmt: str, storage: str | None
+) -> None:
     """The same configurations side by side in studies made on different GPUs.
 
     With --replay A --into B: queue A's Pareto configurations in B; `qco-tune run` or a worker on
@@ -268,7 +301,49 @@ def compare(studies: tuple[str, ...], replay_from: str | None, replay_into: str 
         return
     if len(studies) < 2:
         raise click.UsageError("name at least two studies to compare")
-    print_comparison([load_stored_study(name, storage) for name in studies])
+    loaded = [load_stored_study(name, storage) for name in studies]
+    if fmt == "json":
+        from qco_tune.loop.crossgpu import comparison_json
+        from qco_tune.loop.summary import dumps
+
+        click.echo(dumps(comparison_json(loaded)))
+    else:
+        print_comparison(loaded)
+
+
+@cli.command()
+@study_argument
+@click.option("-y", "--yes", is_flag=True, help="Delete without asking.")
+@storage_option
+@click.option(
+    "--compile-artifacts",
+    "compile_artifacts",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The folder of compile artefacts the study used, if not the default (its own folder there is deleted).",
+)
+@friendly
+def delete(study_name: str, yes: bool, storage: str | None, compile_artifacts: Path | None) -> None:
+    """Delete a study: its trials from the storage, and its compile caches on this host.
+
+    Like `optuna delete-study`, plus the study's folders qco-tune keeps (see the README for what stays).
+    """
+    from qco_tune.loop.deletion import delete_study
+    from qco_tune.loop.summary import load_stored_study
+    from qco_tune.store.storage import mask_url, storage_url
+
+    url = storage_url(storage)
+    study = load_stored_study(study_name, url)  # refused at once (one line) when it is not there
+    trials = len(study.get_trials(deepcopy=False))
+    if not yes:
+        click.confirm(f"delete study {study_name!r} and its {trials} trial(s) from {mask_url(url)}?", abort=True)
+    deletion = delete_study(study_name, url, compile_artifacts)
+    click.echo(f"deleted study {study_name!r} ({deletion.trials} trial(s)) from {mask_url(url)}")
+    for folder in deletion.removed:
+        click.echo(f"  removed {folder}")
+    for folder in deletion.kept:
+        click.echo(f"  kept {folder} (keyed by study name only: another storage's study {study_name!r} may use it)")
 
 
 def main() -> None:

@@ -1,7 +1,10 @@
-"""The live progress display of ``qco-tune run`` (rich), or plain lines when output is not a terminal."""
+"""The live progress display of ``qco-tune run`` and ``worker`` (rich) on a terminal, or timestamped log lines
+(``logging``) when the output is not a terminal."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from typing import Any
 
@@ -34,15 +37,41 @@ def phase_words(phase: str) -> str:
 
 REFERENCE_PREFIX = "reference"
 
+LOGGER = logging.getLogger("qco_tune.run")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def log_level(verbose: int, quiet: int) -> int:
+    """``-v`` (every phase of a trial: DEBUG), default INFO (each trial, its result, the study's messages),
+    ``-q`` (WARNING: failed trials and warnings only), ``-qq`` (errors only)."""
+    return max(logging.DEBUG, min(logging.ERROR, logging.INFO + 10 * (quiet - verbose)))
+
+
+def configure_logging(level: int) -> None:
+    """Write ``qco_tune``'s log records as timestamped lines to stderr, at ``level`` and above."""
+    root = logging.getLogger("qco_tune")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
 
 class LiveObserver:
     """Study observer that keeps a small live panel: trials done of N, the running trial, its phase (a timer
     that ticks, and what the phase does), the best so far and the last finished trial. The panel is removed
-    when the run ends (``close``): what stays on screen is the line per finished trial and the summary."""
+    when the run ends (``close``): what stays on screen is the line per finished trial and the summary.
 
-    def __init__(self, console: Console | None = None) -> None:
+    Without a terminal there is no panel: each event is a record of ``LOGGER`` (timestamped lines once
+    ``configure_logging`` ran). ``level`` filters the lines on a terminal alike (``log_level``)."""
+
+    def __init__(self, console: Console | None = None, level: int = logging.INFO) -> None:
         self.console = console or Console(stderr=True)
         self._interactive = self.console.is_terminal
+        self._level = level
         self._live: Live | None = None
         self._target: int | None = None
         self._done = 0
@@ -89,8 +118,11 @@ class LiveObserver:
         if self._live is not None:
             self._live.refresh()
 
-    def _say(self, text: str, style: str | None = None) -> None:
-        self.console.print(text, style=style, highlight=False, markup=False)
+    def _say(self, text: str, style: str | None = None, level: int = logging.INFO) -> None:
+        if not self._interactive:
+            LOGGER.log(level, text.strip())
+        elif level >= self._level:
+            self.console.print(text, style=style, highlight=False, markup=False)
 
     # -- Observer events ----------------------------------------------------------------------
     def study_started(self, spec: StudySpec, done: int, target: int | None, resumed: bool) -> None:
@@ -120,8 +152,11 @@ class LiveObserver:
 
     def phase(self, text: str) -> None:
         self._phase, self._phase_since = text, time.monotonic()
-        if not self._interactive and phase_words(text) and text.split(" ", 1)[0] in ("import", "load"):
-            self._say(f"  {text}: {phase_words(text)}", "dim")
+        if not self._interactive:
+            # The slow phases by default; every phase with -v.
+            slow = phase_words(text) and text.split(" ", 1)[0] in ("import", "load")
+            words = phase_words(text)
+            self._say(f"  {text}: {words}" if words else f"  {text}", "dim", logging.INFO if slow else logging.DEBUG)
         self._refresh()
 
     def trial_finished(self, number: int, measurement: Measurement, feasible: bool, best: float | None) -> None:
@@ -135,7 +170,8 @@ class LiveObserver:
             self._last = f"#{number} {measurement.latency_s:.3f} s, peak {where} {format_size(mem)}{verdict}"
         else:
             self._last = f"#{number} {measurement.status}: {measurement.reason or ''}"
-        self._say(("  ✓ " if measurement.status == "ok" else "  ✗ ") + self._last, None)
+        ok = measurement.status == "ok"
+        self._say(("  ✓ " if ok else "  ✗ ") + self._last, None, logging.INFO if ok else logging.WARNING)
         self._refresh()
 
     def trial_skipped(self, number: int, config: TrialConfig, reason: str) -> None:

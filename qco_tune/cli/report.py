@@ -13,7 +13,14 @@ from rich.table import Table
 from qco_tune.core.keys import CAPABILITIES_ATTR, GPU_ATTR, GPU_KINDS_ATTR, MODEL_ATTR, SPEC_ATTR
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.units import format_size
-from qco_tune.loop.summary import MEASURED, compile_cache_starts, load_stored_study, relative, strict_json, study_json
+from qco_tune.loop.summary import (
+    MEASURED,
+    compile_cache_starts,
+    dumps,
+    load_stored_study,
+    relative,
+    study_json,
+)
 from qco_tune.search.budget import study_counted_memory
 from qco_tune.search.pareto import SPEEDUP_DEFINITION, SPEEDUP_HEADER, ParetoSummary, TrialRow, format_fidelity
 
@@ -114,11 +121,8 @@ def print_study(name: str, url: str | None) -> None:
 
 
 def print_study_json(name: str, url: str | None) -> None:
-    """``qco-tune show --json``: the study's JSON summary (``loop.summary.study_json``)."""
-    import json
-
-    data = study_json(load_stored_study(name, url))
-    click.echo(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False))
+    """``qco-tune show --format json``: the study's JSON summary (``loop.summary.study_json``)."""
+    click.echo(dumps(study_json(load_stored_study(name, url))))
 
 
 def _print_baselines(console: Console, summary: ParetoSummary) -> None:
@@ -277,13 +281,18 @@ def _print_missing(console: Console, spec: Any, model: Any, caps: Any) -> None:
             console.print(f"  {knob}: {why}")
 
 
-def print_study_list(url: str | None) -> None:
-    """``qco-tune list``: one row per study."""
+def print_study_list(url: str | None, *, as_json: bool = False) -> None:
+    """``qco-tune list``: one row per study (``--format json``: ``loop.summary.studies_json``)."""
     import optuna
 
     from qco_tune.loop.setup import load_summary
     from qco_tune.store.storage import mask_url, open_storage, storage_url
 
+    if as_json:
+        from qco_tune.loop.summary import studies_json
+
+        click.echo(dumps(studies_json(url)))
+        return
     storage = open_storage(url)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     console = _console()

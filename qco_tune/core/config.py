@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from qco_tune.core.errors import InputError
 from qco_tune.core.placement import GROUP_PLACEMENTS, PLACEMENTS, SHORTHAND_PLACEMENT, Placement
 
 QuantBackend = Literal[
@@ -173,7 +174,7 @@ class TrialConfig:
         object.__setattr__(self, "quantization", pairs)
         for _, backend in pairs:
             if backend not in QUANT_BACKENDS:
-                raise ValueError(f"unknown quantization backend {backend!r}; one of {', '.join(QUANT_BACKENDS)}")
+                raise InputError(f"unknown quantization backend {backend!r}; one of {', '.join(QUANT_BACKENDS)}")
         _check_choice("compile", self.compile, COMPILE_SCOPES)
         _check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
         _check_choice("offload", self.offload, OFFLOAD_KINDS)
@@ -183,9 +184,9 @@ class TrialConfig:
         _check_choice("inductor_profile", self.inductor_profile, INDUCTOR_PROFILE_NAMES)
         for name in ("vae_tiling", "vae_slicing", "vae_channels_last", "tf32", "fuse_qkv", "denoiser_channels_last"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.blocks_per_group, int) or self.blocks_per_group < 1:
-            raise ValueError(f"blocks_per_group must be a positive integer, got {self.blocks_per_group!r}")
+            raise InputError(f"blocks_per_group must be a positive integer, got {self.blocks_per_group!r}")
 
     # -- views -------------------------------------------------------------------------------
     @property
@@ -289,7 +290,7 @@ class TrialConfig:
         known = {f.name for f in dataclasses.fields(cls)} - {"quantization", "placement"}
         unknown = set(kwargs) - known
         if unknown:
-            raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
+            raise InputError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
         return cls(quantization=tuple(quant.items()), placement=tuple(place.items()), **kwargs)
 
     # -- dict (export, storage, TOML) ------------------------------------------------------------
@@ -311,20 +312,20 @@ class TrialConfig:
         data = dict(data)
         version = data.pop("version", CONFIG_SCHEMA_VERSION)
         if not isinstance(version, int) or version > CONFIG_SCHEMA_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"configuration format version {version} is newer than this qco-tune understands "
                 f"({CONFIG_SCHEMA_VERSION}); upgrade qco-tune"
             )
         quant = data.pop("quantization", {}) or {}
         if not isinstance(quant, dict):
-            raise ValueError("quantization must be a table of component = backend")
+            raise InputError("quantization must be a table of component = backend")
         place = data.pop("placement", {}) or {}
         if not isinstance(place, dict):
-            raise ValueError("placement must be a table of component = placement")
+            raise InputError("placement must be a table of component = placement")
         known = {f.name for f in dataclasses.fields(cls)} - {"quantization", "placement"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
+            raise InputError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
         return cls(quantization=tuple(quant.items()), placement=tuple(place.items()), **data)
 
 
@@ -355,7 +356,7 @@ def _describe_fast_path(config: TrialConfig) -> list[str]:
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 ComponentRole = Literal["denoiser", "text_encoder", "vae", "other"]

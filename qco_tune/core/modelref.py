@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qco_tune.core.config import ComponentRole
+from qco_tune.core.errors import InputError
 from qco_tune.core.presets import get_preset, is_preset, preset_for_hub_id, preset_names
 from qco_tune.core.records import ComponentInfo, ModelInfo
 
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model reference that cannot be used as written; the message says what to do."""
 
 

@@ -29,12 +29,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
+def study_compile_cache_dir(study: str, root: Path | None = None) -> Path:
+    """``<cache>/compile/<study>``: the Inductor and Triton caches of one study's trials on this host."""
+    digest = hashlib.sha256(study.encode()).hexdigest()[:8]
+    return (root if root is not None else cache_dir()) / "compile" / f"{_slug(study)}-{digest}"
+
+
 def compile_cache_dir(study: str, gpu: str, torch_version: str | None, root: Path | None = None) -> Path:
     """``<cache>/compile/<study>/<gpu>-torch-<version>``: Inductor's and Triton's caches of one study's trials.
 
     Keyed by study, GPU kind and torch version, as compiled artefacts are valid for one GPU kind and one
     torch (and Triton) build. A short hash keeps two names that slug alike apart.
     """
-    digest = hashlib.sha256(study.encode()).hexdigest()[:8]
     kind = f"{_slug(gpu)}-torch-{_slug(torch_version or 'unknown')}"
-    return (root if root is not None else cache_dir()) / "compile" / f"{_slug(study)}-{digest}" / kind
+    return study_compile_cache_dir(study, root) / kind

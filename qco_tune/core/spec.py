@@ -79,6 +79,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qco_tune.core.errors import InputError
 from qco_tune.core.presets import is_preset, preset_names, suggest_preset
 from qco_tune.core.schema import (
     _BY_ATTR,
@@ -108,7 +109,7 @@ __all__ = [
 ]
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A study spec that cannot be used: the message names the field, its line (in a file) and the problem."""
 
     def __init__(self, problem: str, *, path: str | None = None, line: int | None = None, source: str | None = None):

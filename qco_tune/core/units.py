@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from qco_tune.core.errors import InputError
+
 GIB = 2**30
 """A gibibyte, in bytes."""
 
@@ -26,16 +28,16 @@ _SIZE_UNITS = {
 def parse_size(text: str | int | float) -> int:
     """Bytes from ``"16GiB"``, ``"500 MB"`` or a plain number of bytes; ``ValueError`` otherwise."""
     if isinstance(text, bool):
-        raise ValueError(f"not a size: {text!r}")
+        raise InputError(f"not a size: {text!r}")
     if isinstance(text, (int, float)):
         value = int(text)
     else:
         match = _SIZE_RE.match(text)
         if not match:
-            raise ValueError(f'not a size: {text!r} (write e.g. "16GiB" or "512MiB")')
+            raise InputError(f'not a size: {text!r} (write e.g. "16GiB" or "512MiB")')
         value = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").lower()])
     if value <= 0:
-        raise ValueError(f"size must be positive, got {text!r}")
+        raise InputError(f"size must be positive, got {text!r}")
     return value
 
 
@@ -60,7 +62,7 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(value: str | int | float) -> float:
     """Seconds from ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"45"`` or a number; ``ValueError`` otherwise."""
     if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
+        raise InputError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
@@ -70,7 +72,7 @@ def parse_duration(value: str | int | float) -> float:
         elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text, re.IGNORECASE):
             seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PART.findall(text))
         else:
-            raise ValueError(f'not a duration: {value!r} (write e.g. "90s", "30m", "2h" or seconds)')
+            raise InputError(f'not a duration: {value!r} (write e.g. "90s", "30m", "2h" or seconds)')
     if seconds <= 0:
-        raise ValueError(f"must be positive, got {value!r}")
+        raise InputError(f"must be positive, got {value!r}")
     return seconds

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qco_tune.core.errors import InputError
 from qco_tune.core.modelref import local_folder
 from qco_tune.core.presets import get_preset, is_preset, preset_for_hub_id
 from qco_tune.core.records import ModelInfo
@@ -25,7 +26,7 @@ from qco_tune.core.studyspec import Workload
 __all__ = ["FAMILY_WORKLOADS", "Geometry", "WorkloadError", "check_workload", "default_workload", "geometry"]
 
 
-class WorkloadError(ValueError):
+class WorkloadError(InputError):
     """A workload the pipeline would reject or change; the message names the field and a valid value."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.errors import InputError
 from qco_tune.core.pycode import comment_lines
 from qco_tune.export.plan import ExportHeader
 
@@ -80,12 +81,12 @@ def load_config(source: TrialConfig | Mapping[str, Any] | str | os.PathLike[str]
         elif path.suffix == ".toml":
             data = tomllib.loads(text)
         else:
-            raise ValueError(f"{path}: a configuration file ends in .json or .toml")
+            raise InputError(f"{path}: a configuration file ends in .json or .toml")
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable configuration: {exc}") from None
+        raise InputError(f"{path} is not a readable configuration: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a configuration table")
+        raise InputError(f"{path} does not hold a configuration table")
     try:
         return TrialConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise InputError(f"{path}: {exc}") from None

@@ -25,6 +25,7 @@ from qco_tune.calls.placement import (
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
 from qco_tune.calls.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.errors import InputError
 from qco_tune.core.pycode import Call, Code, Name, Value, string_literal
 from qco_tune.core.records import ModelInfo
 from qco_tune.core.studyspec import Workload
@@ -181,7 +182,7 @@ def plan_quantization(config: TrialConfig, model: ModelInfo) -> QuantPlan | None
     libraries = {}
     for component, _ in config.quantization:
         if component not in names:
-            raise ValueError(f"cannot quantize {component!r}: the model has no such component ({', '.join(names)})")
+            raise InputError(f"cannot quantize {component!r}: the model has no such component ({', '.join(names)})")
         libraries[component] = library_of(model.component(component))
     ordered = _in_model_order(model, [c for c, _ in config.quantization])
     backends = {b for _, b in config.quantization}
@@ -294,7 +295,7 @@ def _setting_statement(call: SettingCall, model: ModelInfo) -> Statement:
     else:
         vae = next((c.name for c in model.components if c.role == "vae"), None)
         if vae is None:
-            raise ValueError(f"{call.method}: {model.reference} has no VAE")
+            raise InputError(f"{call.method}: {model.reference} has no VAE")
         target = _component_expr(vae)
     return Statement(Code(f"{target}.{call.method}"), call.args, call.kwargs)
 
@@ -364,7 +365,7 @@ def plan_export(
     Raises ``ValueError`` for an unknown dtype or a quantized component the model lacks.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     config = config.canonical()
     title, offload = plan_offload(config, model)
     process, settings = plan_settings(config, model, dtype)

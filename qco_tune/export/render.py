@@ -17,6 +17,7 @@ from collections.abc import Collection
 
 from qco_tune.core.compile_artifacts import SUFFIX as ARTIFACT_SUFFIX
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.errors import InputError
 from qco_tune.core.pycode import (
     Code,
     Imports,
@@ -59,7 +60,7 @@ def _body(plan: ExportPlan, imports: Imports) -> list[list[str]]:
     if plan.dynamo:
         for key in (k for k, _ in plan.dynamo):
             if not key.isidentifier():
-                raise ValueError(f"not a dynamo setting: {key!r}")
+                raise InputError(f"not a dynamo setting: {key!r}")
         blocks.append(
             [f"{torch}._dynamo.config.{k} = {format_node(value_node(v, imports))[0]}" for k, v in plan.dynamo]
         )
@@ -226,7 +227,7 @@ def render(
         return render_json(config)
     if fmt == "toml":
         return render_toml(config, header)
-    raise ValueError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
+    raise InputError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
 
 
 def _config_lines(target: str, values: tuple[tuple[str, Value], ...], imports: Imports) -> list[str]:

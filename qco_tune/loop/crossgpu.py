@@ -3,7 +3,7 @@ Pareto configurations into another so that they are measured on its GPU."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import REPLAYED_FROM_ATTR, SPEC_ATTR
@@ -73,3 +73,39 @@ def replay(source: optuna.Study, target: optuna.Study) -> list[TrialConfig]:
         queued.append(row.config)
         measured.add(row.config.key())
     return queued
+
+
+def comparison_json(studies: list[optuna.Study]) -> dict[str, Any]:
+    """``compare --format json``: each study's overview (``study_overview``, as ``list`` gives it) and every
+    configuration with the trial that stands for it in each study, in the order of ``studies`` (the first
+    is the reference of the speed-ups)."""
+    from qco_tune.loop.summary import study_overview
+
+    comparison = load_comparison(studies)
+    names = comparison.studies
+    return {
+        "reference": names[0],
+        "studies": [study_overview(s, summary) for s, summary in zip(studies, comparison.summaries, strict=True)],
+        "median_speedups": {names[i]: comparison.median_speedup(i) for i in range(1, len(names))},
+        "configurations": [
+            {
+                "configuration": item.config.describe(),
+                "config": item.config.to_dict(),
+                "baseline": item.baseline,
+                "measured_everywhere": item.measured_everywhere,
+                "results": [
+                    {
+                        "study": name,
+                        "trial": row.number if row is not None else None,
+                        "category": row.category if row is not None else None,
+                        "latency_s": item.latency(i),
+                        "memory_bytes": item.memory(i),
+                        "on_front": item.on_front(i),
+                        "speedup": item.speedup(i) if i else None,
+                    }
+                    for i, (name, row) in enumerate(zip(names, item.rows, strict=True))
+                ],
+            }
+            for item in comparison.configs
+        ],
+    }

@@ -14,6 +14,7 @@ from typing import Any
 
 from qco_tune import __version__
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.errors import InputError
 from qco_tune.core.keys import CALL_KWARGS_KEY, CONFIG_ATTR, GPU_ATTR, MODEL_ATTR, SPEC_ATTR
 from qco_tune.core.paths import cache_dir
 from qco_tune.core.presets import get_preset
@@ -28,7 +29,7 @@ CALL_PARAMETERS_KEY = CALL_KWARGS_KEY
 """``Measurement.extra`` key where a trial records the names of the keyword arguments its pipeline call used."""
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """A trial cannot be exported as asked; the message is one line and says what to do."""
 
 

@@ -1,4 +1,4 @@
-"""The one JSON summary of a stored study (``qco-tune show --json``, and the recording tools' records).
+"""The JSON forms of stored studies (``qco-tune show/list/compare --format json``, the recording tools' records).
 
 Loading a stored study by name, the summary (the Pareto summary plus the study's spec, model and
 machine, and the memory model's errors), and the helpers the text reports share.
@@ -33,12 +33,26 @@ def load_stored_study(name: str, url: str | None) -> optuna.Study:
 
 
 def study_json(study: optuna.Study) -> dict[str, Any]:
-    """The study's summary as a JSON-ready dict: name, its ``qco.*`` attributes, the Pareto summary and
-    the memory model's errors (infinite floats as they are: pass it through ``strict_json`` to write it)."""
+    """The study's summary as a JSON-ready dict: its overview (``study_overview``), every trial and the
+    memory model's errors (infinite floats as they are: pass it through ``strict_json`` to write it)."""
     from qco_tune.loop.setup import load_summary
-    from qco_tune.search.pareto import summary_to_dict
+    from qco_tune.search.pareto import row_to_dict
 
     summary = load_summary(study)
+    return {
+        **study_overview(study, summary),
+        "trials": [row_to_dict(r) for r in summary.rows],
+        "memory_model": memory_model_dict(summary),
+    }
+
+
+def study_overview(study: optuna.Study, summary: ParetoSummary) -> dict[str, Any]:
+    """``show --json`` without its per-trial parts: name, the ``qco.*`` attributes (spec, model, GPU...) and
+    the Pareto summary's figures. ``list --format json`` and ``compare --format json`` give one per study."""
+    from qco_tune.search.pareto import summary_to_dict
+
+    figures = summary_to_dict(summary)
+    figures.pop("trials")
     return {
         "study": study.study_name,
         **{
@@ -46,22 +60,54 @@ def study_json(study: optuna.Study) -> dict[str, Any]:
             for key, value in study.user_attrs.items()
             if key.startswith(ATTR_PREFIX)
         },
-        **summary_to_dict(summary),
-        "memory_model": memory_model_dict(summary),
+        **figures,
+        "best_latency_s": summary.best.latency_s if summary.best else None,
     }
 
 
+def studies_json(url: str | None) -> dict[str, Any]:
+    """``list --format json``: the storage (masked) and every study's overview (``study_overview``)."""
+    import optuna
+
+    from qco_tune.loop.setup import load_summary
+    from qco_tune.store.storage import mask_url, open_storage, storage_url
+
+    storage = open_storage(url)
+    overviews = []
+    for item in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=item.study_name, storage=storage)
+        overviews.append(study_overview(study, load_summary(study)))
+    return {"storage": mask_url(storage_url(url)), "studies": overviews}
+
+
+IDENTICAL_FIELD = "identical"
+"""Written beside every ``psnr_db``: true where the output equals the reference's (an infinite PSNR, written
+as null), false where it differs, null where no fidelity was measured."""
+
+
 def strict_json(value: Any) -> Any:
-    """``value`` with infinite and NaN floats as the strings "inf", "-inf" and "nan": plain JSON has no
-    such numbers (Python would write ``Infinity``, which jq and browsers reject). An identical output's
-    PSNR is infinite."""
+    """``value`` as plain JSON, one type per field: an infinite or NaN float becomes null (plain JSON has no
+    such numbers; Python would write ``Infinity``, which jq and browsers reject), and every object with a
+    ``psnr_db`` gets ``identical`` beside it (``IDENTICAL_FIELD``), so that an output identical to the
+    reference (infinite PSNR) reads ``"psnr_db": null, "identical": true``."""
     if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return None
     if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
+        out = {k: strict_json(v) for k, v in value.items()}
+        if "psnr_db" in value and IDENTICAL_FIELD not in value:
+            psnr = value["psnr_db"]
+            out[IDENTICAL_FIELD] = None if psnr is None else psnr == math.inf
+        return out
     if isinstance(value, (list, tuple)):
         return [strict_json(v) for v in value]
     return value
+
+
+def dumps(value: Any) -> str:
+    """``value`` written as strict JSON (``strict_json``), indented: what every ``--format json`` prints."""
+    import json
+
+    return json.dumps(strict_json(value), indent=2, default=str, allow_nan=False)
 
 
 def compile_cache_starts(rows: tuple[TrialRow, ...]) -> dict[str, list[float]]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qco_tune.core.config import TrialConfig
+from qco_tune.core.errors import InputError
 from qco_tune.search.pareto import ParetoSummary, TrialRow
 
 _PREFERENCE = {"front": 0, "dominated": 1, "infeasible": 2, "failed": 3}
@@ -101,10 +102,10 @@ def _representative(rows: Sequence[TrialRow]) -> TrialRow:
 def compare_summaries(named: Sequence[tuple[str, ParetoSummary]]) -> Comparison:
     """Match the finished trials of two or more studies by configuration."""
     if len(named) < 2:
-        raise ValueError("comparing needs at least two studies")
+        raise InputError("comparing needs at least two studies")
     names = tuple(n for n, _ in named)
     if len(set(names)) != len(names):
-        raise ValueError("each study can be compared only once")
+        raise InputError("each study can be compared only once")
     per_study: list[dict[str, TrialRow]] = []
     configs: dict[str, TrialConfig] = {}
     for _, summary in named:

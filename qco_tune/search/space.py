@@ -54,6 +54,7 @@ from qco_tune.core.config import (
     QuantBackend,
     TrialConfig,
 )
+from qco_tune.core.errors import InputError
 from qco_tune.core.placement import GROUP_PLACEMENTS, SHORTHAND_PLACEMENT, Placement
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.studyspec import StudySpec
@@ -76,7 +77,7 @@ from qco_tune.search.rules import RULES, Key, Rule
 __all__ = ["RULES", "Rule", "SearchSpace", "SpaceError", "TrialLike"]
 
 
-class SpaceError(ValueError):
+class SpaceError(InputError):
     """A study restriction that does not fit the model (e.g. quantizing a component it does not have)."""
 
 

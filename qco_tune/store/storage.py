@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 DEFAULT_STORAGE = "sqlite:///studies/qco.db"
 STORAGE_ENV = "QCO_STORAGE"
+OPTUNA_STORAGE_ENV = "OPTUNA_STORAGE"
+"""Read when ``QCO_STORAGE`` is unset, as the ``optuna`` CLI reads it."""
 HEARTBEAT_INTERVAL_S = 20
 """How often a running trial tells the storage it is alive."""
 GRACE_PERIOD_S = 120
@@ -45,8 +47,9 @@ class StorageError(RuntimeError):
 
 
 def storage_url(explicit: str | None = None) -> str:
-    """``--storage`` if given, else ``$QCO_STORAGE``, else the SQLite file under ``studies/``."""
-    return explicit or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    """``--storage`` if given, else ``$QCO_STORAGE``, else ``$OPTUNA_STORAGE``, else the SQLite file under
+    ``studies/``."""
+    return explicit or os.environ.get(STORAGE_ENV) or os.environ.get(OPTUNA_STORAGE_ENV) or DEFAULT_STORAGE
 
 
 _USERINFO = re.compile(r"(://[^:/@?#\s]*:)[^\s]*@(?=[^@]*$)")

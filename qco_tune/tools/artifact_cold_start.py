@@ -33,6 +33,7 @@ from qco_tune.core.config import TrialConfig
 from qco_tune.core.paths import cache_dir
 from qco_tune.core.presets import UnknownPreset, get_preset
 from qco_tune.core.records import Capabilities, Measurement, TrialRequest
+from qco_tune.loop.summary import strict_json
 
 TARGET_RATIO = 0.30
 """Issue 12: the warm first call at 30% of the cold one or less."""
@@ -171,7 +172,7 @@ def main(
         if temporary:
             shutil.rmtree(artifacts, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    args.out.write_text(json.dumps(strict_json(data), indent=2, default=str) + "\n")
     print(f"wrote {args.out}: warm/cold {data['warm_over_cold']}, artefacts {data['artifact_bytes']} bytes", flush=True)
     ok = warm is not cold and cold.status == warm.status == "ok" and data["loaded_bytes"] > 0
     return 0 if ok else 1

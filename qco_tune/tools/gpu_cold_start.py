@@ -38,6 +38,7 @@ from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.presets import get_preset
 from qco_tune.core.records import TrialRequest
 from qco_tune.core.studyspec import Workload
+from qco_tune.loop.summary import strict_json
 from qco_tune.tools.recording import RESULTS, case_parser, chosen_cases, load_recorded, needs_gpu, open_command
 
 GIB = 2**30
@@ -174,7 +175,7 @@ def _write_summary(out: Path, folders: list[Path]) -> None:
         "| trial s (repeat) | FX graph cache hits (repeat) | earlier first call s |\n" + "|---" * 9 + "|\n"
     )
     (out / "summary.md").write_text(header + "\n".join(rows) + "\n")
-    (out / "summary.json").write_text(json.dumps(records, indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps(strict_json(records), indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
         data = _summary(case, workload, runs, compile_cache)
         data.update(gpu=caps.gpu_name or "cpu", versions=dict(caps.versions), host=caps.host, tiny=args.tiny)
-        (out / f"{case.name}.json").write_text(json.dumps(data, indent=2, default=str))
+        (out / f"{case.name}.json").write_text(json.dumps(strict_json(data), indent=2, default=str))
         print(
             f"{case.name}: {data['status']}; first call {data['first_call_s']} s with an empty cache, "
             f"{data['repeat_first_call_s']} s repeated ({data['cold_start_speedup']})",

@@ -197,7 +197,9 @@ def _write_summary(out: Path, folders: list[Path]) -> None:
 
         def fmt(key: str, spec: str = ".3f", data: dict[str, Any] = data) -> str:
             value = data.get(key)
-            if isinstance(value, str):  # strict JSON writes an infinite PSNR as "inf"
+            if key == "psnr_db" and value is None and data.get("identical"):
+                value = float("inf")  # strict JSON: an identical output's PSNR is null, with identical: true
+            if isinstance(value, str):  # records written before that hold "inf"
                 value = float(value)
             return "-" if value is None else format(value, spec)
 

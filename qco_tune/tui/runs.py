@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,9 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT\S+ (?:DEBUG|INFO) ")
+"""The timestamp and level of a log line of ``run`` (its output is not a terminal): the status bar shows the text."""
 
 RUN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "qco_tune", "run")
 
@@ -84,7 +88,7 @@ class BackgroundRun:
                 text = handle.read().decode(errors="replace")
         except OSError:
             return ""
-        kept = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+        kept = [_LOG_PREFIX.sub("", line.strip()) for line in text.replace("\r", "\n").splitlines() if line.strip()]
         return "\n".join(kept[-lines:])
 
     def stop(self) -> None:

@@ -160,7 +160,7 @@ def test_too_little_disk_to_materialize(tmp_path: Path, monkeypatch: pytest.Monk
     for args in (["presets", "materialize", "wan2.1-t2v-14b"], ["run", "--model", "flux.1-dev"]):
         storage = ["--storage", f"sqlite:///{tmp_path}/q.db"] if args[0] == "run" else []
         result = CliRunner().invoke(cli, [*args, *storage])
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 1, result.output
         assert "needs" in result.output and "only 1.0 GiB is free" in result.output, result.output
 
 
@@ -199,8 +199,8 @@ def test_show_has_a_fidelity_column(tmp_path: Path) -> None:
     import json
 
     data = json.loads(as_json.stdout, parse_constant=no_infinity)
-    psnr = {t["number"]: t["measurement"]["psnr_db"] for t in data["trials"]}
-    assert psnr == {0: "inf", 1: 34.5}
+    fidelity = {t["number"]: (t["measurement"]["psnr_db"], t["measurement"]["identical"]) for t in data["trials"]}
+    assert fidelity == {0: (None, True), 1: (34.5, False)}  # one type per field: a number or null
 
 
 def test_a_failing_database_query_names_the_database_reason(tmp_path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 
+import pytest
 from rich.console import Console
 
-from qco_tune.cli.progress import LiveObserver
+from qco_tune.cli.progress import LiveObserver, configure_logging, log_level
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.records import Measurement
 from qco_tune.core.spec import load_default_spec
@@ -52,15 +54,39 @@ def test_the_panel_names_the_last_trial_says_both_numbers_and_its_timer_ticks() 
     assert "trial(s) done" not in text
 
 
-def test_without_a_terminal_each_trial_and_long_phase_is_a_line() -> None:
-    out = io.StringIO()
-    with LiveObserver(Console(file=out, width=200)) as observer:
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} (DEBUG|INFO|WARNING|ERROR) ")
+
+
+def _logged(capsys: pytest.CaptureFixture[str], level: int, failed: bool = False) -> list[str]:
+    """The lines a run without a terminal writes at ``level``: trial 12 loads, then finishes (or fails)."""
+    configure_logging(level)
+    capsys.readouterr()
+    with LiveObserver(Console(file=io.StringIO(), width=200), level=level) as observer:
         observer.study_started(load_default_spec(), 3, 8, resumed=True)
         observer.trial_started(12, TrialConfig(), None, 4)
         observer.phase("load")
-        observer.trial_finished(12, _ok(0.25), False, None)
-    lines = out.getvalue().splitlines()
-    assert lines[0].endswith("· 3 of 8 trials done") and "resuming study" in lines[0]
-    assert lines[1] == "trial 4 of 8 (study trial #12) · bf16"
-    assert lines[2].startswith("  load: loading, quantizing")
-    assert lines[3] == "  ✓ #12 0.250 s, peak host RAM 900.0 MiB (over budget)"
+        observer.phase("timed 1/3")
+        bad = Measurement(status="oom", device="cpu", reason="out of memory")
+        observer.trial_finished(12, bad if failed else _ok(0.25), False, None)
+    lines = capsys.readouterr().err.splitlines()
+    assert all(STAMP.match(line) for line in lines), lines
+    return [STAMP.sub(r"\1 ", line) for line in lines]
+
+
+def test_without_a_terminal_each_trial_and_long_phase_is_a_timestamped_log_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = _logged(capsys, log_level(verbose=0, quiet=0))
+    assert lines[0].endswith("· 3 of 8 trials done") and "INFO qco-tune · resuming study" in lines[0]
+    assert lines[1] == "INFO trial 4 of 8 (study trial #12) · bf16"
+    assert lines[2].startswith("INFO load: loading, quantizing")
+    assert lines[3] == "INFO ✓ #12 0.250 s, peak host RAM 900.0 MiB (over budget)"
+    assert len(lines) == 4  # the quick phases only with -v
+
+
+def test_verbose_adds_every_phase_and_quiet_keeps_the_failures(capsys: pytest.CaptureFixture[str]) -> None:
+    verbose = _logged(capsys, log_level(verbose=1, quiet=0))
+    assert "DEBUG timed 1/3: timed calls" in verbose and len(verbose) == 5
+    assert _logged(capsys, log_level(verbose=0, quiet=1)) == []  # a trial that ran is no warning
+    quiet_failed = _logged(capsys, log_level(verbose=0, quiet=1), failed=True)
+    assert quiet_failed == ["WARNING ✗ #12 oom: out of memory"]

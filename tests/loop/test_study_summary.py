@@ -63,7 +63,8 @@ def test_the_summary_holds_recipes_front_speedup_and_memory_model(db: Path, tmp_
     assert data["headline"]["against_trial"] == 3 and data["headline"]["against_state"] == "dominated"
     assert data["headline"]["speedup"] == pytest.approx(recipe["latency_s"] / best["latency_s"])
     assert data["headline"]["speedup_per_step"] == pytest.approx(recipe["step_time_s"] / best["step_time_s"])
-    assert data["rows"][0]["psnr_db"] == "inf"  # strict JSON: the reference against itself
+    # strict JSON: the reference against itself is identical, its infinite PSNR null
+    assert data["rows"][0]["psnr_db"] is None and data["rows"][0]["identical"] is True
     assert data["trials"] == {"finished": 10, "searched": 6, "searched_failed": 2, "skipped": 1}
     # Every trial that ran is a row once, recipes first: the searched ones dominated or failed too.
     numbers = [r["number"] for r in data["rows"]]

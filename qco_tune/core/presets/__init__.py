@@ -16,6 +16,7 @@ import difflib
 from dataclasses import dataclass
 
 from qco_tune.core.config import ComponentRole
+from qco_tune.core.errors import InputError
 from qco_tune.core.presets.blueprint import Blueprint
 from qco_tune.core.presets.flux import FLUX_DEV, FLUX_DEV_REDUCED, FLUX_SCHNELL
 from qco_tune.core.presets.tiny import TINY_FLUX, TINY_WAN
@@ -37,7 +38,7 @@ __all__ = [
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
-class UnknownPreset(ValueError):
+class UnknownPreset(InputError):
     """A name that is not a preset; the message suggests the closest preset names."""
 
 
