@@ -276,14 +276,14 @@ def test_stored_traits_read_back_and_old_records_have_none(models: dict[str, Mod
 def test_a_worker_searches_the_space_the_study_was_created_with(models: dict[str, ModelInfo]) -> None:
     """Optuna needs one set of choices per study: a worker takes the stored traits, not its own diffusers'."""
     from qco_tune.core.keys import MODEL_ATTR
-    from qco_tune.loop.worker import _study_model
+    from qco_tune.loop.worker import study_model
 
     study = optuna.create_study(storage="sqlite:///:memory:")
     sd3 = models["sd3"]
     study.set_user_attr(MODEL_ATTR, sd3.to_dict())
     fresh = resolve_model(str(sd3.path), "real")
     assert fresh.component("transformer").traits is None
-    assert _study_model(study, fresh) == sd3
+    assert study_model(study, fresh) == sd3
 
 
 @pytest.mark.slow

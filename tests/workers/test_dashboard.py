@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from qco_tune.cli.main import cli
 from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 from qco_tune.core.spec import spec_for_model
-from qco_tune.loop.context import RunResult, SilentObserver, _Context
+from qco_tune.loop.context import RunResult, SilentObserver, StudyContext
 from qco_tune.loop.setup import load_summary, open_study, prepare
 from qco_tune.loop.study import run_loop
 from qco_tune.store.storage import open_storage
@@ -57,7 +57,7 @@ def record_study(url: str, trials: int = 10) -> str:
     spec = dataclasses.replace(spec_for_model("flux.1-dev"), name="dash", vram_budget=BUDGET, trials=trials)
     model, caps, space = prepare(spec, H100)
     study, _ = open_study(spec, open_storage(url), model, caps, space)
-    ctx = _Context(spec, model, caps, space, study, SilentObserver(), {}, execute=fake_runner)
+    ctx = StudyContext(spec, model, caps, space, study, SilentObserver(), {}, execute=fake_runner)
     run_loop(ctx, RunResult(spec.name))
     return spec.name
 
