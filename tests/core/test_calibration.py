@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from fakes import H100
+from fake_machines import H100
 from optuna.trial import TrialState
 
 from qco_tune.core.config import TrialConfig

@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 import pytest
-from fakes import H100
+from fake_machines import H100, H200
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import PREDICTED_ATTR, PREDICTED_RAW_ATTR
@@ -36,7 +36,6 @@ DATA = Path(__file__).parent / "data"
 DB = DATA / "h200-flux-dev-16gib-partial.db"
 STUDY = "flux.1-dev-16gib"
 BUDGET = 16 * GIB
-H200 = dataclasses.replace(H100, gpu_name="NVIDIA H200", total_memory=150_109_880_320)
 METRICS = ("device", "reserved", "allocated")
 
 

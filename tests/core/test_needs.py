@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from fakes import A100, CPU, H100
+from fake_machines import A100, CPU, H100
 
 from qco_tune.core.config import SETTINGS_DEFAULTS, TrialConfig
 from qco_tune.core.records import ModelInfo

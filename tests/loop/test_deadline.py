@@ -12,7 +12,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from loop_fakes import H100, FakeTimedRunner, Messages
+from fake_machines import H100_NATIVE_ATTENTION
+from loop_fakes import FakeTimedRunner, Messages
 
 from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.keys import ATTEMPT_ATTR, CONFIG_ATTR, REASON_ATTR, RETRY_OF_ATTR, STATUS_ATTR
@@ -38,11 +39,11 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyContext:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = dataclasses.replace(spec_for_model("flux.1-dev"), trials=None)
     model = resolve_model(spec.model, spec.weights)
-    space = SearchSpace.build(spec, model, H100)
+    space = SearchSpace.build(spec, model, H100_NATIVE_ATTENTION)
     study = optuna.create_study(directions=["minimize", "minimize"])
     for config in (EAGER, COMPILED):
         study.enqueue_trial(space.params(config))
-    return StudyContext(spec, model, H100, space, study, Messages(), {}, plan=False)
+    return StudyContext(spec, model, H100_NATIVE_ATTENTION, space, study, Messages(), {}, plan=False)
 
 
 def test_a_queued_trial_that_cannot_finish_before_the_limit_stays_queued(ctx: StudyContext) -> None:
@@ -124,9 +125,9 @@ def test_a_retry_known_to_outlast_the_time_left_is_put_aside_and_the_run_goes_on
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = dataclasses.replace(spec_for_model("flux.1-dev"), trials=None)
     model = resolve_model(spec.model, spec.weights)
-    space = SearchSpace.build(spec, model, H100)
+    space = SearchSpace.build(spec, model, H100_NATIVE_ATTENTION)
     study = optuna.create_study(directions=["minimize", "minimize"])
-    ctx = StudyContext(spec, model, H100, space, study, Messages(), {}, plan=False)
+    ctx = StudyContext(spec, model, H100_NATIVE_ATTENTION, space, study, Messages(), {}, plan=False)
     first = cut_off(ctx, COMPILED, 300.0)
     study.enqueue_trial(space.params(COMPILED), user_attrs={RETRY_OF_ATTR: first, ATTEMPT_ATTR: 2})
     study.enqueue_trial(space.params(EAGER))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from loop_fakes import H100, FakeRunner, Messages
+from fake_machines import H100_NATIVE_ATTENTION
+from loop_fakes import FakeRunner, Messages
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import BASELINE_ATTR
@@ -32,9 +33,9 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyContext:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = dataclasses.replace(spec_for_model("flux.1-dev"), min_psnr=30.0)
     model = resolve_model(spec.model, spec.weights)
-    space = SearchSpace.build(spec, model, H100)
+    space = SearchSpace.build(spec, model, H100_NATIVE_ATTENTION)
     study = optuna.create_study(directions=["minimize", "minimize"])
-    return StudyContext(spec, model, H100, space, study, SilentObserver(), {})
+    return StudyContext(spec, model, H100_NATIVE_ATTENTION, space, study, SilentObserver(), {})
 
 
 def test_the_reference_runs_uncapped_and_saves_the_output(ctx: StudyContext, tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def test_the_reference_runs_over_the_budget_and_is_no_trial_of_the_target(ctx: S
 
 
 def test_a_reference_beyond_the_gpu_is_measured_with_model_offload_straight_away(ctx: StudyContext) -> None:
-    small = dataclasses.replace(H100, gpu_name="a 24 GiB GPU", total_memory=24 * 2**30)
+    small = dataclasses.replace(H100_NATIVE_ATTENTION, gpu_name="a 24 GiB GPU", total_memory=24 * 2**30)
     runner = FakeRunner()
     ctx = _study_with_reference(dataclasses.replace(ctx, caps=small), runner, trials=0)
     ctx = dataclasses.replace(ctx, spec=dataclasses.replace(ctx.spec, trials=None))
