@@ -1,8 +1,9 @@
 """Applying a tuned configuration in a user's own code, through the code path the trials run.
 
 ``from_pretrained`` loads with quantization (it can only happen at load time), then makes the
-settings (layerwise casting, attention backend, VAE tiling, slicing and channels-last, TF32), offloads
-and compiles; ``apply`` does the same to a pipeline that is already loaded. Both call
+settings (fused QKV projections, channels-last denoiser, layerwise casting, attention backend, VAE tiling,
+slicing and channels-last, TF32), offloads and compiles (after the Inductor profile's flags); ``apply``
+does the same to a pipeline that is already loaded. Both call
 ``qco_tune.measure.backends`` exactly as a trial's child process does (``load_pipeline``, then
 ``apply_config``), so what the tuner measured, what ``qco-tune export`` writes and what these do
 cannot drift apart.
@@ -35,7 +36,8 @@ def default_device() -> str:
 def apply(pipe: Any, config: ConfigSource, *, device: str | None = None) -> Any:
     """Make the settings of ``config``, then offload and compile the loaded ``pipe`` in place; returns ``pipe``.
 
-    Sets the ``torch._dynamo.config`` values compilation needs, and TF32 and diffusers' default
+    Sets the ``torch._dynamo.config`` values compilation needs, the Inductor profile's ``torch._inductor.config``
+    flags, and TF32 and diffusers' default
     attention backend where ``config`` says so (all process-wide), as the trial did.
     Raises ``ValueError`` when ``config`` quantizes a component that ``pipe`` did not load
     quantized with that backend (use ``from_pretrained``), when the offloading needs CUDA and
@@ -55,9 +57,10 @@ def from_pretrained(
     dtype: str = "bfloat16",
     device: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
 ) -> Any:
-    """Load ``model`` (a hub id in the local Hugging Face cache, a local diffusers folder or a preset
-    name) quantized as ``config`` says, then offload and compile it; returns the pipeline.
+    """Load ``model`` (a hub id in the local Hugging Face cache, at ``revision`` if given, a local diffusers
+    folder or a preset name) quantized as ``config`` says, then offload and compile it; returns the pipeline.
 
     Nothing is downloaded, as in the trials: fetch a hub model first (``hf download``).
     Raises ``ModelError`` for a model that is not there and ``ValueError`` for a configuration this
@@ -68,17 +71,17 @@ def from_pretrained(
 
     trial_config = load_config(config)
     device = device or default_device()
-    pipe = load_pipeline(resolve(model), trial_config, dtype, device, cache_dir)
+    pipe = load_pipeline(resolve(model, revision), trial_config, dtype, device, cache_dir)
     return apply_config(pipe, trial_config, device)
 
 
-def resolve(model: str | os.PathLike[str]) -> ModelInfo:
-    """The ``ModelInfo`` of a preset name (random weights), a local folder or a cached hub id."""
+def resolve(model: str | os.PathLike[str], revision: str | None = None) -> ModelInfo:
+    """The ``ModelInfo`` of a preset name (random weights), a local folder or a cached hub id (at ``revision``)."""
     from qco_tune.core.modelref import resolve_model
     from qco_tune.core.presets import is_preset
 
     reference = os.fspath(model)
-    return resolve_model(reference, "random" if is_preset(reference) else "real")
+    return resolve_model(reference, "random" if is_preset(reference) else "real", revision)
 
 
 def check_quantized(pipe: Any, config: TrialConfig) -> None:

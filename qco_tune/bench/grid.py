@@ -237,6 +237,9 @@ GRID_SPACE = SpaceRestriction(
     vae_slicing=(False,),
     vae_channels_last=(False,),
     tf32=(False,),
+    fuse_qkv=(False,),
+    denoiser_channels_last=(False,),
+    inductor_profiles=("default",),
 )
 """Quantization of the transformer (none, bitsandbytes NF4, torchao int8 weight-only, torchao float8) x
 compilation x offloading: none, model CPU offload, leaf-level group offloading without and with a stream.

@@ -34,3 +34,22 @@ def dynamo_settings(config: TrialConfig) -> dict[str, object]:
     if config.offload != "none":
         settings["cache_size_limit"] = OFFLOAD_CACHE_SIZE_LIMIT
     return settings
+
+
+INDUCTOR_PROFILES: dict[str, dict[str, object]] = {
+    "default": {},
+    "flux-fast": {
+        "conv_1x1_as_mm": True,  # 1x1 convolutions as matrix multiplications
+        "coordinate_descent_tuning": True,  # tune each kernel's block sizes by coordinate descent
+        "coordinate_descent_check_all_directions": True,
+        "epilogue_fusion": False,  # pointwise ops are not fused into the matmuls
+    },
+}
+"""``torch._inductor.config`` values of each ``InductorProfile`` (flux-fast's ``optimize``: huggingface/flux-fast)."""
+
+
+def inductor_settings(config: TrialConfig) -> dict[str, object]:
+    """``{attribute of torch._inductor.config: value}`` to set before compiling; empty when not compiling."""
+    if config.compile == "none":
+        return {}
+    return dict(INDUCTOR_PROFILES[config.inductor_profile])

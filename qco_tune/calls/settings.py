@@ -1,5 +1,5 @@
-"""The settings knobs of a configuration (layerwise casting, attention backend, VAE tiling, slicing and
-channels-last, TF32) as calls, written once as data.
+"""The settings knobs of a configuration (fused QKV projections, channels-last denoiser, layerwise casting,
+attention backend, VAE tiling, slicing and channels-last, TF32) as calls, written once as data.
 
 The data part is stdlib only: the exporter writes these calls as source, and ``apply_settings`` makes
 (``measure.backends.settings``) the same calls on a loaded pipeline, so the snippet and the trial cannot disagree (as
@@ -41,7 +41,7 @@ def pipeline_settings(config: TrialConfig, dtype: str) -> tuple[SettingCall, ...
     Layerwise casting comes first: it casts the weights, which offloading and compilation (made
     after these) must see in their stored dtype.
     """
-    calls = []
+    calls = list(fast_path_settings(config))  # before layerwise casting, which must see the fused projections
     if config.layerwise_casting != "none":
         kwargs = (("storage_dtype", Name("torch", config.layerwise_casting)), ("compute_dtype", Name("torch", dtype)))
         calls.append(SettingCall("denoiser", "enable_layerwise_casting", kwargs=kwargs))
@@ -56,6 +56,16 @@ def pipeline_settings(config: TrialConfig, dtype: str) -> tuple[SettingCall, ...
     return tuple(calls)
 
 
+def fast_path_settings(config: TrialConfig) -> tuple[SettingCall, ...]:
+    """Fused QKV projections, then the denoiser's channels-last format (huggingface/flux-fast's order)."""
+    calls = []
+    if config.fuse_qkv:
+        calls.append(SettingCall("denoiser", "fuse_qkv_projections"))
+    if config.denoiser_channels_last:
+        calls.append(SettingCall("denoiser", "to", kwargs=(("memory_format", CHANNELS_LAST),)))
+    return tuple(calls)
+
+
 def moves_after_settings(config: TrialConfig) -> bool:
     """Whether the pipeline moves to the device after the settings rather than right after loading.
 
@@ -65,4 +75,11 @@ def moves_after_settings(config: TrialConfig) -> bool:
     return config.layerwise_casting != "none"
 
 
-__all__ = ["CHANNELS_LAST", "SettingCall", "moves_after_settings", "pipeline_settings", "process_settings"]
+__all__ = [
+    "CHANNELS_LAST",
+    "SettingCall",
+    "fast_path_settings",
+    "moves_after_settings",
+    "pipeline_settings",
+    "process_settings",
+]

@@ -46,11 +46,26 @@ def friendly(func: F) -> F:
             if os.environ.get(DEBUG_ENV):
                 raise
             known = isinstance(exc, _user_errors())
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            click.echo(f"error: {first}" if known else f"error: {type(exc).__name__}: {first}", err=True)
+            click.echo(f"error: {_first_line(exc)}" if known else f"error: {_unexpected(exc)}", err=True)
             sys.exit(EXIT_USAGE if known else 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _unexpected(exc: BaseException) -> str:
+    """An unexpected failure in one line. Optuna wraps every database error of a session in one generic
+    message ("An exception is raised during the commit..."): the database's own reason is the one worth showing."""
+    from qco_tune.store.storage import mask_url
+
+    cause = exc.__cause__
+    if type(exc).__name__ == "StorageInternalError" and cause is not None:
+        orig = getattr(cause, "orig", None) or cause
+        return mask_url(f"the storage failed: {type(orig).__name__}: {_first_line(orig)}")
+    return mask_url(f"{type(exc).__name__}: {_first_line(exc)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -35,6 +35,9 @@ def run(
     With --model and no SPEC_FILE the study times the model's usual workload (FLUX.1: 1024x1024 in 28
     steps; Wan2.1: 480x832, 33 frames). Every spec field has a flag (e.g. --steps 4, --compile
     none,regional) that overrides the file or those defaults.
+
+    Ctrl-C or `kill -INT` (even where SIGINT was inherited ignored) and SIGTERM stop it: the running
+    trial is recorded as interrupted and queued again, and the next run resumes the study.
     """
     from qco_tune.cli.progress import LiveObserver
     from qco_tune.core.spec import apply_overrides, load_default_spec, load_spec, spec_for_model

@@ -96,8 +96,9 @@ class LiveObserver:
     def study_started(self, spec: StudySpec, done: int, target: int | None, resumed: bool) -> None:
         self._target, self._done = target, done
         verb = "resuming" if resumed else "starting"
+        model = f"{spec.model} (revision {spec.revision})" if spec.revision else spec.model
         header = (
-            f"qco-tune · {verb} study {spec.name!r} · {spec.model} · budget {format_size(spec.vram_budget)}"
+            f"qco-tune · {verb} study {spec.name!r} · {model} · budget {format_size(spec.vram_budget)}"
             f" · {done} of " + (f"{target} trials done" if target else "unlimited trials done")
         )
         self._say(header, "bold")

@@ -51,6 +51,10 @@ AttentionBackend = Literal[
 ]
 
 
+InductorProfile = Literal["default", "flux-fast"]
+"""Named sets of ``torch._inductor.config`` flags (``qco_tune.calls.dynamo.INDUCTOR_PROFILES``)."""
+
+
 WeightsKind = Literal["real", "random"]
 
 
@@ -78,6 +82,9 @@ LAYERWISE_CASTINGS: tuple[str, ...] = get_args(LayerwiseCasting)
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
 
 
+INDUCTOR_PROFILE_NAMES: tuple[str, ...] = get_args(InductorProfile)
+
+
 CUDA_GRAPH_MODES: frozenset[str] = frozenset({"max-autotune", "reduce-overhead"})
 
 
@@ -94,6 +101,11 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "vae_slicing": False,
     "vae_channels_last": False,
     "tf32": False,
+    **{  # the fast path (huggingface/flux-fast's knobs beyond float8 and compile)
+        "fuse_qkv": False,
+        "denoiser_channels_last": False,
+        "inductor_profile": "default",
+    },
 }
 """The knobs added after the first stored configurations (the "settings" of a pipeline), at their
 defaults. At its default such a knob is left out of ``to_dict`` and ``to_params``, so a configuration
@@ -141,6 +153,14 @@ class TrialConfig:
     """The VAE's weights in channels-last memory format (``vae.to(memory_format=torch.channels_last)``)."""
     tf32: bool = False
     """float32 matmuls on TF32 tensor cores (``torch.set_float32_matmul_precision("high")``), process-wide."""
+    fuse_qkv: bool = False
+    """The denoiser's query, key and value projections fused into one matmul (``fuse_qkv_projections()``);
+    the unfused projections stay loaded beside the fused ones. Not with a quantized denoiser."""
+    denoiser_channels_last: bool = False
+    """The denoiser's 4D weights in channels-last memory format (``to(memory_format=torch.channels_last)``);
+    a transformer's linear weights are left as they are."""
+    inductor_profile: InductorProfile = "default"
+    """A named set of Inductor flags set before compiling (``flux-fast``: flux-fast's four); only when compiling."""
 
     def __post_init__(self) -> None:
         pairs = tuple(sorted((c, b) for c, b in dict(self.quantization).items() if b != "none"))
@@ -153,7 +173,8 @@ class TrialConfig:
         _check_choice("offload", self.offload, OFFLOAD_KINDS)
         _check_choice("layerwise_casting", self.layerwise_casting, LAYERWISE_CASTINGS)
         _check_choice("attention_backend", self.attention_backend, ATTENTION_BACKENDS)
-        for name in ("vae_tiling", "vae_slicing", "vae_channels_last", "tf32"):
+        _check_choice("inductor_profile", self.inductor_profile, INDUCTOR_PROFILE_NAMES)
+        for name in ("vae_tiling", "vae_slicing", "vae_channels_last", "tf32", "fuse_qkv", "denoiser_channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.blocks_per_group, int) or self.blocks_per_group < 1:
@@ -188,6 +209,7 @@ class TrialConfig:
             non_blocking=self.non_blocking if group else False,
             record_stream=self.record_stream if group and self.use_stream else False,
             low_cpu_mem_usage=self.low_cpu_mem_usage if group and self.use_stream else False,
+            inductor_profile=self.inductor_profile if compiling else "default",
         )
 
     def key(self) -> str:
@@ -281,6 +303,16 @@ def _describe_settings(config: TrialConfig) -> list[str]:
         parts.append("vae " + "+".join(vae))
     if config.tf32:
         parts.append("tf32")
+    return parts + _describe_fast_path(config)
+
+
+def _describe_fast_path(config: TrialConfig) -> list[str]:
+    """``fused qkv``, ``denoiser channels_last``, ``inductor flux-fast``."""
+    parts = ["fused qkv"] if config.fuse_qkv else []
+    if config.denoiser_channels_last:
+        parts.append("denoiser channels_last")
+    if config.inductor_profile != "default":
+        parts.append(f"inductor {config.inductor_profile}")
     return parts
 
 

@@ -4,7 +4,8 @@ A reference is one of:
 
 - a preset name (``tiny-flux``, ``flux.1-dev``...): random weights, metadata from ``qco_tune.core.presets``;
 - a local diffusers pipeline folder (one with ``model_index.json``);
-- a Hugging Face hub id (``org/name``) already in the local Hugging Face cache.
+- a Hugging Face hub id (``org/name``) already in the local Hugging Face cache, at ``main`` or at the
+  ``revision`` given (a branch, tag or commit hash, as diffusers' ``from_pretrained(revision=...)``).
 
 Components are read from ``model_index.json``; parameter counts from the safetensors headers of each
 component folder (8-byte little-endian header length, then a JSON header: no weights are read).
@@ -27,6 +28,7 @@ __all__ = [
     "ModelError",
     "ModelNotFound",
     "classify_component",
+    "download_command",
     "hf_hub_cache",
     "local_folder",
     "read_pipeline_folder",
@@ -62,16 +64,19 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2"
 _MAX_HEADER = 100 * 2**20  # a safetensors header larger than this is not a header
 
 
-def resolve_model(reference: str, weights: str) -> ModelInfo:
+def resolve_model(reference: str, weights: str, revision: str | None = None) -> ModelInfo:
     """Resolve ``reference`` with ``weights`` (``random`` or ``real``) into a ``ModelInfo``.
 
-    Raises ``ModelError`` (``ModelNotFound``, or ``UnknownPreset`` from the presets) with a one-line
-    message that says how to proceed.
+    ``revision`` (a branch, tag or commit hash; None: ``main``) applies to hub ids only. Raises
+    ``ModelError`` (``ModelNotFound``, or ``UnknownPreset`` from the presets) with a one-line message
+    that says how to proceed.
     """
     reference = reference.strip()
     if not reference:
         raise ModelError("model is empty: name a preset, a local diffusers folder or a hub id")
+    revision = (revision or "").strip() or None
     if is_preset(reference):
+        _no_revision(reference, revision, "a random-weight preset")
         return _preset(reference, weights)
     path = Path(reference).expanduser()
     hub_like = bool(_HUB_ID.match(reference)) and not _looks_like_path(reference)
@@ -80,16 +85,17 @@ def resolve_model(reference: str, weights: str) -> ModelInfo:
     if weights == "random":
         raise ModelError(_random_needs_preset(reference))
     if path.is_dir():
+        _no_revision(reference, revision, "a local folder")
         return read_pipeline_folder(path, reference=reference, source="local")
     if not hub_like:
         raise ModelNotFound(f"no folder {reference!r}: point model at a local diffusers pipeline folder")
-    snapshot = _cached_snapshot(reference)
+    snapshot = _cached_snapshot(reference, revision)
     if snapshot is None:
-        raise ModelNotFound(_not_cached(reference))
-    return read_pipeline_folder(snapshot, reference=reference, source="hub")
+        raise ModelNotFound(_not_cached(reference, revision))
+    return read_pipeline_folder(snapshot, reference=reference, source="hub", revision=revision)
 
 
-def local_folder(reference: str) -> Path | None:
+def local_folder(reference: str, revision: str | None = None) -> Path | None:
     """The folder a non-preset ``reference`` would load from (a local folder, or a cached hub snapshot), if any.
 
     Never raises: for defaults that are nice to have (a study's workload), not for resolving.
@@ -102,10 +108,15 @@ def local_folder(reference: str) -> Path | None:
         return path
     if _HUB_ID.match(reference) and not _looks_like_path(reference):
         try:
-            return _cached_snapshot(reference)
+            return _cached_snapshot(reference, revision)
         except (OSError, ModelError):
             return None
     return None
+
+
+def _no_revision(reference: str, revision: str | None, kind: str) -> None:
+    if revision is not None:
+        raise ModelError(f"revision {revision!r} applies to hub ids only; {reference} is {kind}: leave revision out")
 
 
 def _preset(name: str, weights: str) -> ModelInfo:
@@ -134,11 +145,17 @@ def _random_needs_preset(reference: str) -> str:
     )
 
 
-def _not_cached(hub_id: str) -> str:
+def download_command(hub_id: str, revision: str | None = None) -> str:
+    """The ``hf download`` line that puts ``hub_id`` (at ``revision``) into the cache."""
+    return f"hf download {hub_id}" + (f" --revision {revision}" if revision else "")
+
+
+def _not_cached(hub_id: str, revision: str | None) -> str:
+    what = f"{hub_id} at revision {revision!r}" if revision else hub_id
     return (
-        f"{hub_id} is not in the local Hugging Face cache ({hf_hub_cache()}) and qco-tune does not download "
-        f"(no network here): run `hf download {hub_id}` on a machine with network, point --model at "
-        f"a local diffusers folder, or use a random-weight preset ({', '.join(preset_names())})"
+        f"{what} is not in the local Hugging Face cache ({hf_hub_cache()}) and qco-tune does not download "
+        f"(no network here): run `{download_command(hub_id, revision)}` on a machine with network, point "
+        f"--model at a local diffusers folder, or use a random-weight preset ({', '.join(preset_names())})"
     )
 
 
@@ -158,14 +175,15 @@ def hf_hub_cache() -> Path:
     return base / "huggingface" / "hub"
 
 
-def _cached_snapshot(hub_id: str) -> Path | None:
-    """The cached snapshot of ``hub_id`` at the revision ``main`` points at, as huggingface_hub resolves it
-    (``snapshot_download(..., local_files_only=True)``: never the network), or None when it is not cached."""
+def _cached_snapshot(hub_id: str, revision: str | None = None) -> Path | None:
+    """The cached snapshot of ``hub_id`` at ``revision`` (a branch or tag through its ``refs`` file, or a
+    commit hash; None: ``main``), as huggingface_hub resolves it (``snapshot_download(...,
+    local_files_only=True)``: never the network), or None when it is not cached."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(hub_id, cache_dir=hf_hub_cache(), local_files_only=True))
+        return Path(snapshot_download(hub_id, revision=revision, cache_dir=hf_hub_cache(), local_files_only=True))
     except LocalEntryNotFoundError:
         return None
     except HFValidationError as exc:
@@ -175,7 +193,9 @@ def _cached_snapshot(hub_id: str) -> Path | None:
 # -- a diffusers pipeline folder -------------------------------------------------------------------
 
 
-def read_pipeline_folder(folder: Path, *, reference: str, source: str = "local") -> ModelInfo:
+def read_pipeline_folder(
+    folder: Path, *, reference: str, source: str = "local", revision: str | None = None
+) -> ModelInfo:
     """Components, roles and parameter counts of a diffusers pipeline folder."""
     index_path = folder / "model_index.json"
     if not index_path.is_file():
@@ -203,7 +223,7 @@ def read_pipeline_folder(folder: Path, *, reference: str, source: str = "local")
         raise ModelError(f"{reference}: model_index.json names no denoiser (transformer or unet); components: {names}")
     missing = _missing_parts(folder, index)
     if missing:
-        again = f"download it again (`hf download {reference}`)" if source == "hub" else "copy it again"
+        again = f"download it again (`{download_command(reference, revision)}`)" if source == "hub" else "copy it again"
         raise ModelError(f"{reference} is incomplete: {'; '.join(missing)} ({again})")
     pipeline_class = str(index.get("_class_name", "DiffusionPipeline"))
     return ModelInfo(
@@ -213,6 +233,7 @@ def read_pipeline_folder(folder: Path, *, reference: str, source: str = "local")
         components=components,
         path=str(folder),
         is_video=_is_video(pipeline_class, components),
+        revision=revision,
     )
 
 

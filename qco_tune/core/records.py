@@ -91,7 +91,18 @@ TRAIT_TILING = "tiling"
 """A VAE that implements tiled decoding (``enable_tiling`` finds ``use_tiling``)."""
 TRAIT_SLICING = "slicing"
 """A VAE that implements sliced decoding (``enable_slicing`` finds ``use_slicing``)."""
-COMPONENT_TRAITS = (TRAIT_REPEATED_BLOCKS, TRAIT_ATTENTION_DISPATCH, TRAIT_TILING, TRAIT_SLICING)
+TRAIT_FUSED_QKV = "fused_qkv"
+"""``fuse_qkv_projections()`` fuses its attention projections into ``to_qkv`` / ``to_kv`` modules."""
+TRAIT_CONV3D = "conv3d"
+"""It has 3D convolution (5D) weights, which ``to(memory_format=torch.channels_last)`` refuses."""
+COMPONENT_TRAITS = (
+    TRAIT_REPEATED_BLOCKS,
+    TRAIT_ATTENTION_DISPATCH,
+    TRAIT_TILING,
+    TRAIT_SLICING,
+    TRAIT_FUSED_QKV,
+    TRAIT_CONV3D,
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,8 @@ class ModelInfo:
     path: str | None = None
     """Local folder to load from (None for a preset not materialised yet)."""
     is_video: bool = False
+    revision: str | None = None
+    """The hub revision ``path`` is the snapshot of (a branch, tag or commit hash); None: ``main``."""
 
     @property
     def denoiser(self) -> str:

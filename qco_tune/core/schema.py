@@ -16,6 +16,7 @@ from qco_tune.core.config import (
     ATTENTION_BACKENDS,
     COMPILE_MODES,
     COMPILE_SCOPES,
+    INDUCTOR_PROFILE_NAMES,
     LAYERWISE_CASTINGS,
     OFFLOAD_KINDS,
     QUANT_BACKENDS,
@@ -199,6 +200,12 @@ class _Field:
 FIELDS: tuple[_Field, ...] = (
     _Field("name", "name", _string),
     _Field("model", "model", _text, help="Preset name, Hugging Face hub id (local cache) or local diffusers folder."),
+    _Field(
+        "revision",
+        "revision",
+        _optional_text,
+        help="Revision of a hub model in the local cache: a branch, tag or commit hash (default: main).",
+    ),
     _Field("weights", "weights", _choice(WEIGHTS), help="real, or random (a random-weight preset)."),
     _Field("dtype", "dtype", _choice(DTYPES)),
     _Field("workload.prompt", "workload.prompt", _string),
@@ -271,6 +278,15 @@ FIELDS: tuple[_Field, ...] = (
         _list_of(_boolean),
         "boollist",
         help="false,true searches TF32 matmuls (by default only in float32 studies).",
+    ),
+    _Field("space.fuse_qkv", "space.fuse_qkv", _list_of(_boolean), "boollist"),
+    _Field("space.denoiser_channels_last", "space.denoiser_channels_last", _list_of(_boolean), "boollist"),
+    _Field(
+        "space.inductor_profiles",
+        "space.inductor_profiles",
+        _list_of(_choice(INDUCTOR_PROFILE_NAMES)),
+        "list",
+        help="Inductor flag profiles to search when compiling: default,flux-fast.",
     ),
     _Field("run.mix_gpus", "mix_gpus", _boolean, "bool"),
     _Field(

@@ -50,6 +50,9 @@ The TOML format, every field optional except ``model`` in practice (the default 
     vae_slicing = [false, true]   # default [false]: a trial decodes one image, slicing splits a batch
     vae_channels_last = [false, true]
     tf32 = [false, true]          # default: searched in float32 studies only
+    fuse_qkv = [false, true]      # the denoiser's fused QKV projections (where it implements them)
+    denoiser_channels_last = [false, true]
+    inductor_profiles = ["default", "flux-fast"]   # Inductor flags, when compiling
 
 An unknown field, a wrong type or a bad value raises ``SpecError`` naming the field path and its line.
 The stored form (``config.spec_to_dict``) is read back by ``spec_from_dict`` with the same checks, and
@@ -216,7 +219,8 @@ def _assemble(
     top = {k: v for k, v in values.items() if "." not in k}
     model = top.get("model", StudySpec.model)
     given = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("workload.")}
-    workload = Workload(**({**default_workload(model), **given} if model_defaults else given))
+    defaults = default_workload(model, top.get("revision")) if model_defaults else {}
+    workload = Workload(**{**defaults, **given})
     space = SpaceRestriction(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("space.")})
     top.setdefault("weights", _default_weights(model))
     spec = StudySpec(name=top.pop("name", "") or "", workload=workload, space=space, **top)
@@ -282,8 +286,10 @@ def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
         values["name"] = ""  # a derived name follows the model and budget
     if "model" in given and "weights" not in given:
         values.pop("weights")
+    if "model" in given and "revision" not in given:
+        values.pop("revision", None)  # a revision of the old model
     if "model" in given:
-        _forget_default_workload(values, spec.model)
+        _forget_default_workload(values, spec.model, spec.revision)
     flag_of: dict[str, str] = {}
     for key, raw in given.items():
         field = _BY_TOML[OVERRIDES[key]]
@@ -300,9 +306,9 @@ def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
     )
 
 
-def _forget_default_workload(values: dict[str, Any], old_model: str) -> None:
+def _forget_default_workload(values: dict[str, Any], old_model: str, old_revision: str | None) -> None:
     """Drop the workload fields that equal ``old_model``'s defaults, so that a new model brings its own."""
-    defaults = {**dataclasses.asdict(Workload()), **default_workload(old_model)}
+    defaults = {**dataclasses.asdict(Workload()), **default_workload(old_model, old_revision)}
     for key, default in defaults.items():
         if values.get(f"workload.{key}", default) == default:
             values.pop(f"workload.{key}", None)

@@ -49,6 +49,10 @@ class SpaceRestriction:
     vae_channels_last: tuple[bool, ...] = ()
     tf32: tuple[bool, ...] = ()
     """Default: searched only in float32 studies (TF32 changes float32 matmuls only)."""
+    fuse_qkv: tuple[bool, ...] = ()
+    denoiser_channels_last: tuple[bool, ...] = ()
+    inductor_profiles: tuple[str, ...] = ()
+    """Inductor flag profiles (``default``, ``flux-fast``), searched with compilation only."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class StudySpec:
     name: str
     model: str = "tiny-flux"
     """A preset name, a Hugging Face hub id (from the local cache) or a local diffusers folder."""
+    revision: str | None = None
+    """The hub model's revision (a branch, tag or commit hash, as ``from_pretrained(revision=...)``); None: main."""
     weights: WeightsKind = "random"
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     workload: Workload = field(default_factory=Workload)

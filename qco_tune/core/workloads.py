@@ -41,7 +41,7 @@ FAMILY_WORKLOADS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def default_workload(reference: str) -> dict[str, Any]:
+def default_workload(reference: str, revision: str | None = None) -> dict[str, Any]:
     """Workload fields a study of ``reference`` defaults to (fields left out keep ``Workload``'s defaults).
 
     A preset's (or the preset of a hub id) own workload; else its pipeline family's, when the folder
@@ -50,7 +50,7 @@ def default_workload(reference: str) -> dict[str, Any]:
     preset = get_preset(reference) if is_preset(reference) else preset_for_hub_id(reference.strip())
     if preset is not None:
         return dataclasses.asdict(preset.workload)
-    folder = local_folder(reference)
+    folder = local_folder(reference, revision)
     if folder is None:
         return {}
     pipeline = _read_json(folder / "model_index.json").get("_class_name")

@@ -10,7 +10,7 @@ import keyword
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings
+from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings, inductor_settings
 from qco_tune.calls.pipeline import GENERATOR_DEVICE, workload_arguments
 from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, STREAM_FLAGS, compile_call, group_offload_options
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
@@ -124,7 +124,11 @@ class ExportPlan:
 
     model_ref: str
     dtype: str
+    revision: str | None = None
+    """``from_pretrained(..., revision=...)``: the hub revision the study measured (None: main)."""
     dynamo: tuple[tuple[str, Value], ...] = ()
+    inductor: tuple[tuple[str, Value], ...] = ()
+    """``torch._inductor.config`` values of the configuration's Inductor profile, set before compiling."""
     quantization: QuantPlan | None = None
     move_to_device: bool = True
     """``pipeline.to(device)``: only without offloading (offloading places the weights itself)."""
@@ -312,10 +316,14 @@ def plan_export(
     process, settings = plan_settings(config, model, dtype)
     strings, call_kwargs = plan_call(workload, video=model.is_video, call_parameters=call_parameters)
     fps = next((v for k, v in VIDEO_FPS.items() if model.pipeline_class.startswith(k)), DEFAULT_FPS)
+    model_ref = model_ref if model_ref is not None else model.reference
     return ExportPlan(
-        model_ref=model_ref if model_ref is not None else model.reference,
+        model_ref=model_ref,
         dtype=dtype,
+        # the revision the study measured, where the snippet loads the study's hub model
+        revision=model.revision if model.source == "hub" and model_ref == model.reference else None,
         dynamo=tuple(dynamo_settings(config).items()),  # type: ignore[arg-type]
+        inductor=tuple(inductor_settings(config).items()),  # type: ignore[arg-type]
         quantization=plan_quantization(config, model),
         move_to_device=config.offload == "none",
         process_settings=process,

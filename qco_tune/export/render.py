@@ -63,9 +63,11 @@ def _body(plan: ExportPlan, imports: Imports) -> list[list[str]]:
         blocks.append(
             [f"{torch}._dynamo.config.{k} = {format_node(value_node(v, imports))[0]}" for k, v in plan.dynamo]
         )
+    if plan.inductor:
+        blocks.append(_config_lines(f"{torch}._inductor.config", plan.inductor, imports))
     if plan.process_settings:
         blocks.append([line for statement in plan.process_settings for line in _statement(statement, imports)])
-    load_kwargs: list[tuple[str, Value]] = []
+    load_kwargs: list[tuple[str, Value]] = [("revision", plan.revision)] if plan.revision else []
     if plan.quantization is not None:
         config_class = imports.name(Name("diffusers.quantizers", "PipelineQuantizationConfig"))
         quant = format_node(
@@ -225,3 +227,11 @@ def render(
     if fmt == "toml":
         return render_toml(config, header)
     raise ValueError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
+
+
+def _config_lines(target: str, values: tuple[tuple[str, Value], ...], imports: Imports) -> list[str]:
+    """``target.key = value`` per setting (Inductor flags; keys come from ``calls.dynamo``, checked anyway)."""
+    for key, _ in values:
+        if not key.isidentifier():
+            raise ValueError(f"not a compiler setting: {key!r}")
+    return [f"{target}.{k} = {format_node(value_node(v, imports))[0]}" for k, v in values]

@@ -192,7 +192,7 @@ def fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     from optuna.trial import TrialState
 
     try:
-        trial.set_user_attr(REASON_ATTR, "interrupted by Ctrl-C")
+        trial.set_user_attr(REASON_ATTR, "interrupted (Ctrl-C or SIGTERM)")
         trial.set_user_attr(STATUS_ATTR, "interrupted")
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         requeue(study, trial._trial_id)

@@ -43,7 +43,7 @@ def prepare(
     ``observer`` hears where the time went when probing the machine was slow. Raises ``StudyError`` (or the
     model, workload, disk and spec errors) before any GPU time is spent.
     """
-    model = resolve_model(spec.model, spec.weights)
+    model = resolve_model(spec.model, spec.weights, spec.revision)
     check_workload(spec.workload, model)
     if model.source == "preset":
         check_disk(model.reference, cache_dir())

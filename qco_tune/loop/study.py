@@ -44,6 +44,7 @@ from qco_tune.loop.context import (
 from qco_tune.loop.ledger import fail_interrupted, is_running, ledger, recover, requeue_deferred
 from qco_tune.loop.remeasure import remeasure_front, restore_reference
 from qco_tune.loop.setup import ensure_materialized, open_study, prepare, quiet_optuna, study_spaces
+from qco_tune.loop.signals import stop_signals_as_interrupt
 from qco_tune.loop.trial import (
     enqueue_offload_reference,
     enqueue_plan,
@@ -138,6 +139,7 @@ def run_loop(
         requeue_deferred(study, ctx.deferred)
 
 
+@stop_signals_as_interrupt()  # SIGINT (even one inherited ignored) and SIGTERM stop it as Ctrl-C does
 def run_study(
     spec: StudySpec,
     *,
@@ -154,8 +156,8 @@ def run_study(
     ``prepare_only`` creates (or checks) the study and queues its baselines without running a
     trial: workers (``qco-tune worker``) then do the trials.
 
-    Ctrl-C ends the running trial's child, records that trial as interrupted and re-raises
-    ``KeyboardInterrupt``; everything finished before stays in the storage.
+    Ctrl-C, SIGINT or SIGTERM (``loop.signals``) ends the running trial's child, records that trial
+    as interrupted and re-raises ``KeyboardInterrupt``; everything finished before stays in the storage.
 
     Compiling trials load and save the study's portable compile artefacts in ``compile_artifacts``
     (default: beside a SQLite storage file, else in qco-tune's cache; ``compile_artifacts.artifacts_root``).

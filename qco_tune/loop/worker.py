@@ -9,10 +9,8 @@ is failed and queued again for another worker.
 from __future__ import annotations
 
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +32,7 @@ from qco_tune.loop.context import (
 from qco_tune.loop.ledger import ledger
 from qco_tune.loop.remeasure import remeasure_front
 from qco_tune.loop.setup import check_gpu_kind, gpu_kind, quiet_optuna, record_gpu_kind, study_spaces
+from qco_tune.loop.signals import stop_signals_as_interrupt
 from qco_tune.loop.study import run_loop
 from qco_tune.store.storage import mask_url, open_storage, storage_url
 
@@ -69,7 +68,7 @@ def _context_for(
     if not isinstance(stored, dict):
         raise StudyError(f"study {study.study_name!r} was not made by qco-tune (no stored spec)")
     spec = spec_from_dict(stored)
-    model = study_model(study, resolve_model(spec.model, spec.weights))
+    model = study_model(study, resolve_model(spec.model, spec.weights, spec.revision))
     space, local = study_spaces(study, spec, model, caps)
     faults = parse_faults(os.environ.get(FAULTS_ENV))
     ctx = StudyContext(spec, model, caps, space, study, observer, faults, local_space=local)
@@ -96,20 +95,6 @@ def has_work(study: optuna.Study) -> bool:
     return target is None or ledger(study).counted < target
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C: the running trial is stopped, recorded and handed back to the queue."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_worker(
     *,
     url: str | None = None,
@@ -121,7 +106,7 @@ def run_worker(
     sleep: Callable[[float], None] = time.sleep,
     compile_artifacts: str | os.PathLike[str] | None = None,
 ) -> WorkerResult:
-    """Serve studies until stopped (SIGTERM or Ctrl-C), or until idle with ``exit_when_idle``.
+    """Serve studies until stopped (SIGTERM or SIGINT, `loop.signals`), or until idle with ``exit_when_idle``.
 
     ``compile_artifacts``: the folder of the studies' portable compile artefacts (default: beside a
     SQLite storage file, else this host's qco-tune cache; name a shared folder for PostgreSQL hosts).
@@ -137,7 +122,7 @@ def run_worker(
     artifacts = artifacts_root(storage_url(url), compile_artifacts)
     result = WorkerResult()
     observer.message(f"worker on {gpu_kind(caps)} serving {mask_url(storage_url(url))}")
-    with sigterm_as_interrupt():
+    with stop_signals_as_interrupt():
         try:
             while True:
                 worked = False

@@ -67,7 +67,12 @@ def run_trial(
             kill_group(proc)
             reader.join(timeout=5)
             raise TrialInterrupted(
-                _failed("interrupted", "interrupted by Ctrl-C; the trial's child was stopped", tail, started)
+                _failed(
+                    "interrupted",
+                    "interrupted (Ctrl-C or SIGTERM); the trial's child was stopped",
+                    tail,
+                    started,
+                )
             ) from None
         reader.join(timeout=5)
         return _collect(proc.returncode, result_path, tail, started)

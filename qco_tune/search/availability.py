@@ -18,6 +18,8 @@ from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, backends_o
 from qco_tune.core.config import CUDA_GRAPH_MODES, GROUP_OFFLOADS, SETTINGS_DEFAULTS, QuantBackend, TrialConfig
 from qco_tune.core.records import (
     TRAIT_ATTENTION_DISPATCH,
+    TRAIT_CONV3D,
+    TRAIT_FUSED_QKV,
     TRAIT_REPEATED_BLOCKS,
     TRAIT_SLICING,
     TRAIT_TILING,
@@ -122,6 +124,8 @@ def _unavailable(knob: str, value: Any, env: _Env) -> str | None:
 def _setting_unavailable(knob: str, value: Any, env: _Env) -> str | None:
     """Why a settings knob's non-default ``value`` cannot run here, or None."""
     caps, vae = env.caps, _vae(env.model)
+    if knob in FAST_PATH_KNOBS:
+        return _fast_path_unavailable(knob, env)
     if knob == "attention_backend":
         denoiser = _denoiser(env.model)
         if denoiser is not None and _lacks(denoiser, TRAIT_ATTENTION_DISPATCH):
@@ -153,6 +157,28 @@ def _setting_unavailable(knob: str, value: Any, env: _Env) -> str | None:
         return None
     if knob == "tf32" and not _capability_at_least(caps, TENSOR_CORE_CAPABILITY):
         return "TF32 needs an NVIDIA GPU of compute capability 8.0 or newer (Ampere)" + _this_one(caps)
+    return None
+
+
+FAST_PATH_KNOBS = ("fuse_qkv", "denoiser_channels_last", "inductor_profile")
+
+
+def _fast_path_unavailable(knob: str, env: _Env) -> str | None:
+    """Why a fast-path knob's non-default value cannot run for this model here, or None."""
+    denoiser = _denoiser(env.model)
+    if denoiser is None:
+        return f"{env.model.reference} has no denoiser"
+    if knob == "fuse_qkv" and _lacks(denoiser, TRAIT_FUSED_QKV):
+        return f"{denoiser.class_name} does not implement fuse_qkv_projections (no fused to_qkv / to_kv projections)"
+    if knob == "denoiser_channels_last":
+        conv3d = TRAIT_CONV3D in denoiser.traits if denoiser.traits is not None else env.model.is_video
+        if conv3d:  # uninspected: video denoisers patch-embed with 3D convolutions (Wan)
+            return (
+                f"{denoiser.class_name} has 3D convolution (5D) weights, which to(memory_format=torch.channels_last) "
+                "refuses"
+            )
+    if knob == "inductor_profile" and not env.caps.cuda:
+        return "the Inductor profile tunes the Triton kernels of a CUDA GPU (on the CPU Inductor writes C++)"
     return None
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
 from qco_tune.core.records import ComponentInfo
 from qco_tune.search.availability import (
+    BACKEND_LIBRARY,
     BNB_BACKENDS,
     NEEDS,
     QUANTIZABLE_ROLES,
@@ -262,6 +263,45 @@ RULES: tuple[Rule, ...] = (
     ),
 )
 """Every rule a configuration can break, in the order their sentences are reported."""
+
+
+def _fused_quantized_reason(config: TrialConfig, space: SearchSpace) -> str:
+    backend = config.backend_for(space.model.denoiser)
+    why = FUSED_QKV_QUANTIZED.get(BACKEND_LIBRARY.get(backend, ""), "")
+    return f"fused QKV projections concatenate the unquantized weights, and {space.model.denoiser} is {backend}: {why}"
+
+
+FUSED_QKV_QUANTIZED = {
+    # Checked on the CPU (diffusers 0.42.1, torchao 0.18, optimum-quanto 0.2.7) on a tiny FLUX transformer
+    # (tests/backends/test_fast_path_cpu.py keeps checking it).
+    "torchao": (
+        "torchao's int8 tensors do not implement aten.cat, and its float8 ones do not copy into the fused "
+        "nn.Linear (AttributeError: 'Parameter' object has no attribute 'tensor_data_names')"
+    ),
+    "quanto": "torch.cat of quanto's weights dequantizes them, so the fused projection is an unquantized nn.Linear",
+    # fuse_projections concatenates weight.data, which bitsandbytes packs (4-bit pairs in uint8, int8 in CB).
+    "bitsandbytes": "bitsandbytes packs its weights, and fusing would build an nn.Linear of the packed bytes",
+}
+"""Why fusing after a denoiser is quantized at load fails, per library (flux-fast fuses before quantizing)."""
+
+
+FAST_PATH_RULES: tuple[Rule, ...] = (
+    Rule(
+        "fused_qkv_with_quantized_denoiser",
+        lambda c, s: c.fuse_qkv and c.backend_for(s.model.denoiser) != "none",
+        _fused_quantized_reason,
+        ("quantization", "settings"),
+    ),
+    Rule(
+        "inductor_profile_without_compile",
+        lambda c, s: c.inductor_profile != "default" and c.compile == "none",
+        lambda c, s: f"the Inductor profile {c.inductor_profile} sets flags of the compiler, and compile is none",
+        ("runtime", "settings"),
+    ),
+)
+"""The rules of the fast-path knobs (fused QKV, channels-last denoiser, Inductor profile)."""
+
+RULES = RULES + FAST_PATH_RULES
 
 if {n.name for n in NEEDS if n.ruled} - {r.name for r in RULES}:  # pragma: no cover - a programming error
     raise ImportError("a need of availability.NEEDS has no rule in RULES")

@@ -24,6 +24,9 @@ Knobs, with the conditions under which they are suggested (parameter names as in
     vae_slicing         the VAE supports slicing, and the study lists it (a trial decodes one image)
     vae_channels_last   the VAE is a 2D convolutional one
     tf32                a GPU of compute capability 8.0 or newer, and a float32 study (or the study lists it)
+    fuse_qkv            the denoiser implements fuse_qkv_projections (a rule: not with a quantized denoiser)
+    denoiser_channels_last  the denoiser has no 3D convolution weights
+    inductor_profile    a GPU, and compile in the space (a rule: only with compile != none)
 
 The knobs fall into three groups that are enumerated separately and combined: quantization
 (``quant.*``), runtime (compile and offload) and settings (the rest). Each rule says which groups it
@@ -41,6 +44,7 @@ from qco_tune.core.config import (
     COMPILE_MODES,
     COMPILE_SCOPES,
     GROUP_OFFLOADS,
+    INDUCTOR_PROFILE_NAMES,
     LAYERWISE_CASTINGS,
     OFFLOAD_KINDS,
     QUANT_BACKENDS,
@@ -124,6 +128,7 @@ class SearchSpace:
         if not set(knobs["compile"]) - {"none"}:
             knobs.pop("compile_mode", None)
             knobs.pop("fullgraph", None)
+            knobs.pop("inductor_profile", None)
         return cls(model=model, caps=caps, allowed=allowed, knobs=knobs, missing=missing, dtype=spec.dtype)
 
     # -- views ------------------------------------------------------------------------------------------
@@ -362,9 +367,19 @@ def _allowed_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[Any, 
             "vae_slicing": _restrict(BOOLS, r.vae_slicing) if r.vae_slicing else (False,),
             "vae_channels_last": _restrict(BOOLS, r.vae_channels_last),
             "tf32": _restrict(BOOLS, r.tf32) if r.tf32 or spec.dtype == "float32" else (False,),
+            **_fast_path_choices(spec),
         }
     )
     return allowed
+
+
+def _fast_path_choices(spec: StudySpec) -> dict[str, tuple[Any, ...]]:
+    r = spec.space
+    return {
+        "fuse_qkv": _restrict(BOOLS, r.fuse_qkv),
+        "denoiser_channels_last": _restrict(BOOLS, r.denoiser_channels_last),
+        "inductor_profile": _restrict(INDUCTOR_PROFILE_NAMES, r.inductor_profiles),
+    }
 
 
 def _unsearched_settings(spec: StudySpec, model: ModelInfo) -> list[tuple[str, str]]:

@@ -1,8 +1,10 @@
 """Studies started from the TUI: ``qco-tune run SPEC --storage URL`` in a background process. Headless.
 
-The process gets its own session, so stopping it is what Ctrl-C in a terminal does: SIGINT to its
-process group. ``qco-tune run`` then stops the running trial's child, records that trial as
-interrupted and exits 130. Progress is read from the storage, like any other running study.
+The process gets its own session, and stopping it is SIGTERM to its process group: ``qco-tune run``
+takes it as Ctrl-C (``loop.signals``), stops the running trial's child, records that trial as
+interrupted and exits 130. Not SIGINT: a process started in the background of a shell inherits SIGINT
+as ignored, and it would stay ignored until ``run`` installs its handlers. Progress is read from the
+storage, like any other running study.
 """
 
 from __future__ import annotations
@@ -86,12 +88,12 @@ class BackgroundRun:
         return "\n".join(kept[-lines:])
 
     def stop(self) -> None:
-        """Ask it to stop as Ctrl-C would (SIGINT to its process group); returns at once."""
+        """Ask it to stop as Ctrl-C would (SIGTERM to its group: `run` takes it as Ctrl-C); returns at once."""
         if not self.running:
             return
         self.stopping = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGINT)
+            os.killpg(self.process.pid, signal.SIGTERM)
 
     def wait(self, timeout: float) -> int | None:
         try:
@@ -143,7 +145,7 @@ class RunManager:
         return [r for r in self.runs if r.running]
 
     def stop_all(self, timeout: float = 30.0) -> None:
-        """Stop every run (SIGINT), wait for them, kill what is left."""
+        """Stop every run (``stop``), wait for them, kill what is left."""
         for run in self.active:
             run.stop()
         deadline = time.monotonic() + timeout

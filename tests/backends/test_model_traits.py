@@ -143,14 +143,15 @@ def _space(model: ModelInfo, caps: Capabilities = H200, space: str = "") -> Sear
 def test_the_classes_say_what_they_offer(models: dict[str, ModelInfo]) -> None:
     traits = {name: {c.name: c.traits for c in m.components} for name, m in models.items()}
     assert traits["sd3"] == {
-        "transformer": (),
+        "transformer": ("fused_qkv",),
         "text_encoder": None,
         "text_encoder_2": None,
         "text_encoder_3": None,
-        "vae": ("tiling", "slicing"),
+        "vae": ("tiling", "slicing", "fused_qkv"),
     }
-    assert traits["sdxl"]["unet"] == ("repeated_blocks",) and traits["sdxl"]["vae"] == ("tiling", "slicing")
-    assert traits["pixart"]["transformer"] == () and traits["pixart"]["text_encoder"] is None
+    assert traits["sdxl"]["unet"] == ("repeated_blocks", "fused_qkv")
+    assert traits["sdxl"]["vae"] == ("tiling", "slicing", "fused_qkv")
+    assert traits["pixart"]["transformer"] == ("fused_qkv",) and traits["pixart"]["text_encoder"] is None
 
 
 def test_what_the_model_cannot_take_leaves_the_space_with_its_reason(models: dict[str, ModelInfo]) -> None:
@@ -197,8 +198,19 @@ def test_the_preset_classes_offer_every_knob() -> None:
                 continue
             model = build_model(part, device="meta")
             expected = ("tiling", "slicing") if part.name == "vae" else ("repeated_blocks", "attention_dispatch")
+            # Fused QKV everywhere but Wan's VAE; 3D convolutions exactly in the video presets (the fallback of
+            # an uninspected denoiser for channels-last).
+            expected += ("fused_qkv",) if not (part.name == "vae" and preset.is_video) else ()
+            expected += ("conv3d",) if preset.is_video else ()
             assert tuple(model_traits(model)) == expected, (preset.name, part.name)
-    assert set(COMPONENT_TRAITS) == {"repeated_blocks", "attention_dispatch", "tiling", "slicing"}
+    assert set(COMPONENT_TRAITS) == {
+        "repeated_blocks",
+        "attention_dispatch",
+        "tiling",
+        "slicing",
+        "fused_qkv",
+        "conv3d",
+    }
 
 
 def test_stored_traits_read_back_and_old_records_have_none(models: dict[str, ModelInfo]) -> None:
@@ -257,4 +269,4 @@ def test_an_sd3_study_runs_no_regional_compile(folders: dict[str, Path], tmp_pat
     assert len(measured) >= 2 and all(m["status"] == "ok" for m in measured), [m["reason"] for m in measured]
     assert all(t.params.get("compile") != "regional" for t in study.trials)
     traits = {c["name"]: c["traits"] for c in study.user_attrs["qco.model"]["components"]}
-    assert traits["transformer"] == []
+    assert traits["transformer"] == ["fused_qkv"]

@@ -27,6 +27,9 @@ EVERY_SETTING = TrialConfig(
     vae_slicing=True,
     vae_channels_last=True,
     tf32=True,
+    fuse_qkv=True,
+    denoiser_channels_last=True,
+    inductor_profile="flux-fast",
 )
 TURING = dataclasses.replace(A100, gpu_name="Tesla T4", compute_capability=(7, 5))
 
@@ -81,6 +84,9 @@ def test_settings_round_trip_through_dict_params_and_json() -> None:
             "vae_slicing": True,
             "vae_channels_last": True,
             "tf32": True,
+            "fuse_qkv": True,
+            "denoiser_channels_last": True,
+            "inductor_profile": "flux-fast",
         }
     )
     assert TrialConfig.from_dict(json.loads(json.dumps(data))) == config
@@ -88,7 +94,7 @@ def test_settings_round_trip_through_dict_params_and_json() -> None:
     assert config.key() != TrialConfig(quantization=config.quantization, compile="regional").key()
     assert config.describe() == (
         "text_encoder_2:quanto_int4 · compile regional/default · attention flash · layerwise float8_e4m3fn · "
-        "vae tiling+slicing+channels_last · tf32"
+        "vae tiling+slicing+channels_last · tf32 · fused qkv · denoiser channels_last · inductor flux-fast"
     )
 
 

@@ -20,6 +20,7 @@ from qco_tune.core.modelref import (
     safetensors_numel,
 )
 from qco_tune.core.presets import PRESETS, UnknownPreset, get_preset, preset_for_hub_id, preset_names
+from qco_tune.core.records import ModelInfo
 
 
 def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> None:
@@ -262,6 +263,66 @@ def test_an_incomplete_snapshot_names_what_is_missing(tmp_path: Path, monkeypatc
     (repo / "refs" / "main").write_text("abc")
     with pytest.raises(ModelError, match=re.escape("download it again (`hf download org/name`)")):
         resolve_model("org/name", "real")
+
+
+MAIN_HASH, V2_HASH = "a" * 40, "b" * 40
+
+
+def two_revisions(cache: Path) -> Path:
+    """A cached repository as huggingface_hub lays it out: ``main`` and branch ``v2`` at two commits."""
+    repo = cache / "models--org--name"
+    write_pipeline(repo / "snapshots" / MAIN_HASH)
+    write_pipeline(repo / "snapshots" / V2_HASH, pipeline="WanPipeline")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(MAIN_HASH)
+    (repo / "refs" / "v2").write_text(V2_HASH)
+    return repo
+
+
+@pytest.mark.parametrize(
+    ("revision", "snapshot", "pipeline"),
+    [
+        (None, MAIN_HASH, "FluxPipeline"),
+        ("main", MAIN_HASH, "FluxPipeline"),
+        ("v2", V2_HASH, "WanPipeline"),
+        (V2_HASH, V2_HASH, "WanPipeline"),  # a commit hash names its snapshot
+    ],
+)
+def test_a_revision_picks_its_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revision: str | None, snapshot: str, pipeline: str
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    repo = two_revisions(tmp_path)
+    info = resolve_model("org/name", "real", revision)
+    assert info.path == str(repo / "snapshots" / snapshot) and info.pipeline_class == pipeline
+    assert info.revision == revision and ModelInfo.from_dict(info.to_dict()) == info
+    assert local_folder("org/name", revision) == repo / "snapshots" / snapshot
+
+
+def test_a_revision_not_in_the_cache_names_the_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    two_revisions(tmp_path)
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model("org/name", "real", "v3")
+    message = str(info.value)
+    assert "\n" not in message and "org/name at revision 'v3' is not in the local Hugging Face cache" in message
+    assert "`hf download org/name --revision v3`" in message
+    assert local_folder("org/name", "v3") is None
+
+
+def test_an_incomplete_revision_names_its_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    shutil.rmtree(two_revisions(tmp_path) / "snapshots" / V2_HASH / "vae")
+    with pytest.raises(ModelError, match=re.escape("(`hf download org/name --revision v2`)")):
+        resolve_model("org/name", "real", "v2")
+
+
+def test_a_revision_of_a_preset_or_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="revision 'v2' applies to hub ids only; tiny-flux is a random-weight preset"):
+        resolve_model("tiny-flux", "random", "v2")
+    folder = write_pipeline(tmp_path / "pipe")
+    with pytest.raises(ModelError, match=r"applies to hub ids only; .* is a local folder"):
+        resolve_model(str(folder), "real", "v2")
 
 
 def test_random_weights_for_a_hub_id_point_at_the_preset() -> None:

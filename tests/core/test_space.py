@@ -65,6 +65,9 @@ def test_suggest_asks_exactly_the_flat_parameter_names(tiny: ModelInfo) -> None:
         "layerwise_casting",
         "vae_tiling",
         "vae_channels_last",
+        "fuse_qkv",
+        "denoiser_channels_last",
+        "inductor_profile",
     }
 
 
@@ -123,6 +126,9 @@ def test_params_for_enqueueing_name_every_searched_component(tiny: ModelInfo) ->
         "layerwise_casting": "none",
         "vae_tiling": False,
         "vae_channels_last": False,
+        "fuse_qkv": False,
+        "denoiser_channels_last": False,
+        "inductor_profile": "default",
     }
     assert TrialConfig.from_params(params) == TrialConfig()
 
@@ -293,6 +299,19 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         H100,
         "outside the study's space: vae_slicing=True is not among False",
     ),
+    (
+        "fused_qkv_with_quantized_denoiser",
+        TrialConfig(quantization=(("transformer", "torchao_fp8dq"),), fuse_qkv=True),
+        H100,
+        "fused QKV projections concatenate the unquantized weights, and transformer is torchao_fp8dq: torchao's "
+        "int8 tensors do not implement aten.cat, and its float8 ones do not copy into the fused nn.Linear",
+    ),
+    (
+        "inductor_profile_without_compile",
+        TrialConfig(inductor_profile="flux-fast"),
+        H100,
+        "the Inductor profile flux-fast sets flags of the compiler, and compile is none",
+    ),
 ]
 
 
@@ -396,18 +415,21 @@ def test_no_compiler_and_no_quantization_library(tiny: ModelInfo) -> None:
         "layerwise_casting": ("none", "float8_e4m3fn"),  # pure torch: they run anywhere
         "vae_tiling": BOOLS,
         "vae_channels_last": BOOLS,
+        "fuse_qkv": BOOLS,
+        "denoiser_channels_last": BOOLS,
     }
     assert dict(space.missing())["compile"].startswith("torch.compile cannot build kernels")
     assert dict(space.missing())["quanto_int8"] == "quanto is not installed (or does not work) here"
-    assert TrialConfig() in space.enumerate() and len(space.enumerate()) == 2 * 2 * 2
+    assert TrialConfig() in space.enumerate() and len(space.enumerate()) == 2 * 2 * 2 * 2 * 2
 
 
 def test_the_default_study_on_a_cpu(default_spec: StudySpec, tiny: ModelInfo) -> None:
     space = SearchSpace.build(default_spec, tiny, CPU)
     # Three components x seven backends (none, torchao int8 / float8 weight-only / int8 dynamic, quanto int8 /
-    # int4 / float8), layerwise casting only with an unquantized transformer, VAE tiling, VAE channels-last.
+    # int4 / float8), layerwise casting and fused QKV only with an unquantized transformer, VAE tiling, VAE
+    # channels-last, denoiser channels-last.
     quantized_transformer, plain_transformer = 6 * 7 * 7, 7 * 7
-    assert len(space.enumerate()) == (quantized_transformer + 2 * plain_transformer) * 2 * 2
+    assert len(space.enumerate()) == (quantized_transformer + 2 * 2 * plain_transformer) * 2 * 2 * 2
     assert "compile" not in dict(space.missing())  # left out by the study, not by the machine
 
 

@@ -63,6 +63,9 @@ def test_the_documented_example_parses() -> None:
         vae_slicing=(False, True),
         vae_channels_last=(False, True),
         tf32=(False, True),
+        fuse_qkv=(False, True),
+        denoiser_channels_last=(False, True),
+        inductor_profiles=("default", "flux-fast"),
     )
 
 
@@ -307,6 +310,23 @@ def test_a_new_model_brings_its_weights() -> None:
     real = apply_overrides(base, model="black-forest-labs/FLUX.1-dev")
     assert real.weights == "real" and real.name == "flux.1-dev-4gib"
     assert apply_overrides(real, model="flux.1-schnell").weights == "random"
+
+
+def test_a_revision_is_part_of_the_study_and_goes_with_its_model() -> None:
+    spec = parse_spec(
+        toml("""
+        model = "org/name"
+        revision = "v2"
+        """),
+        source="study.toml",
+    )
+    assert spec.revision == "v2" and spec_to_dict(spec)["revision"] == "v2"
+    assert spec_from_dict(spec_to_dict(spec)) == spec
+    assert spec.identity() != dataclasses.replace(spec, revision=None).identity()  # other weights, other study
+    assert "revision" not in spec_to_dict(apply_overrides(spec, revision=""))  # empty: main, as before revisions
+    assert apply_overrides(spec, trials=3).revision == "v2"
+    assert apply_overrides(spec, model="org/other").revision is None  # a revision of the old model
+    assert apply_overrides(spec, model="org/other", revision="abc").revision == "abc"
 
 
 @pytest.mark.parametrize(

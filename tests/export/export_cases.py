@@ -238,6 +238,32 @@ CASES = (
     ),
 )
 CASES += (
+    # The fast path: fused QKV and channels-last before the other settings, flux-fast's Inductor flags before compiling.
+    Case(
+        "fast_path_fused_qkv_channels_last_flux_fast",
+        "flux.1-dev",
+        TrialConfig(
+            quantization=(("text_encoder_2", "bnb_nf4"),),
+            fuse_qkv=True,
+            denoiser_channels_last=True,
+            attention_backend="_native_cudnn",
+            inductor_profile="flux-fast",
+            compile="full",
+            compile_mode="max-autotune",
+        ),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+    ),
+    Case(
+        "fused_qkv_denoiser_channels_last_cpu",
+        "tiny-flux",
+        TrialConfig(fuse_qkv=True, denoiser_channels_last=True, layerwise_casting="float8_e4m3fn"),
+        Workload(height=64, width=64, steps=2),
+        "tiny-flux",
+        cpu=True,
+    ),
+)
+CASES += (
     # The settings knobs (layerwise casting stores float8 on the host, so the move comes after them).
     Case(
         "layerwise_casting_vae_settings",

@@ -42,6 +42,8 @@ class Trace:
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     """(target, action, arguments) in order; repeated identical ``to`` calls collapse into one."""
     dynamo: dict[str, Any] = field(default_factory=dict)
+    inductor: dict[str, Any] = field(default_factory=dict)
+    """``torch._inductor.config`` values the code changed (an Inductor profile)."""
     float32_matmul_precision: str | None = None
     """``torch.get_float32_matmul_precision()`` where the code changed it (TF32), else None."""
     pipeline_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -164,6 +166,9 @@ def _fake_module_class(trace: Trace, diffusers_model: bool) -> type:
         def enable_slicing(self) -> None:
             trace.record(self.name, "enable_slicing", {})
 
+        def fuse_qkv_projections(self) -> None:
+            trace.record(self.name, "fuse_qkv_projections", {})
+
     return FakeDiffusersModule
 
 
@@ -259,7 +264,10 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
     monkeypatch.setattr(diffusers.utils, "export_to_video", export_to_video)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
+    import torch._inductor.config
+
     before = torch._dynamo.config.get_config_copy()
+    inductor_before = torch._inductor.config.get_config_copy()
     precision = torch.get_float32_matmul_precision()
     try:
         yield trace
@@ -268,6 +276,10 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
         trace.dynamo = {k: v for k, v in after.items() if before.get(k) != v}
         for key in trace.dynamo:
             setattr(torch._dynamo.config, key, before[key])
+        inductor_after = torch._inductor.config.get_config_copy()
+        trace.inductor = {k: v for k, v in inductor_after.items() if inductor_before.get(k) != v}
+        for key in trace.inductor:
+            setattr(torch._inductor.config, key, inductor_before[key])
         if torch.get_float32_matmul_precision() != precision:
             trace.float32_matmul_precision = torch.get_float32_matmul_precision()
             torch.set_float32_matmul_precision(precision)

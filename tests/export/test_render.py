@@ -107,6 +107,20 @@ def test_a_component_name_that_is_not_an_identifier_is_subscripted() -> None:
     ast.parse(source)
 
 
+def test_the_snippet_loads_the_revision_the_study_measured(flux: ModelInfo) -> None:
+    hub = dataclasses.replace(flux, reference="org/name", source="hub", path="/snapshots/b", revision="v2")
+    loads = [
+        node
+        for node in ast.walk(ast.parse(render_python(TrialConfig(), model=hub, workload=FLUX_WORKLOAD)))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained"
+    ]
+    assert [ast.literal_eval(node.args[0]) for node in loads] == ["org/name"]
+    assert {k.arg: ast.literal_eval(k.value) for k in loads[0].keywords if k.arg == "revision"} == {"revision": "v2"}
+    # another model (--model), or the study's at main, loads without one
+    for model, ref in ((hub, "org/other"), (dataclasses.replace(hub, revision=None), None)):
+        assert "revision=" not in render_python(TrialConfig(), model=model, workload=FLUX_WORKLOAD, model_ref=ref)
+
+
 def test_unknown_dtype_is_refused(flux: ModelInfo) -> None:
     with pytest.raises(ValueError, match="dtype"):
         render_python(TrialConfig(), model=flux, workload=Workload(), dtype="int4")

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qco_tune
+from qco_tune.calls.dynamo import INDUCTOR_PROFILES
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.modelref import read_pipeline_folder
 from qco_tune.core.presets import get_preset
@@ -106,13 +107,22 @@ def config_from_trace(trace: Trace) -> TrialConfig:
         elif action == "to" and target == "vae":
             assert args == {"args": [], "memory_format": "torch.channels_last"}
             fields["vae_channels_last"] = True
+        elif action == "to" and target == "transformer" and "memory_format" in args:
+            assert args == {"args": [], "memory_format": "torch.channels_last"}
+            fields["denoiser_channels_last"] = True
+        elif action == "fuse_qkv_projections":
+            assert target == "transformer" and args == {}
+            fields["fuse_qkv"] = True
     fields["tf32"] = trace.float32_matmul_precision == "high"
+    profiles = [name for name, flags in INDUCTOR_PROFILES.items() if flags == trace.inductor]
+    fields["inductor_profile"] = profiles[0]  # no profile matching what the code set: a failure here
     return TrialConfig(**fields).canonical()
 
 
 def assert_same(snippet: Trace, trial: Trace) -> None:
     assert snippet.loads == trial.loads
     assert snippet.dynamo == trial.dynamo
+    assert snippet.inductor == trial.inductor
     assert snippet.float32_matmul_precision == trial.float32_matmul_precision
     assert snippet.calls == trial.calls
     assert snippet.pipeline_calls == trial.pipeline_calls
@@ -150,6 +160,7 @@ def test_apply_on_a_loaded_pipeline_matches_the_snippet(tmp_path: Path, monkeypa
             qco_tune.apply(pipe, given_config, device="cuda")
         assert trace.calls == exported.calls
         assert trace.dynamo == exported.dynamo
+        assert trace.inductor == exported.inductor
 
 
 # -- the property: every configuration of the space ---------------------------------------------------
@@ -178,7 +189,7 @@ def exports(draw: st.DrawFn) -> tuple[str, TrialConfig, Workload, str]:
 def test_the_space_is_large() -> None:
     flux = itertools.islice(whole_space("flux.1-dev").iter_configs(), 100_001)
     assert sum(1 for _ in flux) > 100_000
-    assert len(whole_space("flux.1-dev").knobs()) == 18  # quantization of three components and 15 other knobs
+    assert len(whole_space("flux.1-dev").knobs()) == 21  # quantization of three components and 18 other knobs
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

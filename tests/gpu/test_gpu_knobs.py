@@ -100,9 +100,58 @@ CASES: list[tuple[str, TrialConfig, bool]] = [
     ("torchao-fp8wo-group-leaf", dataclasses.replace(_quantized("torchao_fp8wo"), offload="group_leaf"), True),
     ("cudnn-attention-regional-compile", TrialConfig(attention_backend="_native_cudnn", compile="regional"), False),
     ("vae-tiling-model-offload", TrialConfig(vae_tiling=True, offload="model"), True),
+    # CUDA graphs beside what changes weights between calls without offloading (no rule until observed)
+    (
+        "layerwise-regional-reduce-overhead",
+        TrialConfig(layerwise_casting="float8_e4m3fn", compile="regional", compile_mode="reduce-overhead"),
+        True,
+    ),
+    (
+        "bnb-nf4-regional-reduce-overhead",
+        dataclasses.replace(_quantized("bnb_nf4"), compile="regional", compile_mode="reduce-overhead"),
+        True,
+    ),
+    # the fast path (huggingface/flux-fast's knobs), alone and together
+    ("fused-qkv", TrialConfig(fuse_qkv=True), False),
+    ("denoiser-channels-last", TrialConfig(denoiser_channels_last=True), False),
+    ("inductor-flux-fast-regional", TrialConfig(compile="regional", inductor_profile="flux-fast"), False),
+    ("fused-qkv-layerwise-casting", TrialConfig(fuse_qkv=True, layerwise_casting="float8_e4m3fn"), False),
+    ("fused-qkv-group-leaf-stream", TrialConfig(fuse_qkv=True, offload="group_leaf", use_stream=True), True),
+    (
+        "fast-path-regional-reduce-overhead",
+        TrialConfig(
+            fuse_qkv=True,
+            denoiser_channels_last=True,
+            attention_backend="_native_cudnn",
+            compile="regional",
+            compile_mode="reduce-overhead",
+            inductor_profile="flux-fast",
+        ),
+        False,
+    ),
+    (
+        "fast-path-full-fp8-text-encoder",
+        TrialConfig(
+            quantization=(("text_encoder_2", "torchao_fp8dq"),),
+            fuse_qkv=True,
+            denoiser_channels_last=True,
+            compile="full",
+            inductor_profile="flux-fast",
+        ),
+        False,
+    ),
 ]
 
 EXCLUDED: list[tuple[str, TrialConfig, str]] = [
+    # Fusing concatenates weight.data of the quantized projections (checked on the CPU for torchao int8).
+    *(
+        (
+            f"fused-qkv-{backend}",
+            TrialConfig(quantization=(("transformer", backend),), fuse_qkv=True),  # type: ignore[arg-type]
+            "fused_qkv_with_quantized_denoiser",
+        )
+        for backend in ("bnb_nf4", "torchao_fp8dq")
+    ),
     # The rule was observed with quanto int8; int4 and float8 weights are the same kind of tensor subclass.
     (
         "quanto-int4-group-block",

@@ -80,6 +80,12 @@ def test_hub_id_not_in_the_local_cache(tmp_path: Path) -> None:
     assert_one_line_error(result, "not in the local Hugging Face cache")
 
 
+def test_a_revision_of_a_preset_is_refused(tmp_path: Path) -> None:
+    result = qco(tmp_path, "run", "--revision", "v2")
+    assert result.returncode == 2
+    assert_one_line_error(result, "revision 'v2' applies to hub ids only; tiny-flux is a random-weight preset")
+
+
 def test_unreachable_storage_masks_credentials(tmp_path: Path) -> None:
     result = qco(tmp_path, "list", "--storage", "postgresql+psycopg://u:topsecret@127.0.0.1:1/db")
     assert_one_line_error(result, "***")
@@ -195,3 +201,17 @@ def test_show_has_a_fidelity_column(tmp_path: Path) -> None:
     data = json.loads(as_json.stdout, parse_constant=no_infinity)
     psnr = {t["number"]: t["measurement"]["psnr_db"] for t in data["trials"]}
     assert psnr == {0: "inf", 1: 34.5}
+
+
+def test_a_failing_database_query_names_the_database_reason(tmp_path: Path) -> None:
+    """Optuna words every failed query "An exception is raised during the commit...": the reason shown is the
+    database's own, so that a refused connection or a damaged table can be told apart."""
+    import sqlite3
+
+    db = tmp_path / "damaged.db"
+    assert qco(tmp_path, "list", "--storage", f"sqlite:///{db}").returncode == 0  # Optuna creates its tables
+    with sqlite3.connect(db) as connection:
+        connection.execute("ALTER TABLE studies RENAME COLUMN study_name TO renamed")
+    result = qco(tmp_path, "list", "--storage", f"sqlite:///{db}")
+    assert_one_line_error(result, "the storage failed: OperationalError", "study_name")
+    assert "exceeding max length" not in result.stderr and result.returncode == 1

@@ -106,7 +106,9 @@ def test_abort_and_hang_are_recorded_and_the_study_goes_on(
     assert len(ran) == 3 and ran[2].state == TrialState.COMPLETE
 
 
-def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _cli(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, sigint_ignored: bool = False
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "qco_tune", "run", "--storage", _url(tmp_path), *args],
         cwd=tmp_path,
@@ -114,7 +116,25 @@ def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpr
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)},
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
+
+
+def _ignore_sigint() -> None:
+    """Before exec: SIGINT ignored, as a non-interactive shell leaves it for a job started with ``&``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _trial_children(pid: int) -> list[int]:
+    """The live trial processes of ``qco-tune run`` process ``pid`` (their request lies in its trial folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and trial_dir_prefix(pid).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass  # gone meanwhile
+    return found
 
 
 def _wait_for(predicate, timeout: float = 240.0) -> None:  # type: ignore[no-untyped-def]
@@ -181,6 +201,34 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_the_study_resumes(tmp_path:
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out
     assert _states(url, name).count(TrialState.COMPLETE) >= 1
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["kill-INT", "kill-TERM"])
+def test_a_run_started_with_sigint_ignored_stops_on_a_signal_and_resumes(tmp_path: Path, stop: int) -> None:
+    url, name = _url(tmp_path), "backgrounded"
+    slow = ("--trial-timeout", "10m")  # a trial's limit that no load on the machine reaches
+    proc = _cli(tmp_path, "--trials", "1", "--study", name, *slow, sigint_ignored=True)
+    _wait_for(lambda: TrialState.RUNNING in _states(url, name) and _trial_children(proc.pid))
+    proc.send_signal(stop)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "interrupted" in out
+    assert not _trial_children(proc.pid)  # the trial's child was stopped with it
+    assert not list(Path(tempfile.gettempdir()).glob(trial_dir_prefix(proc.pid) + "*"))
+    trials = _trials(url, name)
+    assert TrialState.RUNNING not in [t.state for t in trials]
+    interrupted = [t for t in trials if t.user_attrs.get("qco.status") == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    queued = [t for t in trials if t.user_attrs.get("qco.retry_of") == interrupted[0].number]
+    assert len(queued) == 1 and queued[0].state == TrialState.WAITING
+    assert queued[0].system_attrs["fixed_params"] == interrupted[0].params  # its configuration comes back
+    complete_before = _states(url, name).count(TrialState.COMPLETE)
+
+    rerun = _cli(tmp_path, "--trials", "1", "--study", name, *slow, sigint_ignored=True)
+    out, _ = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, out
+    reasons = [t.user_attrs.get("qco.reason") for t in _trials(url, name)]
+    assert _states(url, name).count(TrialState.COMPLETE) > complete_before, reasons
 
 
 def test_changed_spec_is_refused_unless_asked(tmp_path: Path, cpu_caps: Capabilities) -> None:

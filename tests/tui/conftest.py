@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,3 +44,16 @@ def two_studies(in_tmp: Path, two_studies_template: Path) -> Iterator[str]:
     """
     shutil.copy(two_studies_template, in_tmp / "qco.db")
     yield "sqlite:///qco.db"
+
+
+@pytest.fixture(params=["from-a-terminal", "in-a-scripts-background"])
+def tui_started(request: pytest.FixtureRequest) -> Iterator[str]:
+    """How the TUI was started, which its background runs inherit: from a terminal, or with ``&`` in a
+    non-interactive shell (a script, many job runners), which leaves SIGINT ignored."""
+    previous = signal.getsignal(signal.SIGINT)
+    if request.param == "in-a-scripts-background":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield str(request.param)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,8 +1,9 @@
 """A FAKE BACKEND for ``qco-tune run SPEC --storage URL``: the TUI's start/stop tests run this instead.
 
 It behaves as the real command does towards the storage and signals: creates the study named by
-the spec, records a RUNNING trial, finishes a fake trial every half second, and on SIGINT records
-the running trial as interrupted (FAIL, ``qco.status = interrupted``) and exits 130. No pipeline runs.
+the spec, records a RUNNING trial, finishes a fake trial every half second, and on SIGINT or SIGTERM
+(taken as the real command takes them, whatever it inherited) records the running trial as
+interrupted (FAIL, ``qco.status = interrupted``) and exits 130. No pipeline runs.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from fake_study import create_fake_study, fake_trial, fast_storage
 from optuna.trial import TrialState
 
 from qco_tune.core.config import TrialConfig
+from qco_tune.loop.signals import stop_signals_as_interrupt
 from qco_tune.store.constraints import record_constraints
 from qco_tune.tui.runs import study_name_of
 
 GIB = 2**30
 
 
+@stop_signals_as_interrupt()
 def main() -> int:
     spec, url = Path(sys.argv[1]), sys.argv[sys.argv.index("--storage") + 1]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,7 +51,7 @@ def main() -> int:
             trial = None
     except KeyboardInterrupt:
         if trial is not None:
-            trial.set_user_attr("qco.reason", "interrupted by Ctrl-C")
+            trial.set_user_attr("qco.reason", "interrupted (Ctrl-C or SIGTERM)")
             trial.set_user_attr("qco.status", "interrupted")
             study.tell(trial, state=TrialState.FAIL)
         print("interrupted", flush=True)

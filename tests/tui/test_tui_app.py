@@ -247,7 +247,9 @@ def test_live_update_from_another_process(two_studies: str) -> None:
     run(scenario)
 
 
-def test_start_and_stop_a_study_in_the_background(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_and_stop_a_study_in_the_background(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch, tui_started: str
+) -> None:
     monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])  # the background process imports qco_tune
     spec = in_tmp / "spec.toml"
     spec.write_text('name = "fake-run"\nmodel = "tiny-flux"\n')
@@ -366,7 +368,9 @@ def test_optuna_api_path_shows_the_same_study(two_studies: str) -> None:
     assert run(lambda: scenario(True)) == run(lambda: scenario(False))
 
 
-def test_quit_with_a_running_study_asks_and_stops_it(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quit_with_a_running_study_asks_and_stops_it(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch, tui_started: str
+) -> None:
     monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
     spec = in_tmp / "spec.toml"
     spec.write_text('name = "fake-run"\nmodel = "tiny-flux"\n')

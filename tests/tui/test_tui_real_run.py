@@ -20,7 +20,8 @@ from qco_tune.tui.widgets.trials_table import TrialsTable
 pytestmark = pytest.mark.slow
 
 
-def test_start_watch_and_stop_a_real_cpu_study(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("tui_started", ["in-a-scripts-background"], indirect=True)  # SIGINT ignored: the harder case
+def test_start_watch_and_stop_a_real_cpu_study(in_tmp: Path, monkeypatch: pytest.MonkeyPatch, tui_started: str) -> None:
     monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
     spec = in_tmp / "tiny.toml"
     default = (REPO / "qco_tune" / "studies" / "default.toml").read_text()

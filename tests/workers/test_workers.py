@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -42,8 +42,28 @@ def prepare(cwd: Path, url: str, name: str, trials: int) -> None:
     finish(qco(cwd, "run", "--prepare-only", "--trials", str(trials), "--study", name, "--storage", url), 300)
 
 
+_storages: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def storage_of(url: str) -> optuna.storages.RDBStorage:
+    """One storage, so one connection pool, per database. A storage opened per poll keeps its connections
+    until the garbage collector breaks its reference cycles; polling for minutes on a loaded machine then
+    reaches PostgreSQL's max_connections, and the next client (a worker under test) is refused."""
+    if url not in _storages:
+        _storages[url] = optuna.storages.RDBStorage(url)
+    return _storages[url]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_storages() -> Iterator[None]:
+    yield
+    for storage in _storages.values():
+        storage.engine.dispose()
+    _storages.clear()
+
+
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=url).get_trials()
+    return optuna.load_study(study_name=name, storage=storage_of(url)).get_trials()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 300) -> None:
@@ -103,7 +123,7 @@ def test_four_workers_share_a_postgres_study(tmp_path: Path, postgres_url: str) 
     assert_shared_without_loss(postgres_url, "shared", 6, 4)
     pids = {t.user_attrs["qco.pid"] for t in ran(trials_of(postgres_url, "shared"))}
     assert len(pids) >= 2, "the trials were not shared between workers"
-    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    study = optuna.load_study(study_name="shared", storage=storage_of(postgres_url))
     assert study.user_attrs["qco.gpu_kinds"] == [study.user_attrs["qco.gpu"]]
 
 
@@ -185,7 +205,7 @@ def test_wrong_password_is_reported_with_credentials_masked(tmp_path: Path, post
 
 def test_worker_refuses_a_study_tied_to_another_gpu_kind(tmp_path: Path, postgres_url: str) -> None:
     prepare(tmp_path, postgres_url, "elsewhere", 2)
-    study = optuna.load_study(study_name="elsewhere", storage=postgres_url)
+    study = optuna.load_study(study_name="elsewhere", storage=storage_of(postgres_url))
     study.set_user_attr("qco.gpu", "NVIDIA H200")
     error = one_line_error(run_quick(tmp_path, "worker", "--storage", postgres_url, "--study", "elsewhere"))
     assert "tied to NVIDIA H200" in error

@@ -14,9 +14,9 @@ def apply_config(pipe: Any, config: TrialConfig, device: str) -> Any:
     """Settings, then offload, then compile ``pipe`` in place as ``config`` says; returns ``pipe``.
 
     Quantization is not applied here: it happens at load (``models.load_pipeline``). The settings
-    (layerwise casting, attention backend, VAE tiling, slicing and channels-last, TF32) come first
-    because layerwise casting changes the weights that offloading moves; offloading comes before
-    compilation so that compiled code sees the offloading hooks it will run with.
+    (fused QKV projections, channels-last denoiser, layerwise casting, attention backend, VAE tiling, slicing
+    and channels-last, TF32) come first because layerwise casting changes the weights that offloading moves;
+    offloading comes before compilation so that compiled code sees the offloading hooks it will run with.
     """
     if config.settings():
         apply_settings(pipe, config, find_denoiser(pipe))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings
+from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings, inductor_settings
 from qco_tune.calls.placement import compile_call
 from qco_tune.core.config import TrialConfig
 
@@ -28,6 +28,17 @@ def apply_dynamo_settings(config: TrialConfig) -> dict[str, object]:
     return settings
 
 
+def apply_inductor_settings(config: TrialConfig) -> dict[str, object]:
+    """Set the ``torch._inductor.config`` values of ``config``'s Inductor profile (process-wide); returns them."""
+    settings = inductor_settings(config)
+    if settings:
+        import torch._inductor.config
+
+        for key, value in settings.items():
+            setattr(torch._inductor.config, key, value)
+    return settings
+
+
 def apply_compile(pipe: Any, config: TrialConfig, denoiser: str | None = None) -> None:
     """Compile ``pipe``'s denoiser as ``config.compile`` says; dynamo settings are applied first.
 
@@ -44,5 +55,6 @@ def apply_compile(pipe: Any, config: TrialConfig, denoiser: str | None = None) -
     if config.compile == "regional" and not getattr(module, "_repeated_blocks", None):
         raise ValueError(f"compile=regional: {type(module).__name__} declares no repeated blocks; use compile=full")
     apply_dynamo_settings(config)
+    apply_inductor_settings(config)
     method, options = call
     getattr(module, method)(**options)

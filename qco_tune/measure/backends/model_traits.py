@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qco_tune.core.records import TRAIT_ATTENTION_DISPATCH, TRAIT_REPEATED_BLOCKS, TRAIT_SLICING, TRAIT_TILING
+from qco_tune.core.records import (
+    TRAIT_ATTENTION_DISPATCH,
+    TRAIT_CONV3D,
+    TRAIT_FUSED_QKV,
+    TRAIT_REPEATED_BLOCKS,
+    TRAIT_SLICING,
+    TRAIT_TILING,
+)
 
 
 def folder_traits(folder: Path) -> dict[str, list[str]]:
@@ -62,7 +69,39 @@ def model_traits(model: Any) -> list[str]:
         traits.append(TRAIT_TILING)
     if hasattr(model, "use_slicing") and callable(getattr(model, "enable_slicing", None)):
         traits.append(TRAIT_SLICING)
+    return traits + _fast_path_traits(model)
+
+
+FUSED_PROJECTIONS = ("to_qkv", "to_kv", "to_added_qkv")
+"""The modules diffusers' ``fuse_projections`` adds beside the unfused ones."""
+
+
+def _fast_path_traits(model: Any) -> list[str]:
+    """Whether fusing QKV projections fuses anything (tried on a copy: the model is left as it was), and
+    whether 5D weights refuse channels-last."""
+    import copy
+
+    import torch
+
+    traits = []
+    if callable(getattr(model, "fuse_qkv_projections", None)):
+        trial = copy.deepcopy(model) if _is_meta(model) else None
+        try:
+            if trial is not None:
+                with torch.no_grad():
+                    trial.fuse_qkv_projections()
+        except Exception:  # e.g. "not supported for models having added KV projections"
+            trial = None
+        if trial is not None and any(hasattr(m, name) for m in trial.modules() for name in FUSED_PROJECTIONS):
+            traits.append(TRAIT_FUSED_QKV)
+    if any(p.dim() == 5 for p in model.parameters()):
+        traits.append(TRAIT_CONV3D)
     return traits
+
+
+def _is_meta(model: Any) -> bool:
+    """A model with empty weights, cheap to copy (traits are read from such models only)."""
+    return all(p.device.type == "meta" for p in model.parameters())
 
 
 def main(argv: list[str]) -> int:
