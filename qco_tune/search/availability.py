@@ -267,10 +267,15 @@ class Need:
 
 @functools.lru_cache(maxsize=4096)
 def _values_in_play(config: TrialConfig) -> dict[str, tuple[Any, ...]]:
-    """Knob → its values in ``config``, for the knobs that mean something there (``QUANT``: the backends, in
-    name order). Cached: each rule of a need asks it of every configuration checked; callers do not mutate it."""
+    """Knob → its values in ``config``: the settings that differ from their defaults, as given (a setting that
+    means nothing there has its own rule), and the other knobs where they mean something (``QUANT``: the
+    backends, in name order). Cached: each rule of a need asks it of every configuration checked; callers do
+    not mutate it."""
     params = config.to_params()
-    in_play: dict[str, tuple[Any, ...]] = {k: (v,) for k, v in params.items() if not k.startswith("quant.")}
+    in_play: dict[str, tuple[Any, ...]] = {
+        k: (v,) for k, v in params.items() if not k.startswith("quant.") and k not in SETTINGS_DEFAULTS
+    }
+    in_play.update({k: (v,) for k, v in config.settings().items()})
     in_play[QUANT] = tuple(sorted({v for k, v in params.items() if k.startswith("quant.") and v != "none"}))
     return in_play
 
