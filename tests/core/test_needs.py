@@ -37,6 +37,7 @@ def _using(knob: str, value: Any) -> TrialConfig:
     carrier: dict[str, Any] = {
         "compile_mode": {"compile": "full"},
         "fullgraph": {"compile": "full"},
+        "inductor_profile": {"compile": "full"},
         "blocks_per_group": {"offload": "group_block"},
         **{k: {"offload": "group_leaf", "use_stream": True} for k in STREAM_KNOBS},
     }.get(knob, {})
