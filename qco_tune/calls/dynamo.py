@@ -31,7 +31,7 @@ def dynamo_settings(config: TrialConfig) -> dict[str, object]:
     settings: dict[str, object] = {}
     if any(backend in BITSANDBYTES_BACKENDS for _, backend in config.quantization):
         settings["capture_dynamic_output_shape_ops"] = True
-    if config.offload != "none":
+    if config.is_offloaded:
         settings["cache_size_limit"] = OFFLOAD_CACHE_SIZE_LIMIT
     return settings
 

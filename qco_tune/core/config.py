@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from qco_tune.core.placement import GROUP_PLACEMENTS, PLACEMENTS, SHORTHAND_PLACEMENT, Placement
+
 QuantBackend = Literal[
     "none",
     "bnb_nf4",  # bitsandbytes 4-bit NF4, bf16 compute
@@ -129,7 +131,11 @@ class TrialConfig:
     fullgraph: bool = False
     """torch.compile ``fullgraph``; meaningful only when compiling."""
     offload: OffloadKind = "none"
-    """none, model CPU offload, sequential CPU offload, or group offloading at block or leaf level."""
+    """none, model CPU offload, sequential CPU offload, or group offloading at block or leaf level: the
+    pipeline-wide placement (``placement`` overrides it per component)."""
+    placement: tuple[tuple[str, Placement], ...] = ()
+    """Pairs (pipeline component, placement), sorted by component: where a component's weights live when
+    it differs from what ``offload`` says for every component; entries equal to that are dropped."""
     blocks_per_group: int = 1
     """``num_blocks_per_group`` for ``group_block`` offloading."""
     use_stream: bool = False
@@ -171,6 +177,7 @@ class TrialConfig:
         _check_choice("compile", self.compile, COMPILE_SCOPES)
         _check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
         _check_choice("offload", self.offload, OFFLOAD_KINDS)
+        self._normalise_placement()
         _check_choice("layerwise_casting", self.layerwise_casting, LAYERWISE_CASTINGS)
         _check_choice("attention_backend", self.attention_backend, ATTENTION_BACKENDS)
         _check_choice("inductor_profile", self.inductor_profile, INDUCTOR_PROFILE_NAMES)
@@ -188,9 +195,30 @@ class TrialConfig:
     def backend_for(self, component: str) -> str:
         return self.quant_map.get(component, "none")
 
+    def placement_of(self, component: str) -> str:
+        """Where ``component``'s weights live: its own placement, else the pipeline-wide ``offload``'s."""
+        return dict(self.placement).get(component, SHORTHAND_PLACEMENT[self.offload])
+
+    def placements(self) -> set[str]:
+        """Every placement some component has (the pipeline-wide one included)."""
+        return {SHORTHAND_PLACEMENT[self.offload], *(p for _, p in self.placement)}
+
     @property
     def is_group_offload(self) -> bool:
-        return self.offload in GROUP_OFFLOADS
+        """Some component is group-offloaded (so the stream options mean something)."""
+        return bool(self.placements() & GROUP_PLACEMENTS)
+
+    @property
+    def is_offloaded(self) -> bool:
+        """Some component's weights are not resident on the device."""
+        return self.placements() != {"resident"}
+
+    def _normalise_placement(self) -> None:
+        default = SHORTHAND_PLACEMENT.get(self.offload)
+        pairs = tuple(sorted((c, p) for c, p in dict(self.placement).items() if p != default))
+        for _, placement in pairs:
+            _check_choice("placement", placement, PLACEMENTS)
+        object.__setattr__(self, "placement", pairs)
 
     def settings(self) -> dict[str, Any]:
         """The settings knobs that differ from their defaults (``SETTINGS_DEFAULTS``), in that order."""
@@ -204,7 +232,7 @@ class TrialConfig:
             self,
             compile_mode=self.compile_mode if compiling else "default",
             fullgraph=self.fullgraph if compiling else False,
-            blocks_per_group=self.blocks_per_group if self.offload == "group_block" else 1,
+            blocks_per_group=self.blocks_per_group if "group_block" in self.placements() else 1,
             use_stream=self.use_stream if group else False,
             non_blocking=self.non_blocking if group else False,
             record_stream=self.record_stream if group and self.use_stream else False,
@@ -223,8 +251,9 @@ class TrialConfig:
         parts = [", ".join(f"{comp}:{b}" for comp, b in c.quantization) or "bf16"]
         if c.compile != "none":
             parts.append(f"compile {c.compile}/{c.compile_mode}" + (" fullgraph" if c.fullgraph else ""))
-        if c.offload != "none":
-            off = c.offload + (f"({c.blocks_per_group})" if c.offload == "group_block" else "")
+        if c.is_offloaded:
+            off = ", ".join([c.offload] * (c.offload != "none") + [f"{comp}:{p}" for comp, p in c.placement])
+            off += f"({c.blocks_per_group})" if "group_block" in c.placements() else ""
             flags = [n for n in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage") if getattr(c, n)]
             parts.append(off + ("+" + "+".join(flags) if flags else ""))
         parts += _describe_settings(c)
@@ -240,7 +269,8 @@ class TrialConfig:
             params["compile_mode"] = c.compile_mode
             params["fullgraph"] = c.fullgraph
         params["offload"] = c.offload
-        if c.offload == "group_block":
+        params.update({f"place.{comp}": p for comp, p in c.placement})
+        if "group_block" in c.placements():
             params["blocks_per_group"] = c.blocks_per_group
         if c.is_group_offload:
             params["use_stream"] = c.use_stream
@@ -254,18 +284,22 @@ class TrialConfig:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrialConfig:
         quant = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("quant.")}
-        kwargs = {k: v for k, v in params.items() if not k.startswith("quant.")}
-        known = {f.name for f in dataclasses.fields(cls)} - {"quantization"}
+        place = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("place.")}
+        kwargs = {k: v for k, v in params.items() if not k.startswith(("quant.", "place."))}
+        known = {f.name for f in dataclasses.fields(cls)} - {"quantization", "placement"}
         unknown = set(kwargs) - known
         if unknown:
             raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
-        return cls(quantization=tuple(quant.items()), **kwargs)
+        return cls(quantization=tuple(quant.items()), placement=tuple(place.items()), **kwargs)
 
     # -- dict (export, storage, TOML) ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         c = self.canonical()
         data = dataclasses.asdict(c)
         data["quantization"] = dict(c.quantization)
+        data["placement"] = dict(c.placement)
+        if not c.placement:
+            del data["placement"]  # as a configuration stored before placement per component existed
         for knob, default in SETTINGS_DEFAULTS.items():
             if data[knob] == default:
                 del data[knob]  # as a configuration stored before the knob existed
@@ -284,11 +318,14 @@ class TrialConfig:
         quant = data.pop("quantization", {}) or {}
         if not isinstance(quant, dict):
             raise ValueError("quantization must be a table of component = backend")
-        known = {f.name for f in dataclasses.fields(cls)} - {"quantization"}
+        place = data.pop("placement", {}) or {}
+        if not isinstance(place, dict):
+            raise ValueError("placement must be a table of component = placement")
+        known = {f.name for f in dataclasses.fields(cls)} - {"quantization", "placement"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown configuration field(s): {', '.join(sorted(unknown))}")
-        return cls(quantization=tuple(quant.items()), **data)
+        return cls(quantization=tuple(quant.items()), placement=tuple(place.items()), **data)
 
 
 def _describe_settings(config: TrialConfig) -> list[str]:

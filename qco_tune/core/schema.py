@@ -22,6 +22,7 @@ from qco_tune.core.config import (
     QUANT_BACKENDS,
     MemoryMetric,
 )
+from qco_tune.core.placement import PLACEMENTS
 from qco_tune.core.units import parse_duration, parse_size
 
 DTYPES: tuple[str, ...] = ("bfloat16", "float16", "float32")
@@ -151,6 +152,14 @@ def _or_unlimited(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return wrapped
 
 
+def _placement_entry(value: Any) -> str:
+    """``component:placement``, e.g. ``text_encoder_2:released`` (the component is checked against the model later)."""
+    component, sep, placement = _text(value).partition(":")
+    if not sep or not component.strip():
+        raise _Bad(f"expected component:placement (e.g. text_encoder_2:released), got {value!r}")
+    return f"{component.strip()}:{_choice(PLACEMENTS)(placement.strip())}"
+
+
 def _list_of(convert: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     def wrapped(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, (list, tuple)):
@@ -249,6 +258,13 @@ FIELDS: tuple[_Field, ...] = (
     _Field("space.fullgraph", "space.fullgraph", _list_of(_boolean), "boollist"),
     _Field("space.offload", "space.offload", _list_of(_choice(OFFLOAD_KINDS)), "list"),
     _Field("space.blocks_per_group", "space.blocks_per_group", _list_of(_positive_int), "intlist"),
+    _Field(
+        "space.placement",
+        "space.placement",
+        _list_of(_placement_entry),
+        "list",
+        help="Placements per component to search, e.g. transformer:resident,text_encoder_2:released.",
+    ),
     _Field(
         "space.attention_backends",
         "space.attention_backends",

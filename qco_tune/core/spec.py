@@ -44,6 +44,7 @@ The TOML format, every field optional except ``model`` in practice (the default 
     fullgraph = [false, true]
     offload = ["none", "model", "sequential", "group_block", "group_leaf"]
     blocks_per_group = [1, 2]
+    placement = ["text_encoder_2:resident", "text_encoder_2:released", "vae:model"]   # searched per component
     attention_backends = ["native", "_native_cudnn", "flash", "sage"]   # those usable here are searched
     layerwise_casting = ["none", "float8_e4m3fn"]   # the denoiser's weights stored in float8
     vae_tiling = [false, true]
@@ -57,6 +58,11 @@ The TOML format, every field optional except ``model`` in practice (the default 
 An unknown field, a wrong type or a bad value raises ``SpecError`` naming the field path and its line.
 The stored form (``config.spec_to_dict``) is read back by ``spec_from_dict`` with the same checks, and
 ``apply_overrides`` maps command-line flags onto a spec, again with the same checks.
+
+``placement`` lists the placements searched for the components it names (resident, model, sequential,
+group_block, group_leaf, and released for text encoders), tried where the pipeline-wide ``offload`` is none;
+left out, the text encoders are searched resident or released. A component the model does not have is an
+error naming the ones it has.
 
 Workload keys left out take the model's defaults (``qco_tune.core.workloads.default_workload``: a preset's
 own workload, else its pipeline family's), so ``model = "flux.1-dev"`` alone times 1024x1024 in 28 steps.

@@ -40,6 +40,9 @@ class SpaceRestriction:
     fullgraph: tuple[bool, ...] = ()
     offload: tuple[str, ...] = ()
     blocks_per_group: tuple[int, ...] = ()
+    placement: tuple[str, ...] = ()
+    """``component:placement`` entries: the placements searched for each component named (without pipeline-wide
+    offload); default: text encoders resident or released, the other components as ``offload`` says."""
     attention_backends: tuple[str, ...] = ()
     """Attention backends to search (``native`` and those usable here by default)."""
     layerwise_casting: tuple[str, ...] = ()

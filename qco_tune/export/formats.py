@@ -51,12 +51,14 @@ def _toml_value(value: object) -> str:
 
 
 def render_toml(config: TrialConfig, header: ExportHeader | None = None) -> str:
-    """``config.to_dict()`` as TOML: top-level knobs, then a ``[quantization]`` table; header as comments."""
+    """``config.to_dict()`` as TOML: top-level knobs, then a ``[quantization]`` table (and a ``[placement]``
+    table where components are placed one by one); header as comments."""
     data = config.to_dict()
-    quantization = data.pop("quantization")
+    tables = {name: data.pop(name) for name in ("quantization", "placement") if name in data}
     lines = [line for text in (header.lines(config) if header else ()) for line in comment_lines(text)]
     lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items()]
-    lines += ["", "[quantization]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in quantization.items()]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -7,12 +7,21 @@ rendered by ``export.render``.
 from __future__ import annotations
 
 import keyword
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from qco_tune.calls.dynamo import DENOISER_NAMES, dynamo_settings, inductor_settings
 from qco_tune.calls.pipeline import GENERATOR_DEVICE, workload_arguments
-from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, STREAM_FLAGS, compile_call, group_offload_options
+from qco_tune.calls.placement import (
+    CPU_OFFLOAD_METHODS,
+    PLACING_ORDER,
+    STREAM_FLAGS,
+    PlacementStep,
+    compile_call,
+    group_offload_options,
+    placement_steps,
+)
 from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
 from qco_tune.calls.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
 from qco_tune.core.config import TrialConfig
@@ -184,8 +193,7 @@ def plan_quantization(config: TrialConfig, model: ModelInfo) -> QuantPlan | None
 
 def _in_model_order(model: ModelInfo, components: list[str]) -> list[str]:
     """Components by role (denoiser, VAE, text encoders, others), then as the model lists them."""
-    rank = {"denoiser": 0, "vae": 1, "text_encoder": 2}
-    order = {c.name: (rank.get(c.role, 3), i) for i, c in enumerate(model.components)}
+    order = {c.name: (PLACING_ORDER.get(c.role, 3), i) for i, c in enumerate(model.components)}
     return sorted(components, key=lambda c: order.get(c, (4, 0)))
 
 
@@ -199,6 +207,8 @@ def plan_offload(config: TrialConfig, model: ModelInfo) -> tuple[str, tuple[Stat
     """The offloading section's title and calls, as ``measure.backends.offload.apply_offload`` makes them."""
     config = config.canonical()
     device = Code(DEVICE_VARIABLE)
+    if config.placement:
+        return plan_placement(config, model)
     if config.offload in CPU_OFFLOAD_METHODS:
         method = CPU_OFFLOAD_METHODS[config.offload]
         title = f"{config.offload} CPU offloading"
@@ -206,30 +216,74 @@ def plan_offload(config: TrialConfig, model: ModelInfo) -> tuple[str, tuple[Stat
     if not config.is_group_offload:
         return "", ()
     leaf = config.offload == "group_leaf"
+    statements = [*_group_devices()]
+    for name in _in_model_order(model, [c.name for c in model.components]):
+        statements.append(_group_statement(config, model, name, config.offload))
+    title = "group offloading, " + ("leaf level" if leaf else f"{config.blocks_per_group} block(s) per group")
+    return title, tuple(statements)
+
+
+def _group_devices() -> tuple[Statement, ...]:
+    return (
+        Statement(Name("torch", "device"), (Code(DEVICE_VARIABLE),), assign="onload_device"),
+        Statement(Name("torch", "device"), ("cpu",), assign="offload_device"),
+    )
+
+
+def _group_statement(config: TrialConfig, model: ModelInfo, name: str, placement: str) -> Statement:
+    """Group offloading of one component: diffusers models have enable_group_offload; transformers models
+    take the hook directly."""
     kwargs: list[tuple[str, Value]] = [
         ("onload_device", Code("onload_device")),
         ("offload_device", Code("offload_device")),
     ]
     kwargs += [
         (key, value)
-        for key, value in group_offload_options(config).items()
+        for key, value in group_offload_options(config, placement).items()
         if not (key == "num_blocks_per_group" and value is None) and not (key in STREAM_FLAGS and not value)
     ]
-    statements = [
-        Statement(Name("torch", "device"), (device,), assign="onload_device"),
-        Statement(Name("torch", "device"), ("cpu",), assign="offload_device"),
-    ]
-    # diffusers models have enable_group_offload; transformers models take the hook directly.
-    for name in _in_model_order(model, [c.name for c in model.components]):
-        target = _component_expr(name)
-        if model.component(name).role in ("denoiser", "vae"):
-            statements.append(Statement(Code(f"{target}.enable_group_offload"), kwargs=tuple(kwargs)))
-        else:
-            statements.append(
-                Statement(Name("diffusers.hooks", "apply_group_offloading"), (Code(target),), tuple(kwargs))
-            )
-    title = "group offloading, " + ("leaf level" if leaf else f"{config.blocks_per_group} block(s) per group")
+    target = _component_expr(name)
+    if model.component(name).role in ("denoiser", "vae"):
+        return Statement(Code(f"{target}.enable_group_offload"), kwargs=tuple(kwargs))
+    return Statement(Name("diffusers.hooks", "apply_group_offloading"), (Code(target),), tuple(kwargs))
+
+
+def _hook_variable(name: str) -> str:
+    return re.sub(r"\W", "_", name) + "_hook"
+
+
+def plan_placement(config: TrialConfig, model: ModelInfo) -> tuple[str, tuple[Statement, ...]]:
+    """Placement one component at a time, as ``measure.backends.offload.place_components`` makes it."""
+    steps = placement_steps(config, [(c.name, c.role) for c in model.components])
+    statements: list[Statement] = list(_group_devices()) if any(s.kind == "group" for s in steps) else []
+    statements += [_placement_statement(config, model, step) for step in steps]
+    # Each statement names its component; the title says what the hooks at the end are for.
+    title = "placement per component" + (
+        " (hooks move components off the GPU)" if any(s.kind == "offload_when" for s in steps) else ""
+    )
     return title, tuple(statements)
+
+
+def _placement_statement(config: TrialConfig, model: ModelInfo, step: PlacementStep) -> Statement:
+    target = _component_expr(step.component)
+    device = Code(DEVICE_VARIABLE)
+    if step.kind == "resident":
+        return Statement(Code(f"{target}.to"), (device,))
+    if step.kind == "group":
+        return _group_statement(config, model, step.component, step.placement)
+    if step.kind == "sequential":  # offload_buffers as diffusers' enable_sequential_cpu_offload sets it
+        return Statement(
+            Name("accelerate", "cpu_offload"),
+            (Code(target), device),
+            (("offload_buffers", Code(f"len({target}._parameters) > 0")),),
+        )
+    if step.kind == "hook":
+        hook = Name("accelerate", "cpu_offload_with_hook")
+        return Statement(hook, (Code(target), device), assign=f"_, {_hook_variable(step.component)}")
+    trigger = _component_expr(step.trigger) + (f".{step.trigger_module}" if step.trigger_module else "")
+    # Moves the hooked component back to the CPU when the trigger starts; outside any compiled graph.
+    offload = f"torch.compiler.disable(lambda module, args: {_hook_variable(step.component)}.offload())"
+    return Statement(Code(f"{trigger}.register_forward_pre_hook"), (Code(offload),))
 
 
 def _setting_statement(call: SettingCall, model: ModelInfo) -> Statement:
@@ -325,7 +379,7 @@ def plan_export(
         dynamo=tuple(dynamo_settings(config).items()),  # type: ignore[arg-type]
         inductor=tuple(inductor_settings(config).items()),  # type: ignore[arg-type]
         quantization=plan_quantization(config, model),
-        move_to_device=config.offload == "none",
+        move_to_device=not config.is_offloaded,
         process_settings=process,
         load_on_device=quantizes_on_device(config),
         settings=settings,

@@ -117,7 +117,7 @@ def compile_unavailable(scope: str, env: _Env) -> str | None:
 
 def _unavailable(knob: str, value: Any, env: _Env) -> str | None:
     """Why ``knob = value`` cannot run for this model and dtype on this machine (its first need not met), or None."""
-    kind = QUANT if knob.startswith("quant.") else knob
+    kind = QUANT if knob.startswith("quant.") else PLACE if knob.startswith("place.") else knob
     return next((why for need in NEEDS if kind in need.knobs and (why := need.unmet(kind, value, env))), None)
 
 
@@ -216,6 +216,8 @@ Group = Literal["quantization", "runtime", "settings"]
 """The groups of knobs: quantization (``quant.*``), runtime (compile and offload) and settings (the rest)."""
 QUANT = "quant"
 """Every ``quant.<component>`` knob, as a ``Need`` names them."""
+PLACE = "place"
+"""Every ``place.<component>`` knob, as a ``Need`` names them."""
 
 
 Lacking = list[tuple[Any, str]]
@@ -276,6 +278,7 @@ def _values_in_play(config: TrialConfig) -> dict[str, tuple[Any, ...]]:
         k: (v,) for k, v in params.items() if not k.startswith("quant.") and k not in SETTINGS_DEFAULTS
     }
     in_play.update({k: (v,) for k, v in config.settings().items()})
+    in_play[PLACE] = tuple(sorted({p for _, p in config.placement}))
     in_play[QUANT] = tuple(sorted({v for k, v in params.items() if k.startswith("quant.") and v != "none"}))
     return in_play
 
@@ -338,10 +341,10 @@ NEEDS: tuple[Need, ...] = (
     Need(
         "offload_needs_cuda",
         "runtime",
-        ("offload",),
+        ("offload", PLACE),
         lambda knob, value, env: (
             _without_cuda(env, "no CUDA: offloading to the CPU the trial already runs on means nothing")
-            if value != "none"
+            if value not in ("none", "resident")
             else None
         ),
         lambda lacking: "offloading needs a CUDA GPU: without one the trial already runs on the CPU",
@@ -367,15 +370,17 @@ def _missing_values(allowed: dict[str, tuple[Any, ...]], env: _Env) -> list[tupl
     """(knob or value, why) for what the study allows and this machine cannot run; a whole knob in one line."""
     missing: dict[str, str] = {}
     compiling = {v for v in allowed["compile"] if v != "none" and _unavailable("compile", v, env) is None}
-    grouping = GROUP_OFFLOADS & set(allowed["offload"])
+    grouping = GROUP_OFFLOADS & {v for k, vs in allowed.items() if k == "offload" or k.startswith("place.") for v in vs}
     for knob, choices in allowed.items():
         if knob in STREAM_KNOBS or (knob in ("compile_mode", "fullgraph") and not compiling):
             continue  # said once below, or not searched anyway
+        if knob.startswith("place.") and "offload" in missing:
+            continue  # every offload goes for the same reason, said once
         gone = [(value, why) for value in choices if (why := _unavailable(knob, value, env))]
         if knob == "compile" and gone and env.caps.compile:
             for value, why in gone:  # a scope this model cannot take (regional), not the machine's compile
                 missing.setdefault(f"compile={value}", why)
-        elif knob in ("compile", "offload") and gone:
+        elif (knob in ("compile", "offload") or knob.startswith("place.")) and gone:
             missing.setdefault(knob, gone[0][1])  # every value but "none" goes for one reason
         elif knob == "compile_mode" and "compile" in missing:
             continue

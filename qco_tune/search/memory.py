@@ -38,8 +38,10 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO
+from qco_tune.calls.placement import placement_steps
 from qco_tune.calls.quantconfigs import quantizes_on_device
 from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
+from qco_tune.core.placement import GROUP_PLACEMENTS, HOOKED_PLACEMENTS, RUN_ORDER
 from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo
 from qco_tune.core.studyspec import StudySpec
 from qco_tune.core.units import GIB, format_size
@@ -226,9 +228,15 @@ def _host_terms(weights: dict[str, tuple[float, float]], config: TrialConfig, la
     prefetches on a stream from pinned copies made up front), else one checkpoint shard being loaded."""
     plain = sum(p for p, _ in weights.values())
     quant = sum(q for _, q in weights.values())
-    if config.offload == "none":
+    if not config.is_offloaded:
         return MemoryTerms(min(largest, LOAD_SHARD_BYTES), 0.0, 0.0, PROCESS_BASE)
     copies = 2.0 if config.is_group_offload and config.use_stream and not config.low_cpu_mem_usage else 1.0
+    if config.placement:  # only what is offloaded lives on the host, twice over where it is group-offloaded
+        offloaded = {n: w for n, w in weights.items() if config.placement_of(n) != "resident"}
+        twice = {n for n in offloaded if config.placement_of(n) in GROUP_PLACEMENTS}
+        plain = sum(w[0] * (copies if n in twice else 1.0) for n, w in offloaded.items())
+        quant = sum(w[1] * (copies if n in twice else 1.0) for n, w in offloaded.items())
+        return MemoryTerms(max(plain, min(largest, LOAD_SHARD_BYTES)), quant, 0.0, PROCESS_BASE)
     return MemoryTerms(plain * copies, quant * copies, 0.0, PROCESS_BASE)
 
 
@@ -262,6 +270,8 @@ def _resident(
 ) -> tuple[MemoryTerms, str]:
     """The counted terms at the peak (the phase that needs most), and a short account of them."""
     peak_act = max(acts.values())
+    if config.placement:
+        return _resident_per_component(model, config, weights, acts, shape, metric)
     if config.offload == "none":
         # Loading never holds more than the pipeline placed whole on the device afterwards.
         plain = sum(p for p, _ in weights.values())
@@ -300,6 +310,67 @@ def _resident(
             how += f", {format_size(sum(pinned))} of bitsandbytes 8-bit weights staying on the device"
         if cached != (0.0, 0.0) and metric != "allocated":
             how += f", {format_size(sum(cached))} of the load's blocks left reserved"
+        phases[name] = (terms, how)
+    peak = max(phases, key=lambda n: phases[n][0].total)
+    return phases[peak]
+
+
+def _share(model: ModelInfo, config: TrialConfig, name: str, shape: DenoiserShape) -> float:
+    """Share of a component's weights on the device while it runs, placed as ``config.placement_of`` says."""
+    placement = config.placement_of(name)
+    if placement in ("resident", "model", "released"):
+        return 1.0
+    prefetch = 2 if config.use_stream and placement in GROUP_PLACEMENTS else 1
+    if placement == "group_block" and name == model.denoiser:
+        return min(1.0, prefetch * config.blocks_per_group / max(shape.num_blocks, 1))
+    return LAYER_FRACTION * prefetch
+
+
+def _lingering(config: TrialConfig, order: list[tuple[str, str]], running: str) -> list[str]:
+    """Hooked components (model, released) still on the device while ``running`` runs: each stays from its
+    own call until the component that moves it off starts (``calls.placement.placement_steps``)."""
+    triggers = {s.component: s.trigger for s in placement_steps(config, order) if s.kind == "offload_when"}
+    names = [n for n, _ in order]
+    x, size = names.index(running), len(names)
+    out = []
+    for name in names:
+        if name == running or config.placement_of(name) not in HOOKED_PLACEMENTS:
+            continue
+        h = names.index(name)
+        if name not in triggers or (x - h) % size < (names.index(triggers[name]) - h) % size:
+            out.append(name)
+    return out
+
+
+def _resident_per_component(
+    model: ModelInfo,
+    config: TrialConfig,
+    weights: dict[str, tuple[float, float]],
+    acts: dict[str, float],
+    shape: DenoiserShape,
+    metric: str,
+) -> tuple[MemoryTerms, str]:
+    """The counted terms at the peak of a pipeline placed one component at a time: for each component's
+    phase (encoding, denoising, decode), the resident components, its own share and activations, and the
+    hooked components that have run and not yet been moved off; and the load phase."""
+    order: list[tuple[str, str]] = sorted(
+        ((c.name, c.role) for c in model.components), key=lambda c: RUN_ORDER.get(c[1], 1)
+    )
+    loaded = _loaded_on_device(model, config)
+    resident = {n for n, _ in order if config.placement_of(n) == "resident"}
+    # bitsandbytes 8-bit weights loaded on the device stay there, wherever their component is placed.
+    always = resident | {n for n in loaded if config.backend_for(n) in STAYS_ON_DEVICE}
+    load = _sum_weights(weights, loaded | resident)  # resident ones may be moved before the loaded ones leave
+    phases = {"load": (_as_counted(load, 0.0, metric), f"load: {', '.join(sorted(loaded | resident))} on the device")}
+    for name, _ in order:
+        lingering = _lingering(config, order, name)
+        others = _sum_weights(weights, (always | set(lingering)) - {name})
+        share = 1.0 if name in always else _share(model, config, name, shape)
+        own = weights[name]
+        terms = _as_counted((others[0] + own[0] * share, others[1] + own[1] * share), acts.get(name, 0.0), metric)
+        how = f"{name} {config.placement_of(name)} with its activations beside {format_size(sum(others))} on the device"
+        if lingering:
+            how += f" ({', '.join(lingering)} not yet moved off)"
         phases[name] = (terms, how)
     peak = max(phases, key=lambda n: phases[n][0].total)
     return phases[peak]
@@ -364,7 +435,7 @@ def smallest_need(
 
 def _runtime_signature(config: TrialConfig) -> tuple[Any, ...]:
     graphs = config.compile != "none" and config.compile_mode in CUDA_GRAPH_MODES
-    return (config.offload, config.blocks_per_group, config.use_stream, graphs)
+    return (config.offload, config.placement, config.blocks_per_group, config.use_stream, graphs)
 
 
 def _settings_signature(config: TrialConfig) -> tuple[Any, ...]:

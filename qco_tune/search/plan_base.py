@@ -69,7 +69,9 @@ class PlanBase:
         self.denoiser = space.model.denoiser
         self.components = space.components
         self.secondary = [
-            k for k in self.knobs if not k.startswith("quant.") and k not in COMPILE_KNOBS and k not in PLACEMENT_KNOBS
+            k
+            for k in self.knobs
+            if not k.startswith(("quant.", "place.")) and k not in COMPILE_KNOBS and k not in PLACEMENT_KNOBS
         ]
         defaults = TrialConfig()
         self.base_settings = {

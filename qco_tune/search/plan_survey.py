@@ -188,6 +188,12 @@ class SurveyStage(PlanBase):
         """An offload kind with its group options, the guide's first, then by how many options differ."""
         if offload in self._placement_cache:
             return self._placement_cache[offload]
+        if offload == "none":  # resident, then with the text encoders released after use where searched
+            released = {k: "released" for k, v in self.knobs.items() if k.startswith("place.") and "released" in v}
+            self._placement_cache[offload] = [{OFFLOAD_KNOB: offload}] + (
+                [{OFFLOAD_KNOB: offload, **released}] if released else []
+            )
+            return self._placement_cache[offload]
         if offload not in GROUP_OFFLOADS:
             return [{OFFLOAD_KNOB: offload}]
         names = [k for k in ("blocks_per_group", *PREFERRED_PLACEMENT) if k in self.knobs]

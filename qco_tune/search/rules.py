@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qco_tune.calls.placement import placement_steps
 from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
+from qco_tune.core.placement import CPU_OFFLOAD_PLACEMENTS, GROUP_PLACEMENTS
 from qco_tune.core.records import ComponentInfo
 from qco_tune.search.availability import (
     BACKEND_LIBRARY,
@@ -94,12 +96,25 @@ def _outside_quantization(config: TrialConfig, space: SearchSpace) -> list[str]:
 def _outside_runtime(config: TrialConfig, space: SearchSpace) -> list[str]:
     """Compile and offload knobs in ``config`` that the study's restriction leaves out."""
     allowed = space._allowed
-    params = config.canonical().to_params()
-    return [
+    canonical = config.canonical()
+    params = canonical.to_params()
+    names = {c.name for c in space.model.components}
+    out = [
         f"{knob}={value} is not among {', '.join(map(str, allowed[knob]))}"
         for knob, value in params.items()
-        if not knob.startswith("quant.") and knob not in SETTINGS_KNOBS and value not in allowed[knob]
+        if not knob.startswith(("quant.", "place.")) and knob not in SETTINGS_KNOBS and value not in allowed[knob]
     ]
+    for component, placement in canonical.placement:
+        knob = f"place.{component}"
+        if component not in names:
+            continue  # said by its own rule
+        if canonical.offload != "none":
+            out.append(f"placement per component is searched with offload none, and offload is {canonical.offload}")
+        elif knob not in allowed:
+            out.append(f"the placement of {component} is not searched")
+        elif placement not in allowed[knob]:
+            out.append(f"{knob}={placement} is not among {', '.join(allowed[knob])}")
+    return list(dict.fromkeys(out))
 
 
 def _outside_settings(config: TrialConfig, space: SearchSpace) -> list[str]:
@@ -120,7 +135,42 @@ def _int8_offload_observed_to_run(config: TrialConfig, space: SearchSpace) -> bo
     """bitsandbytes int8 under group offloading as observed to run: with a stream, and not at block
     level with an int8 denoiser (see the rule below)."""
     int8_denoiser = config.backend_for(space.model.denoiser) == "bnb_int8"
-    return config.use_stream and not (config.offload == "group_block" and int8_denoiser)
+    return config.use_stream and not (config.placement_of(space.model.denoiser) == "group_block" and int8_denoiser)
+
+
+def _placed(config: TrialConfig, placements: frozenset[str] | set[str], backends: frozenset[str] | set[str]) -> bool:
+    """Some component quantized with one of ``backends`` is placed in one of ``placements``."""
+    return any(b in backends and config.placement_of(c) in placements for c, b in config.quantization)
+
+
+def _placements_not_in_model(config: TrialConfig, space: SearchSpace) -> list[str]:
+    names = {c.name for c in space.model.components}
+    return [c for c, _ in config.placement if c not in names]
+
+
+def _released_not_text_encoders(config: TrialConfig, space: SearchSpace) -> list[str]:
+    roles = {c.name: c.role for c in space.model.components}
+    return [c for c, p in config.placement if p == "released" and c in roles and roles[c] != "text_encoder"]
+
+
+def _hooked_beside_group(config: TrialConfig) -> bool:
+    """Accelerate's CPU offload hooks on some component and group offloading on another."""
+    placements = config.placements()
+    return bool(placements & CPU_OFFLOAD_PLACEMENTS) and bool(placements & GROUP_PLACEMENTS)
+
+
+def _denoiser_moves(config: TrialConfig, space: SearchSpace) -> bool:
+    """The denoiser's weights move between calls, or a hook on it moves another component's."""
+    return config.placement_of(space.model.denoiser) != "resident" or _denoiser_triggers_offload(config, space)
+
+
+def _denoiser_triggers_offload(config: TrialConfig, space: SearchSpace) -> bool:
+    """A forward pre-hook on the denoiser moves a component off the device (``calls.placement.placement_steps``)."""
+    if not config.placement:
+        return False  # diffusers' own model offload hooks the denoiser only when it is offloaded itself
+    components = [(c.name, c.role) for c in space.model.components]
+    steps = placement_steps(config, components)
+    return any(s.kind == "offload_when" and s.trigger == space.model.denoiser for s in steps)
 
 
 RULES: tuple[Rule, ...] = (
@@ -141,7 +191,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "blocks_per_group_without_block_offload",
-        lambda c, s: c.offload != "group_block" and c.blocks_per_group != 1,
+        lambda c, s: "group_block" not in c.placements() and c.blocks_per_group != 1,
         lambda c, s: f"blocks_per_group only applies to group_block offloading, and offload is {c.offload}",
     ),
     Rule(
@@ -151,15 +201,59 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "cuda_graphs_with_offload",
-        lambda c, s: c.compile != "none" and c.compile_mode in CUDA_GRAPH_MODES and c.offload != "none",
+        lambda c, s: c.compile != "none" and c.compile_mode in CUDA_GRAPH_MODES and _denoiser_moves(c, s),
         lambda c, s: (
             f"compile mode {c.compile_mode} records CUDA graphs, which replay fixed device addresses, "
-            f"and {c.offload} offloading moves the weights between calls"
+            + (
+                f"and {c.offload} offloading moves the weights between calls"
+                if not c.placement
+                else f"and the denoiser's placement ({c.placement_of(s.model.denoiser)}, or a hook on it that moves "
+                "another component) moves weights between calls"
+            )
+        ),
+    ),
+    Rule(
+        "placement_component_not_in_model",
+        lambda c, s: bool(_placements_not_in_model(c, s)),
+        lambda c, s: (
+            f"placement names {', '.join(_placements_not_in_model(c, s))}, which {s.model.reference} does not have "
+            f"(it has {', '.join(x.name for x in s.model.components)})"
+        ),
+    ),
+    Rule(
+        "released_not_a_text_encoder",
+        lambda c, s: bool(_released_not_text_encoders(c, s)),
+        lambda c, s: (
+            f"released after use applies to text encoders (they run once per call, before the denoiser), "
+            f"and {', '.join(_released_not_text_encoders(c, s))} is not one"
+        ),
+    ),
+    Rule(
+        "cpu_offload_beside_group_offload",
+        lambda c, s: _hooked_beside_group(c),
+        # diffusers (0.42, pipeline_utils._maybe_raise_error_if_group_offload_active) refuses
+        # enable_model_cpu_offload and enable_sequential_cpu_offload on a pipeline with a group-offloaded
+        # component: "You are trying to apply model/sequential CPU offloading to a pipeline that contains
+        # components with group offloading enabled. This is not supported." Placed one by one the calls do
+        # not reach that check, but diffusers supports no such pipeline, so the pairing stays out.
+        lambda c, s: (
+            "diffusers does not support model or sequential CPU offloading in a pipeline that contains "
+            "components with group offloading enabled"
+        ),
+    ),
+    Rule(
+        "fullgraph_with_offload_hook_on_denoiser",
+        lambda c, s: c.compile == "full" and c.fullgraph and _denoiser_triggers_offload(c, s),
+        # The pre-hook that moves a text encoder (or the previous component) off the device is wrapped in
+        # torch.compiler.disable, a graph break that fullgraph forbids when the whole denoiser is compiled.
+        lambda c, s: (
+            "fullgraph compilation of the whole denoiser cannot trace the hook on it that moves another "
+            "component off the device (torch.compiler.disable: a graph break)"
         ),
     ),
     Rule(
         "sequential_offload_with_bitsandbytes",
-        lambda c, s: c.offload == "sequential" and bool(_backends(c) & BNB_BACKENDS),
+        lambda c, s: _placed(c, {"sequential"}, BNB_BACKENDS),
         # diffusers issue 10800: accelerate re-quantizes the already packed weights and fails with
         # "Blockwise quantization only supports 16/32-bit floats".
         lambda c, s: (
@@ -169,7 +263,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "group_offload_with_bitsandbytes_int8",
-        lambda c, s: c.is_group_offload and "bnb_int8" in _backends(c) and not _int8_offload_observed_to_run(c, s),
+        lambda c, s: _placed(c, GROUP_PLACEMENTS, {"bnb_int8"}) and not _int8_offload_observed_to_run(c, s),
         # Observed on an H100 (torch 2.11, diffusers 0.42.1, bitsandbytes 0.50.2, 2026-11-24; the tiny
         # FLUX preset, studies/results/rules_probe/): LLM.int8 weights under group offloading fail with
         # "ValueError: Expected a cuda device, but got: cpu" (int8 state is left on the CPU) without a
@@ -183,7 +277,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "group_offload_with_quanto",
-        lambda c, s: c.is_group_offload and bool(_backends(c) & QUANTO_BACKENDS),
+        lambda c, s: _placed(c, GROUP_PLACEMENTS, QUANTO_BACKENDS),
         # Observed on an H100 (torch 2.11, diffusers 0.42.1, optimum-quanto 0.2.7, 2026-11-24): both
         # trials of a quanto int8 transformer under block-level group offloading failed with "Expected all
         # tensors to be on the same device, but got mat2 is on cpu" (quanto's weights were not onloaded).
@@ -194,7 +288,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "fullgraph_with_group_offload",
-        lambda c, s: c.fullgraph and c.compile != "none" and c.is_group_offload,
+        lambda c, s: c.fullgraph and c.compile != "none" and c.placement_of(s.model.denoiser) in GROUP_PLACEMENTS,
         # Group offloading onloads each group in a hook that diffusers wraps in torch.compiler.disable:
         # a graph break, which fullgraph forbids. Observed on an H100 (torch 2.11, diffusers 0.42.1,
         # 2026-11-24): bf16 regional fullgraph compile with block-level group offload failed with
@@ -206,7 +300,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "sequential_offload_with_quanto",
-        lambda c, s: c.offload == "sequential" and bool(_backends(c) & QUANTO_BACKENDS),
+        lambda c, s: _placed(c, {"sequential"}, QUANTO_BACKENDS),
         # diffusers issue 10526: accelerate cannot rebuild quanto's WeightQBytesTensor on the meta device.
         lambda c, s: "sequential CPU offload cannot move quanto weights (accelerate cannot rebuild its tensors)",
         BOTH,

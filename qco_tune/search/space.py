@@ -13,6 +13,7 @@ Knobs, with the conditions under which they are suggested (parameter names as in
     compile_mode        compile != none
     fullgraph           compile != none
     offload             always
+    place.<component>   offload == none (text encoders: resident or released; others where the study lists them)
     blocks_per_group    offload == group_block
     use_stream          offload in (group_block, group_leaf)
     non_blocking        offload in (group_block, group_leaf)
@@ -53,6 +54,7 @@ from qco_tune.core.config import (
     QuantBackend,
     TrialConfig,
 )
+from qco_tune.core.placement import GROUP_PLACEMENTS, SHORTHAND_PLACEMENT, Placement
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.studyspec import StudySpec
 from qco_tune.search.availability import (
@@ -120,9 +122,11 @@ class SearchSpace:
         # A component with nothing but "none" left is not searched at all, nor a setting with one choice.
         knobs = {k: v for k, v in knobs.items() if not (k.startswith("quant.") and v == ("none",))}
         knobs = {k: v for k, v in knobs.items() if not (k in SETTINGS_KNOBS and v in ((), (SETTINGS_DEFAULTS[k],)))}
-        if "group_block" not in knobs["offload"]:
+        knobs = {k: v for k, v in knobs.items() if not (k.startswith("place.") and v in ((), ("resident",)))}
+        offloads = set(knobs["offload"]) | {p for k, v in knobs.items() if k.startswith("place.") for p in v}
+        if "group_block" not in offloads:
             knobs.pop("blocks_per_group", None)
-        if not GROUP_OFFLOADS & set(knobs["offload"]):
+        if not (GROUP_OFFLOADS | GROUP_PLACEMENTS) & offloads:
             for knob in STREAM_KNOBS:
                 knobs.pop(knob, None)
         if not set(knobs["compile"]) - {"none"}:
@@ -146,6 +150,11 @@ class SearchSpace:
         """(knob or value, why it is missing here) for what the study allows but this machine cannot run."""
         return list(self._missing)
 
+    @property
+    def placed(self) -> tuple[str, ...]:
+        """Components whose placement is searched here (where the pipeline-wide offload is none)."""
+        return tuple(k.split(".", 1)[1] for k in self._knobs if k.startswith("place."))
+
     @staticmethod
     def config_from(quantization: dict[str, str], **knobs: Any) -> TrialConfig:
         """The canonical configuration with this quantization (component → backend) and these knobs (parameter
@@ -161,6 +170,8 @@ class SearchSpace:
         component, so an enqueued baseline is not filled in by the sampler.
         """
         params = {f"quant.{c}": "none" for c in self.components}
+        if config.offload == "none":
+            params.update({f"place.{c}": "resident" for c in self.placed})
         params.update({k: getattr(config, k) for k in SETTINGS_KNOBS if k in self._knobs})
         params.update(config.to_params())
         return params
@@ -192,14 +203,17 @@ class SearchSpace:
         compile_mode: CompileMode = pick("compile_mode") if compiling else "default"
         fullgraph = pick("fullgraph") if compiling else False
         offload = pick("offload")
-        group = offload in GROUP_OFFLOADS
-        blocks_per_group = pick("blocks_per_group") if offload == "group_block" else 1
+        placement = tuple((c, pick(f"place.{c}")) for c in self.placed) if offload == "none" else ()
+        placements = {offload, *(p for _, p in placement)}
+        group = bool(placements & (GROUP_OFFLOADS | GROUP_PLACEMENTS))
+        blocks_per_group = pick("blocks_per_group") if "group_block" in placements else 1
         use_stream = pick("use_stream") if group else False
         return TrialConfig(
             compile=compile_scope,
             compile_mode=compile_mode,
             fullgraph=fullgraph,
             offload=offload,
+            placement=placement,
             blocks_per_group=blocks_per_group,
             use_stream=use_stream,
             non_blocking=pick("non_blocking") if group else False,
@@ -292,7 +306,8 @@ class SearchSpace:
 
         In order: the unoptimised reference, quantization, quantization + compile (max-autotune,
         fullgraph), + model CPU offload (default mode), and quantization + group offload (leaf level,
-        stream, non-blocking; compiled as in the guide's Wan example). A recipe that breaks a rule or
+        stream, non-blocking; compiled as in the guide's Wan example, and placed as it places the
+        components of a video pipeline: ``_group_offload_recipe``). A recipe that breaks a rule or
         leaves the study's space is dropped, never altered; only the quantization backend falls back
         from bitsandbytes NF4 to the first of torchao int8 weight-only and quanto int8 that runs here,
         and the label names it.
@@ -313,12 +328,7 @@ class SearchSpace:
                     f"quantization + compile + model offload{suffix}",
                     TrialConfig(quantization=quant, compile="full", offload="model"),
                 ),
-                (
-                    f"quantization + group offload{suffix}",
-                    TrialConfig(
-                        quantization=quant, compile="full", offload="group_leaf", use_stream=True, non_blocking=True
-                    ),
-                ),
+                (f"quantization + group offload{suffix}", self._group_offload_recipe(quant)),
             ]
         kept: list[tuple[str, TrialConfig]] = []
         seen: set[str] = set()
@@ -327,6 +337,30 @@ class SearchSpace:
                 seen.add(config.key())
                 kept.append((label, config))
         return kept
+
+    def _group_offload_recipe(self, quant: tuple[tuple[str, QuantBackend], ...]) -> TrialConfig:
+        """The guide's Wan2.1 recipe: the transformer, the VAE and the text encoder group-offloaded one by one
+        at leaf level with a stream, non-blocking, and the transformer compiled. For a video pipeline it is
+        written per component as the guide writes it (each denoiser, the VAE, each text encoder), folded
+        into the pipeline-wide shorthand where that names the same components (``shorthand``)."""
+        recipe = TrialConfig(quantization=quant, compile="full", use_stream=True, non_blocking=True)
+        if not self.model.is_video:
+            return dataclasses.replace(recipe, offload="group_leaf")
+        roles = ("denoiser", "vae", "text_encoder")
+        placement: tuple[tuple[str, Placement], ...] = tuple(
+            (c.name, "group_leaf") for c in self.model.components if c.role in roles
+        )
+        return self.shorthand(dataclasses.replace(recipe, placement=placement))
+
+    def shorthand(self, config: TrialConfig) -> TrialConfig:
+        """``config`` with a placement that is the same for every component of the model written as the
+        pipeline-wide ``offload`` it equals (which places every component alike); else unchanged."""
+        placements = {config.placement_of(c.name) for c in self.model.components}
+        shorthand = {v: k for k, v in SHORTHAND_PLACEMENT.items()}
+        if not config.placement or len(placements) != 1 or next(iter(placements)) not in shorthand:
+            return config
+        offload: Any = shorthand[placements.pop()]
+        return dataclasses.replace(config, offload=offload, placement=()).canonical()
 
     def _recipe_backend(self) -> QuantBackend | None:
         denoiser = self._knobs.get(f"quant.{self.model.denoiser}", ())
@@ -359,6 +393,7 @@ def _allowed_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[Any, 
             "compile_mode": _restrict(COMPILE_MODES, r.compile_modes),
             "fullgraph": _restrict(BOOLS, r.fullgraph),
             "offload": _restrict(OFFLOAD_KINDS, r.offload),
+            **_placement_choices(spec, model),
             "blocks_per_group": tuple(r.blocks_per_group) or DEFAULT_BLOCKS_PER_GROUP,
             **{knob: BOOLS for knob in STREAM_KNOBS},
             "attention_backend": _restrict(ATTENTION_BACKENDS, r.attention_backends),
@@ -371,6 +406,26 @@ def _allowed_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[Any, 
         }
     )
     return allowed
+
+
+def _placement_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[str, ...]]:
+    """``place.<component>`` → the placements searched for it: the study's list, else the text encoders
+    resident or released. Raises ``SpaceError`` for a component the model lacks."""
+    names = [c.name for c in model.components]
+    listed: dict[str, list[str]] = {}
+    for entry in spec.space.placement:
+        component, _, placement = entry.partition(":")
+        if component not in names:
+            raise SpaceError(
+                f"space.placement names {component!r}, which {model.reference} does not have "
+                f"(components: {', '.join(names)})"
+            )
+        if placement == "released" and model.component(component).role != "text_encoder":
+            raise SpaceError(f"space.placement: {component}:released: only text encoders are released after use")
+        listed.setdefault(component, []).append(placement)
+    if not listed:
+        listed = {name: ["resident", "released"] for name in model.text_encoders}
+    return {f"place.{c}": tuple(listed[c]) for c in names if c in listed}
 
 
 def _fast_path_choices(spec: StudySpec) -> dict[str, tuple[Any, ...]]:

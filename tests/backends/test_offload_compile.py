@@ -102,3 +102,50 @@ def test_regional_compile_runs_the_tiny_pipeline_on_cpu(tiny_model: ModelInfo, q
     eager = run(TrialConfig())
     compiled = run(TrialConfig(compile="regional"))
     np.testing.assert_allclose(compiled, eager, atol=2e-3)
+
+
+# -- placement per component ----------------------------------------------------------------------------------
+
+
+def test_placement_per_component_is_refused_on_cpu() -> None:
+    config = TrialConfig(placement=(("text_encoder_2", "released"),))
+    with pytest.raises(ValueError, match="placement bf16 · text_encoder_2:released needs a CUDA device"):
+        apply_offload(_Recorder(), config, "cpu")  # type: ignore[arg-type]
+
+
+def test_placed_one_by_one_the_tiny_pipeline_runs_and_releases_its_text_encoders(
+    tiny_flux_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real hooks on the CPU (where they move nothing): the text encoders are moved off as the
+    transformer starts, the model-offloaded VAE as the next call's first encoder starts, and the
+    images equal those of the resident pipeline."""
+    import accelerate.hooks
+    import diffusers
+
+    from qco_tune.calls.placement import placement_steps
+    from qco_tune.measure.backends.offload import module_roles, place_components
+
+    events: list[str] = []
+    real_offload = accelerate.hooks.UserCpuOffloadHook.offload
+
+    def offload(self: Any) -> None:
+        events.append(f"off {type(self.model).__name__}")
+        real_offload(self)
+
+    monkeypatch.setattr(accelerate.hooks.UserCpuOffloadHook, "offload", offload)
+    config = TrialConfig(placement=(("text_encoder", "released"), ("text_encoder_2", "released"), ("vae", "model")))
+
+    def images(placed: bool) -> np.ndarray:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(str(tiny_flux_path), dtype=torch.float32)
+        if placed:
+            place_components(pipe, placement_steps(config, module_roles(pipe)), config, "cpu")
+            pipe.transformer.register_forward_pre_hook(lambda *_: events.append("transformer"))
+            pipe.text_encoder.register_forward_pre_hook(lambda *_: events.append("text_encoder"))
+        kwargs = {"height": 64, "width": 64, "num_inference_steps": 2, "max_sequence_length": 32, "output_type": "np"}
+        out = [pipe("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images for _ in range(2)]
+        return np.concatenate(out)
+
+    np.testing.assert_array_equal(images(placed=True), images(placed=False))
+    # Per call: the VAE is moved off as the first encoder starts, both encoders as each denoising step starts.
+    step = ["off CLIPTextModel", "off T5EncoderModel", "transformer"]
+    assert events == (["off AutoencoderKL", "text_encoder", *step, *step]) * 2

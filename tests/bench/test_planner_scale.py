@@ -190,11 +190,14 @@ def test_the_stages_come_in_order(h200: Capabilities) -> None:
         assert True not in modes or modes.index(False) < modes.index(True), variants
     # Refinements: a front configuration with one knob (neither quantization, offload kind nor compile) changed.
     measured = [d.config for d in sim.done]
-    secondary = [k for k in sim.space.knobs() if not k.startswith("quant.") and k not in (*COMPILE_KNOBS, "offload")]
+    secondary = [
+        k for k in sim.space.knobs() if not k.startswith(("quant.", "place.")) and k not in (*COMPILE_KNOBS, "offload")
+    ]
     for config in planned[stages.index("refine") :]:
         assert any(
             c.quantization == config.quantization
             and c.offload == config.offload
+            and c.placement == config.placement
             and all(getattr(c, k) == getattr(config, k) for k in COMPILE_KNOBS)
             and sum(getattr(c, k) != getattr(config, k) for k in secondary) == 1
             for c in measured

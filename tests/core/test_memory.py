@@ -105,13 +105,17 @@ def test_smallest_need_is_the_minimum_over_the_space(flux: ModelInfo) -> None:
     smallest = smallest_need(space, flux, spec, H100)
     predictions = [need(flux, c, spec) for c in space.enumerate()]
     assert smallest == min(predictions)
-    resident = dataclasses.replace(spec, space=dataclasses.replace(spec.space, offload=("none",)))
+    releasing = dataclasses.replace(spec, space=dataclasses.replace(spec.space, offload=("none",)))
+    kept = ("text_encoder:resident", "text_encoder_2:resident")
+    resident = dataclasses.replace(releasing, space=dataclasses.replace(releasing.space, placement=kept))
     everything_nf4 = TrialConfig(quantization=tuple((c, "bnb_nf4") for c in (*flux.text_encoders, "transformer")))
     tiled = dataclasses.replace(everything_nf4, vae_tiling=True)  # the VAE decode's 1024x1024 peak in 512x512 tiles
     assert smallest_need(SearchSpace.build(resident, flux, H100), flux, spec, H100) == need(flux, tiled, spec)
     untiled = dataclasses.replace(resident, space=dataclasses.replace(resident.space, vae_tiling=(False,)))
     assert smallest_need(SearchSpace.build(untiled, flux, H100), flux, spec, H100) == need(flux, everything_nf4, spec)
     assert need(flux, tiled, spec) < need(flux, everything_nf4, spec)
+    released = dataclasses.replace(tiled, placement=RELEASED)  # the text encoders on the device only while encoding
+    assert smallest_need(SearchSpace.build(releasing, flux, H100), flux, spec, H100) == need(flux, released, spec)
 
 
 def test_the_shape_of_a_local_model_comes_from_its_config(tmp_path: Path, flux: ModelInfo) -> None:
@@ -122,3 +126,44 @@ def test_the_shape_of_a_local_model_comes_from_its_config(tmp_path: Path, flux: 
     local = dataclasses.replace(flux, reference=str(tmp_path), source="local", path=str(tmp_path))
     narrow = memory.denoiser_shape(local)
     assert (narrow.hidden_size, narrow.num_blocks, narrow.patch_size) == (16, 2, 1)
+
+
+# -- placement per component ---------------------------------------------------------------------------------
+
+FP8_NF4 = (("transformer", "torchao_fp8dq"), ("text_encoder_2", "bnb_nf4"))
+RELEASED = (("text_encoder", "released"), ("text_encoder_2", "released"))
+
+
+def test_releasing_the_text_encoders_needs_less_than_keeping_them(flux: ModelInfo) -> None:
+    resident = TrialConfig(quantization=FP8_NF4)
+    released = TrialConfig(quantization=FP8_NF4, placement=RELEASED)
+    tiled = dataclasses.replace(released, vae_tiling=True)
+    assert need(flux, tiled) < need(flux, released) < need(flux, resident)
+    host = [predict(flux, c, flux_spec(), H100).host_bytes or 0 for c in (resident, released)]
+    assert host[0] < host[1]  # released weights live on the host between uses
+
+
+def test_a_released_encoder_stays_on_the_device_until_the_denoiser_starts(flux: ModelInfo) -> None:
+    """Released CLIP is still there while T5 encodes; CLIP placed ``model`` is moved off when T5 starts."""
+    t5_alone = TrialConfig(quantization=FP8_NF4, placement=(("text_encoder", "model"), ("text_encoder_2", "released")))
+    both = TrialConfig(quantization=FP8_NF4, placement=RELEASED)
+    detail = predict(flux, dataclasses.replace(both, vae_tiling=True), flux_spec(), H100).detail
+    assert "text_encoder_2 released" in detail and "text_encoder not yet moved off" in detail
+    assert need(flux, dataclasses.replace(t5_alone, vae_tiling=True)) < need(
+        flux, dataclasses.replace(both, vae_tiling=True)
+    )
+
+
+def test_model_offload_of_every_component_predicts_as_the_shorthand(flux: ModelInfo) -> None:
+    shorthand = TrialConfig(quantization=NF4.quantization, offload="model")
+    per_component = TrialConfig(
+        quantization=NF4.quantization, placement=tuple((c.name, "model") for c in flux.components)
+    )
+    assert per_component.placement  # placed one by one, not the shorthand
+    assert need(flux, per_component) == need(flux, shorthand)
+
+
+def test_a_group_offloaded_transformer_beside_resident_components(flux: ModelInfo) -> None:
+    group = TrialConfig(placement=(("transformer", "group_leaf"),), use_stream=True)
+    assert need(flux, group) < need(flux, TrialConfig())
+    assert need(flux, group) > need(flux, TrialConfig(offload="group_leaf", use_stream=True))

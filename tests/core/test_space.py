@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
 
@@ -122,6 +123,8 @@ def test_params_for_enqueueing_name_every_searched_component(tiny: ModelInfo) ->
         "quant.text_encoder_2": "none",
         "compile": "none",
         "offload": "none",
+        "place.text_encoder": "resident",  # the text encoders may be released after use
+        "place.text_encoder_2": "resident",
         "attention_backend": "native",  # the settings searched here, at their defaults
         "layerwise_casting": "none",
         "vae_tiling": False,
@@ -298,6 +301,31 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
         TrialConfig(vae_slicing=True),
         H100,
         "outside the study's space: vae_slicing=True is not among False",
+    ),
+    (
+        "placement_component_not_in_model",
+        TrialConfig(placement=(("unet", "model"),)),
+        H100,
+        "placement names unet, which flux.1-dev does not have (it has transformer, text_encoder, text_encoder_2, vae)",
+    ),
+    (
+        "released_not_a_text_encoder",
+        TrialConfig(placement=(("vae", "released"),)),
+        H100,
+        "released after use applies to text encoders",
+    ),
+    (
+        "cpu_offload_beside_group_offload",
+        TrialConfig(placement=(("transformer", "group_leaf"), ("text_encoder_2", "model"))),
+        H100,
+        "diffusers does not support model or sequential CPU offloading in a pipeline that contains components with "
+        "group offloading enabled",
+    ),
+    (
+        "fullgraph_with_offload_hook_on_denoiser",
+        TrialConfig(compile="full", fullgraph=True, placement=(("text_encoder_2", "released"),)),
+        H100,
+        "cannot trace the hook on it that moves another component off the device",
     ),
     (
         "fused_qkv_with_quantized_denoiser",
@@ -534,3 +562,67 @@ def test_bitsandbytes_int8_under_group_offloading_only_where_it_was_observed_to_
     assert [rule.broken(c, space) for c in ran] == [False] * len(ran)
     assert [rule.broken(c, space) for c in failed] == [True] * len(failed)
     assert "at block level with an int8 denoiser" in rule.reason(failed[0], space)
+
+
+# -- placement per component ---------------------------------------------------------------------------------
+
+
+def test_the_video_group_offload_recipe_is_the_guides_wan_recipe_placed_per_component() -> None:
+    wan = resolve_model("wan2.1-t2v-14b", "random")
+    space = SearchSpace.build(parse_spec('model = "wan2.1-t2v-14b"'), wan, H100)
+    recipe = dict(space.baselines())["quantization + group offload"]
+    guide = TrialConfig(
+        quantization=(("transformer", "bnb_nf4"), ("text_encoder", "bnb_nf4")),
+        compile="full",
+        placement=(("transformer", "group_leaf"), ("vae", "group_leaf"), ("text_encoder", "group_leaf")),
+        use_stream=True,
+        non_blocking=True,
+    )
+    # Those three are every component of Wan2.1, so it is the pipeline-wide group offloading.
+    assert recipe == space.shorthand(guide) == dataclasses.replace(guide, placement=(), offload="group_leaf")
+    assert space.violations(recipe) == []
+
+
+def test_shorthand_folds_only_a_placement_that_is_the_same_everywhere(flux: ModelInfo) -> None:
+    space = flux_space()
+    released = TrialConfig(placement=(("text_encoder", "released"), ("text_encoder_2", "released")))
+    assert space.shorthand(released) == released
+    every = TrialConfig(placement=tuple((c.name, "model") for c in flux.components))
+    assert space.shorthand(every) == TrialConfig(offload="model")
+
+
+def test_the_text_encoders_are_searched_resident_or_released_without_pipeline_wide_offload(tiny: ModelInfo) -> None:
+    space = SearchSpace.build(open_spec(), tiny, H100)
+    assert space.knobs()["place.text_encoder_2"] == ("resident", "released")
+    released = space.suggest(FakeTrial({"offload": "none", "place.text_encoder_2": "released"}))
+    assert released.placement == (("text_encoder_2", "released"),)
+    offloaded = FakeTrial({"offload": "model", "place.text_encoder_2": "released"})
+    assert space.suggest(offloaded).placement == () and "place.text_encoder_2" not in offloaded.asked
+    small = SearchSpace.build(apply_overrides(load_default_spec(), offload="none,model"), tiny, H100)
+    configs = list(itertools.islice(small.iter_configs(), 2000))
+    assert any(c.placement for c in configs) and all(small.violations(c) == [] for c in configs)
+    assert "place.text_encoder" not in SearchSpace.build(open_spec(), tiny, CPU).knobs()  # nothing to offload to
+
+
+def test_a_placement_naming_a_missing_component_is_an_error_naming_the_components(flux: ModelInfo) -> None:
+    message = "space.placement names 'unet', which flux.1-dev does not have (components: transformer, text_encoder,"
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        SearchSpace.build(parse_spec('[space]\nplacement = ["unet:model"]\n'), flux, H100)
+    with pytest.raises(SpaceError, match="vae:released: only text encoders are released after use"):
+        SearchSpace.build(parse_spec('[space]\nplacement = ["vae:released"]\n'), flux, H100)
+
+
+def test_the_group_options_apply_to_a_component_group_offloaded_on_its_own() -> None:
+    space = flux_space(placement="transformer:resident,transformer:group_block")
+    config = TrialConfig(placement=(("transformer", "group_block"),), blocks_per_group=2, use_stream=True)
+    assert space.violations(config) == []
+    assert config.to_params()["blocks_per_group"] == 2 and config.canonical().use_stream
+
+
+def test_a_stored_placement_outside_the_space_is_removed_with_its_reason(flux: ModelInfo) -> None:
+    space = flux_space(placement="transformer:resident,transformer:group_leaf")
+    assert space.knobs()["place.transformer"] == ("resident", "group_leaf")
+    reasons = space.violations(TrialConfig(placement=(("text_encoder_2", "released"),)))
+    assert reasons == ["outside the study's space: the placement of text_encoder_2 is not searched"]
+    missing = space.violations(TrialConfig(placement=(("unet", "model"),)))
+    assert any("placement names unet, which flux.1-dev does not have" in r for r in missing)

@@ -57,6 +57,7 @@ def test_the_documented_example_parses() -> None:
         fullgraph=(False, True),
         offload=("none", "model", "sequential", "group_block", "group_leaf"),
         blocks_per_group=(1, 2),
+        placement=("text_encoder_2:resident", "text_encoder_2:released", "vae:model"),
         attention_backends=("native", "_native_cudnn", "flash", "sage"),
         layerwise_casting=("none", "float8_e4m3fn"),
         vae_tiling=(False, True),
@@ -349,3 +350,13 @@ def test_bad_overrides_name_the_flag(kwargs: dict[str, object], fragment: str) -
     with pytest.raises(SpecError) as info:
         apply_overrides(load_default_spec(), **kwargs)  # type: ignore[arg-type]
     assert str(info.value) == fragment or str(info.value).startswith(fragment)
+
+
+def test_a_placement_entry_is_component_colon_placement() -> None:
+    spec = parse_spec('[space]\nplacement = ["text_encoder_2:released", " vae : model "]\n')
+    assert spec.space.placement == ("text_encoder_2:released", "vae:model")
+    with pytest.raises(SpecError, match=r"^space.placement: item 1: expected component:placement"):
+        spec_from_dict({"name": "x", "space": {"placement": ["text_encoder_2"]}})
+    with pytest.raises(SpecError, match=r"placement: item 1: unknown value 'relased' \(did you mean 'released'"):
+        parse_spec('[space]\nplacement = ["text_encoder_2:relased"]\n')
+    assert apply_overrides(spec, placement="transformer:group_leaf").space.placement == ("transformer:group_leaf",)

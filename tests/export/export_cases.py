@@ -329,5 +329,40 @@ CASES += (
         compile_artifacts="/srv/models/qco.compile-artifacts/flux-dev-16gib-5f1c2a9e",
     ),
 )
+CASES += (
+    # Placement per component: the float8 transformer and the VAE resident, the text encoders on the GPU
+    # only while encoding; and one component group-offloaded beside resident ones.
+    Case(
+        "placement_fp8_resident_text_encoders_released",
+        "flux.1-dev",
+        TrialConfig(
+            quantization=(("transformer", "torchao_fp8dq"), ("text_encoder_2", "bnb_nf4")),
+            compile="regional",
+            placement=(("text_encoder", "released"), ("text_encoder_2", "released")),
+            vae_tiling=True,
+        ),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+    ),
+    Case(
+        "placement_model_and_sequential_offload",
+        "flux.1-dev",
+        TrialConfig(placement=(("text_encoder", "model"), ("text_encoder_2", "sequential"), ("vae", "model"))),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+        cpu=True,
+    ),
+    Case(
+        "placement_wan_group_block_and_leaf_vae_resident",
+        "wan2.1-t2v-1.3b",
+        TrialConfig(
+            placement=(("transformer", "group_block"), ("text_encoder", "group_leaf")),
+            blocks_per_group=2,
+            use_stream=True,
+        ),
+        WAN_WORKLOAD,
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    ),
+)
 GUIDE_CASES = tuple(c for c in CASES if c.guide)
 CPU_CASES = tuple(c for c in CASES if c.cpu)

@@ -135,6 +135,11 @@ def _fake_module_class(trace: Trace, diffusers_model: bool) -> type:
         def compile(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
             trace.record(self.name, "compile", _compile_arguments(args, kwargs))
 
+        def register_forward_pre_hook(self, hook: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            """Records the hook, then runs it once: what it moves off the device is recorded as it happens."""
+            trace.record(self.name, "forward_pre_hook", {})
+            hook(self, ())
+
         def compile_repeated_blocks(self, *args: Any, **kwargs: Any) -> None:
             trace.record(self.name, "compile_repeated_blocks", _compile_arguments(args, kwargs))
 
@@ -237,6 +242,7 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
     CUDA is reported present (compute capability 9.0) so that the configuration checks pass on a
     machine without a GPU; nothing ever reaches a device.
     """
+    import accelerate
     import diffusers
     import diffusers.hooks
     import diffusers.utils
@@ -255,6 +261,14 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
     def apply_group_offloading(module: Any, *args: Any, **kwargs: Any) -> None:
         trace.record(module.name, "group_offload", _bind(real_group_offloading, args, kwargs, drop=1))
 
+    def cpu_offload(module: Any, execution_device: Any = None, **kwargs: Any) -> None:
+        trace.record(module.name, "cpu_offload", {"device": str(execution_device), **_plain(kwargs)})
+
+    def cpu_offload_with_hook(module: Any, execution_device: Any = None, prev_module_hook: Any = None) -> Any:
+        assert prev_module_hook is None  # placed one by one, the hooks are not chained
+        trace.record(module.name, "cpu_offload_with_hook", {"device": str(execution_device)})
+        return module, SimpleNamespace(offload=lambda: trace.record(module.name, "offloaded_by_hook", {}))
+
     def export_to_video(frames: Any, path: str, fps: int = 10, **kwargs: Any) -> str:
         trace.saved.append(("video", str(path), str(fps)))
         return path
@@ -262,6 +276,8 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
     monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", classmethod(from_pretrained))
     monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", apply_group_offloading)
     monkeypatch.setattr(diffusers.utils, "export_to_video", export_to_video)
+    monkeypatch.setattr(accelerate, "cpu_offload", cpu_offload)
+    monkeypatch.setattr(accelerate, "cpu_offload_with_hook", cpu_offload_with_hook)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
     import torch._inductor.config

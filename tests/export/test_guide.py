@@ -229,6 +229,27 @@ RECIPES = [
             guidance=5.0,
         ),
     ),
+    (
+        "the same, placed per component (Wan2.1)",
+        WAN_GROUP_OFFLOAD.replace("from transformers import UMT5EncoderModel\n", ""),
+        "wan2.1-t2v-14b",
+        TrialConfig(
+            quantization=(("transformer", "bnb_nf4"), ("text_encoder", "bnb_nf4")),
+            compile="full",
+            placement=(("transformer", "group_leaf"), ("vae", "group_leaf"), ("text_encoder", "group_leaf")),
+            use_stream=True,
+            non_blocking=True,
+        ),
+        Workload(
+            prompt=GUIDE_WAN_PROMPT,
+            negative_prompt=GUIDE_WAN_NEGATIVE,
+            height=480,
+            width=832,
+            frames=81,
+            steps=50,
+            guidance=5.0,
+        ),
+    ),
 ]
 
 

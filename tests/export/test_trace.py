@@ -81,6 +81,24 @@ def config_from_trace(trace: Trace) -> TrialConfig:
     """The configuration a trace carries out, read from the calls alone."""
     (_, load), *_ = trace.loads
     fields: dict[str, Any] = {"quantization": tuple((c, _backend(d)) for c, d in load["quantization"].items())}
+    placed: dict[str, str] = {}
+    hook_on = ""
+    for target, action, args in trace.calls:
+        if action == "group_offload":
+            placed[target] = "group_leaf" if args["offload_type"] == "leaf_level" else "group_block"
+        elif action == "cpu_offload":
+            placed[target] = "sequential"
+        elif action == "cpu_offload_with_hook":
+            placed[target] = "model"
+        elif action == "forward_pre_hook":
+            hook_on = target
+        elif action == "offloaded_by_hook" and hook_on == "transformer" and target.startswith("text_encoder"):
+            placed[target] = "released"  # (the last text encoder, followed by the denoiser, is released either way)
+        elif action == "to" and target != "pipeline" and "memory_format" not in args:
+            placed[target] = "resident"
+    per_component = set(placed.values()) - {"group_leaf", "group_block"} or len(set(placed.values())) > 1
+    if per_component:
+        fields["placement"] = tuple(placed.items())
     for target, action, args in trace.calls:
         if action in ("compile", "compile_repeated_blocks"):
             assert target == "transformer"
@@ -90,7 +108,7 @@ def config_from_trace(trace: Trace) -> TrialConfig:
             fields["offload"] = action.split("_")[0]
         elif action == "group_offload":
             leaf = args["offload_type"] == "leaf_level"
-            fields.update(offload="group_leaf" if leaf else "group_block")
+            fields.update(offload="none" if per_component else "group_leaf" if leaf else "group_block")
             if not leaf:
                 fields["blocks_per_group"] = args["num_blocks_per_group"]
             for flag in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage"):
@@ -104,7 +122,7 @@ def config_from_trace(trace: Trace) -> TrialConfig:
         elif action in ("enable_tiling", "enable_slicing"):
             assert target == "vae"
             fields["vae_tiling" if action == "enable_tiling" else "vae_slicing"] = True
-        elif action == "to" and target == "vae":
+        elif action == "to" and target == "vae" and "memory_format" in args:
             assert args == {"args": [], "memory_format": "torch.channels_last"}
             fields["vae_channels_last"] = True
         elif action == "to" and target == "transformer" and "memory_format" in args:
@@ -189,7 +207,8 @@ def exports(draw: st.DrawFn) -> tuple[str, TrialConfig, Workload, str]:
 def test_the_space_is_large() -> None:
     flux = itertools.islice(whole_space("flux.1-dev").iter_configs(), 100_001)
     assert sum(1 for _ in flux) > 100_000
-    assert len(whole_space("flux.1-dev").knobs()) == 21  # quantization of three components and 18 other knobs
+    # quantization of three components, placement of the two text encoders and 18 other knobs
+    assert len(whole_space("flux.1-dev").knobs()) == 23
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -60,7 +60,7 @@ def load_pipeline(
     if quantizes_on_device(config):
         kwargs["device_map"] = device
     pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
-    if config.offload == "none" and not moves_after_settings(config):
+    if not config.is_offloaded and not moves_after_settings(config):
         pipe.to(device)
     return pipe
 

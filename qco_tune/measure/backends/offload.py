@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, group_offload_options
+from qco_tune.calls.placement import CPU_OFFLOAD_METHODS, PlacementStep, group_offload_options, placement_steps
 from qco_tune.core.config import TrialConfig
 
 
@@ -17,29 +17,74 @@ def apply_offload(pipe: Any, config: TrialConfig, device: str) -> None:
     a CUDA device, so any offload other than ``none`` on a non-CUDA device raises ``ValueError``.
     """
     config = config.canonical()  # drops stream options that mean nothing without use_stream
-    if config.offload == "none":
+    if not config.is_offloaded:
         pipe.to(device)
         return
     if not str(device).startswith("cuda"):
+        what = f"offload={config.offload}" if not config.placement else f"placement {config.describe()}"
         raise ValueError(
-            f"offload={config.offload} needs a CUDA device: it moves weights between host memory and the GPU, "
+            f"{what} needs a CUDA device: it moves weights between host memory and the GPU, "
             f"and on {device!r} the weights already live in host memory"
         )
-    if config.offload in CPU_OFFLOAD_METHODS:
+    if config.placement:
+        place_components(pipe, placement_steps(config, module_roles(pipe)), config, device)
+    elif config.offload in CPU_OFFLOAD_METHODS:
         getattr(pipe, CPU_OFFLOAD_METHODS[config.offload])(device=device)
     else:
         _group_offload(pipe, config, device)
 
 
-def group_offload_kwargs(config: TrialConfig, device: str) -> dict[str, Any]:
+def group_offload_kwargs(config: TrialConfig, device: str, placement: str | None = None) -> dict[str, Any]:
     """Keyword arguments of ``enable_group_offload`` / ``apply_group_offloading`` for ``config``."""
     import torch
 
     return {
         "onload_device": torch.device(device),
         "offload_device": torch.device("cpu"),
-        **group_offload_options(config),
+        **group_offload_options(config, placement),
     }
+
+
+def module_roles(pipe: Any) -> list[tuple[str, str]]:
+    """(name, role) of each torch module of ``pipe``, the roles as ``ModelInfo`` names them."""
+    import torch
+
+    from qco_tune.core.modelref import classify_component
+
+    modules = {n: c for n, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
+    return [(n, classify_component(n, type(c).__name__)) for n, c in modules.items()]
+
+
+def place_components(pipe: Any, steps: list[PlacementStep], config: TrialConfig, device: str) -> None:
+    """Make ``steps`` (``calls.placement.placement_steps``) on ``pipe``: the same calls ``export`` writes.
+
+    Takes any device: on the CPU the hooks run as well, moving nothing (tests).
+    """
+    import torch
+    from accelerate import cpu_offload, cpu_offload_with_hook
+    from diffusers.hooks import apply_group_offloading
+
+    hooks: dict[str, Any] = {}
+    for step in steps:
+        module: Any = pipe.components[step.component]
+        if step.kind == "resident":
+            module.to(device)
+        elif step.kind == "group":
+            kwargs = group_offload_kwargs(config, device, step.placement)
+            if hasattr(module, "enable_group_offload"):  # diffusers models
+                module.enable_group_offload(**kwargs)
+            else:
+                apply_group_offloading(module, **kwargs)
+        elif step.kind == "sequential":
+            cpu_offload(module, device, offload_buffers=len(module._parameters) > 0)  # as diffusers does
+        elif step.kind == "hook":
+            _, hooks[step.component] = cpu_offload_with_hook(module, device)
+        else:
+            trigger: Any = pipe.components[step.trigger]
+            if step.trigger_module:
+                trigger = getattr(trigger, step.trigger_module)
+            hook = hooks[step.component]
+            trigger.register_forward_pre_hook(torch.compiler.disable(lambda _module, _args, hook=hook: hook.offload()))
 
 
 def _group_offload(pipe: Any, config: TrialConfig, device: str) -> None:

@@ -47,7 +47,8 @@ def config_table(row: TrialRow) -> Table:
         + (f" · mode {c.compile_mode}" + (" · fullgraph" if c.fullgraph else "") if c.compile != "none" else ""),
     )
     offload: str = c.offload
-    if c.offload == "group_block":
+    offload += "".join(f" · {comp}: {p}" for comp, p in c.placement)
+    if "group_block" in c.placements():
         offload += f" · {c.blocks_per_group} block(s) per group"
     flags = [n for n in ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage") if getattr(c, n)]
     table.add_row("offload", offload + (" · " + ", ".join(flags) if flags else ""))

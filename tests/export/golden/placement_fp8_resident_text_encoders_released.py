@@ -1,0 +1,76 @@
+import os
+import warnings
+
+# Quiet, as qco-tune's trials ran: the libraries' notices off (errors still show); set
+# before torch, diffusers and transformers load.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TORCH_LOGS", "-all")
+
+import torch
+from accelerate import cpu_offload_with_hook
+from diffusers import DiffusionPipeline, TorchAoConfig
+from diffusers.quantizers import PipelineQuantizationConfig
+from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+from transformers import BitsAndBytesConfig
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # as in the trials
+
+device = "cuda"  # where the pipeline runs
+
+torch._dynamo.config.capture_dynamic_output_shape_ops = True
+torch._dynamo.config.cache_size_limit = 1000
+
+# quantize
+pipeline_quant_config = PipelineQuantizationConfig(
+    quant_mapping={
+        "transformer": TorchAoConfig(
+            Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+        ),
+        "text_encoder_2": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        ),
+    },
+)
+
+pipeline = DiffusionPipeline.from_pretrained(
+    "black-forest-labs/FLUX.1-dev",
+    quantization_config=pipeline_quant_config,
+    dtype=torch.bfloat16,
+)
+
+# denoiser and VAE settings
+pipeline.vae.enable_tiling()
+
+# placement per component (hooks move components off the GPU)
+pipeline.transformer.to(device)
+pipeline.vae.to(device)
+_, text_encoder_hook = cpu_offload_with_hook(pipeline.text_encoder, device)
+_, text_encoder_2_hook = cpu_offload_with_hook(pipeline.text_encoder_2, device)
+pipeline.transformer.register_forward_pre_hook(
+    torch.compiler.disable(lambda module, args: text_encoder_hook.offload())
+)
+pipeline.transformer.register_forward_pre_hook(
+    torch.compiler.disable(lambda module, args: text_encoder_2_hook.offload())
+)
+
+# compile
+pipeline.transformer.compile_repeated_blocks()
+
+prompt = (
+    "cinematic film still of a cat sipping a margarita in a pool in Palm Springs, "
+    "California, highly detailed, high budget hollywood movie, cinemascope, moody, "
+    "epic, gorgeous, film grain"
+)
+
+image = pipeline(
+    prompt=prompt,
+    height=1024,
+    width=1024,
+    num_inference_steps=28,
+    guidance_scale=3.5,
+    generator=torch.Generator("cpu").manual_seed(0),
+).images[0]
+image.save("output.png")
