@@ -34,6 +34,8 @@ def _using(knob: str, value: Any) -> TrialConfig:
     """The simplest configuration in which ``knob = value`` means something."""
     if knob.startswith("quant."):
         return TrialConfig(quantization=((knob.removeprefix("quant."), value),))
+    if knob.startswith("place."):
+        return TrialConfig(placement=((knob.removeprefix("place."), value),))
     carrier: dict[str, Any] = {
         "compile_mode": {"compile": "full"},
         "fullgraph": {"compile": "full"},
@@ -49,7 +51,8 @@ def _refused_by_needs(space: SearchSpace, config: TrialConfig) -> list[str]:
 
 
 def _is_default(knob: str, value: Any) -> bool:
-    return value == getattr(TrialConfig(), knob, None) or value == "none" or value == SETTINGS_DEFAULTS.get(knob)
+    default = getattr(TrialConfig(), knob, None)
+    return value == default or value in ("none", "resident") or value == SETTINGS_DEFAULTS.get(knob)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
