@@ -41,7 +41,7 @@ from qco_tune.core.config import TrialConfig
 from qco_tune.core.errors import InputError
 from qco_tune.core.records import Measurement, TrialRequest
 from qco_tune.core.units import format_size
-from qco_tune.loop.context import RunResult, SilentObserver, _Context
+from qco_tune.loop.context import RunResult, SilentObserver, StudyContext
 from qco_tune.loop.setup import open_study, quiet_optuna
 from qco_tune.loop.study import run_loop
 from qco_tune.search.frontier import Point, hypervolume_2d
@@ -216,7 +216,9 @@ def _qco_replay(grid: Grid, space: GridSpace, scorer: Scorer, seed: int, budget:
 
     spec = dataclasses.replace(grid.spec, name=f"bench-{seed}", vram_budget=budget, trials=None, timeout=None)
     study, _ = open_study(spec, optuna.storages.InMemoryStorage(), grid.model, grid.caps, space, seed=seed)
-    ctx = _Context(spec, grid.model, grid.caps, space, study, _Counting(scorer), {}, execute=scorer.execute, plan=plan)
+    ctx = StudyContext(
+        spec, grid.model, grid.caps, space, study, _Counting(scorer), {}, execute=scorer.execute, plan=plan
+    )
     run_loop(ctx, RunResult(spec.name), should_stop=lambda: scorer.finished)
 
 

@@ -105,7 +105,10 @@ class RunResult:
 
 
 @dataclass
-class _Context:
+class StudyContext:
+    """What the loop's steps share while one process runs trials of one study: its spec, model, machine,
+    space, Optuna study and observer, and what this run has learnt or put aside."""
+
     spec: StudySpec
     model: ModelInfo
     caps: Capabilities

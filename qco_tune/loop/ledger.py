@@ -180,13 +180,14 @@ def planner_trials(study: optuna.Study) -> list[Done]:
     return done
 
 
-def _is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+def is_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether ``trial`` is still RUNNING in the storage (not yet told by this process or recovered by another)."""
     from optuna.trial import TrialState
 
     return bool(study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING)
 
 
-def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+def fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     """Ctrl-C between ask and tell: the asked trial must not stay RUNNING, and goes back to the queue."""
     from optuna.trial import TrialState
 

@@ -15,9 +15,9 @@ from qco_tune.core.keys import (
     PREDICTED_RAW_ATTR,
     REMEASURE_OF_ATTR,
 )
-from qco_tune.loop.context import REFERENCE_BASELINES, RunResult, _Context
+from qco_tune.loop.context import REFERENCE_BASELINES, RunResult, StudyContext
 from qco_tune.loop.setup import fingerprint, measured_steps, reference_dir, trial_workload
-from qco_tune.loop.trial import _best_latency, _outcome, _request, recalibrate
+from qco_tune.loop.trial import best_latency, measurement_outcome, recalibrate, trial_request
 from qco_tune.measure.runner import TrialInterrupted, run_trial
 from qco_tune.search import memory
 from qco_tune.search.pareto import summarize
@@ -28,7 +28,7 @@ REMEASURE_ROUNDS = 10
 """Bound on rounds of re-measuring: each can bring trials of the front that were dominated before."""
 
 
-def remeasure_front(ctx: _Context, result: RunResult) -> None:
+def remeasure_front(ctx: StudyContext, result: RunResult) -> None:
     """Measure the extrapolated trials of the final Pareto front (and the feasible seeded recipes, which
     the summary compares it with) again at the full step count; those measurements are authoritative.
 
@@ -68,7 +68,7 @@ def remeasure_front(ctx: _Context, result: RunResult) -> None:
             result.remeasured.append((number, _remeasure(ctx, number)))
 
 
-def _remeasure(ctx: _Context, number: int) -> int:
+def _remeasure(ctx: StudyContext, number: int) -> int:
     """Run trial ``number``'s configuration at the full step count; record it as a new trial. Its number."""
     import optuna
     from optuna.trial import TrialState
@@ -77,12 +77,12 @@ def _remeasure(ctx: _Context, number: int) -> int:
     original = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(ctx.study._study_id, number))
     config = TrialConfig.from_dict(original.user_attrs[CONFIG_ATTR])
     baseline = original.user_attrs.get(BASELINE_ATTR)
-    request = _request(ctx, config, number, baseline, full=True)
+    request = trial_request(ctx, config, number, baseline, full=True)
     recalibrate(ctx)
     prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps, ctx.calibration)
     ctx.observer.phase(f"re-measure #{number}")
     measurement = run_trial(request, timeout=ctx.spec.trial_timeout, on_phase=ctx.observer.phase)
-    outcome = _outcome(ctx.spec, measurement)
+    outcome = measurement_outcome(ctx.spec, measurement)
     attrs: dict[str, Any] = {
         CONFIG_ATTR: config.to_dict(),
         FINGERPRINT_ATTR: fingerprint(ctx.caps),
@@ -110,11 +110,11 @@ def _remeasure(ctx: _Context, number: int) -> int:
     )
     ctx.study.add_trial(frozen)
     added = max(t.number for t in ctx.study.get_trials(deepcopy=False) if t.user_attrs.get(REMEASURE_OF_ATTR) == number)
-    ctx.observer.trial_finished(added, measurement, outcome.feasible, _best_latency(ctx.study))
+    ctx.observer.trial_finished(added, measurement, outcome.feasible, best_latency(ctx.study))
     return added
 
 
-def restore_reference(ctx: _Context) -> float | None:
+def restore_reference(ctx: StudyContext) -> float | None:
     """Measure the study's reference again, as measurement and not as a trial, when it has finished in the
     storage but its output is not on this machine (a resumed study on a fresh GPU machine, a worker on
     another host): trials compare their first call with that output, so without it none would get PSNR.
@@ -136,7 +136,7 @@ def restore_reference(ctx: _Context) -> float | None:
         f"the reference output (trial #{trial.number}) is not on this machine: measuring it again first, "
         "so that every trial here gets its fidelity (not a trial of the study)"
     )
-    request = _request(ctx, config, trial.number, trial.user_attrs[BASELINE_ATTR])
+    request = trial_request(ctx, config, trial.number, trial.user_attrs[BASELINE_ATTR])
     start = time.monotonic()
     ctx.observer.phase(f"reference #{trial.number} again")
     try:

@@ -157,7 +157,7 @@ def make_sampler(seed: int | None = None) -> optuna.samplers.BaseSampler:
 
     TPE over the conditional space: multivariate with groups, so knobs that exist together are
     modelled together. What it proposes is staged by ``qco_tune.search.planner`` (``run_loop``) and filtered
-    by the rules, the ledger and the memory model (``_why_not_run``) before any GPU time is spent.
+    by the rules, the ledger and the memory model (``why_not_run``) before any GPU time is spent.
     """
     import optuna
 

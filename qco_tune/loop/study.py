@@ -38,23 +38,23 @@ from qco_tune.loop.context import (
     Observer,
     RunResult,
     SilentObserver,
-    _Context,
+    StudyContext,
     parse_faults,
 )
-from qco_tune.loop.ledger import _fail_interrupted, _is_running, ledger, recover, requeue_deferred
+from qco_tune.loop.ledger import fail_interrupted, is_running, ledger, recover, requeue_deferred
 from qco_tune.loop.remeasure import remeasure_front, restore_reference
 from qco_tune.loop.setup import ensure_materialized, open_study, prepare, quiet_optuna, study_spaces
 from qco_tune.loop.signals import stop_signals_as_interrupt
 from qco_tune.loop.trial import (
-    _enqueue_offload_reference,
-    _enqueue_plan,
-    _enqueue_untried,
-    _next_outlasts,
-    _reference_beyond_the_gpu,
-    _run_one,
-    _skip,
-    _why_not_run,
+    enqueue_offload_reference,
+    enqueue_plan,
+    enqueue_untried,
+    next_outlasts,
     recalibrate,
+    reference_beyond_the_gpu,
+    run_one_trial,
+    skip_trial,
+    why_not_run,
 )
 from qco_tune.search.pareto import summarize
 from qco_tune.store.storage import open_storage
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 
 def run_loop(
-    ctx: _Context,
+    ctx: StudyContext,
     result: RunResult,
     *,
     deadline: float = math.inf,
@@ -93,13 +93,13 @@ def run_loop(
                 result.stopped = "timeout"
                 return
             if skips_in_a_row >= MAX_CONSECUTIVE_SKIPS:
-                if not _enqueue_untried(ctx, book.keys):
+                if not enqueue_untried(ctx, book.keys):
                     result.stopped = "exhausted"
                     return
                 skips_in_a_row = 0
             if ctx.plan:
-                _enqueue_plan(ctx, book)
-            verdict = _next_outlasts(ctx, deadline - clock())
+                enqueue_plan(ctx, book)
+            verdict = next_outlasts(ctx, deadline - clock())
             if verdict == "stop":
                 result.stopped = "timeout"
                 return
@@ -112,28 +112,28 @@ def run_loop(
             config = ctx.space.suggest(trial)
             baseline = trial.user_attrs.get(BASELINE_ATTR)
             # The reference is measurement, not a candidate: the budget does not apply to it, the GPU does.
-            reason = _why_not_run(
+            reason = why_not_run(
                 ctx, config, ledger(study, exclude=trial.number).keys, check_budget=baseline not in REFERENCE_BASELINES
             )
-            too_large = _reference_beyond_the_gpu(ctx, config) if reason is None and baseline == REFERENCE else None
+            too_large = reference_beyond_the_gpu(ctx, config) if reason is None and baseline == REFERENCE else None
             reason = reason or too_large
             if reason is not None:
-                _skip(ctx, trial, config, *reason)
+                skip_trial(ctx, trial, config, *reason)
                 if too_large:
-                    _enqueue_offload_reference(ctx)
+                    enqueue_offload_reference(ctx)
                 current = None
                 result.skipped += 1
                 skips_in_a_row += 1
                 continue
             skips_in_a_row = 0
-            _run_one(ctx, trial, config, book.counted + 1)
+            run_one_trial(ctx, trial, config, book.counted + 1)
             current = None
             result.ran += 1
         result.stopped = "stopped"
     except KeyboardInterrupt:
         result.stopped = "interrupted"
-        if current is not None and _is_running(study, current):
-            _fail_interrupted(study, current)
+        if current is not None and is_running(study, current):
+            fail_interrupted(study, current)
         raise
     finally:
         requeue_deferred(study, ctx.deferred)
@@ -171,7 +171,7 @@ def run_study(
     result = RunResult(study_name=spec.name)
     space, local = study_spaces(study, spec, model, caps)
     faults = parse_faults(os.environ.get(FAULTS_ENV))
-    ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
+    ctx = StudyContext(spec, model, caps, space, study, observer, faults, local_space=local)
     ctx.compile_artifacts = artifacts_root(resolve_storage_url(storage_url), compile_artifacts)
     ctx.restore_reference = True
     deadline = started + spec.timeout if spec.timeout else math.inf

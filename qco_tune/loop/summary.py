@@ -32,13 +32,14 @@ def load_stored_study(name: str, url: str | None) -> optuna.Study:
         raise StudyError(f"no study named {name!r} in {mask_url(storage_url(url))}{hint}") from None
 
 
-def study_json(study: optuna.Study) -> dict[str, Any]:
+def study_json(study: optuna.Study, summary: ParetoSummary | None = None) -> dict[str, Any]:
     """The study's summary as a JSON-ready dict: its overview (``study_overview``), every trial and the
-    memory model's errors (infinite floats as they are: pass it through ``strict_json`` to write it)."""
+    memory model's errors (infinite floats as they are: pass it through ``strict_json`` to write it).
+    ``summary``: the study's ``load_summary``, where the caller has it already."""
     from qco_tune.loop.setup import load_summary
     from qco_tune.search.pareto import row_to_dict
 
-    summary = load_summary(study)
+    summary = summary or load_summary(study)
     return {
         **study_overview(study, summary),
         "trials": [row_to_dict(r) for r in summary.rows],

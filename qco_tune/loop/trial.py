@@ -25,7 +25,7 @@ from qco_tune.core.paths import cache_dir
 from qco_tune.core.records import Measurement, TrialRequest
 from qco_tune.core.studyspec import StudySpec
 from qco_tune.core.units import format_size
-from qco_tune.loop.context import GIB, OFFLOAD_REFERENCE, PSNR_CAP, REFERENCE, REFERENCE_BASELINES, _Context
+from qco_tune.loop.context import GIB, OFFLOAD_REFERENCE, PSNR_CAP, REFERENCE, REFERENCE_BASELINES, StudyContext
 from qco_tune.loop.ledger import Ledger, cost_floors, defer, planner_trials, requeue
 from qco_tune.loop.setup import fingerprint, reference_dir, study_compile_cache, trial_workload
 from qco_tune.measure.runner import TrialInterrupted
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     import optuna
 
 
-def _skip(ctx: _Context, trial: optuna.Trial, config: TrialConfig, reason: str, over_gib: float = 1.0) -> None:
+def skip_trial(ctx: StudyContext, trial: optuna.Trial, config: TrialConfig, reason: str, over_gib: float = 1.0) -> None:
+    """Record ``config`` as not run (PRUNED, with its reason) and its constraint as exceeded, so TPE learns."""
     from optuna.trial import TrialState
 
     trial.set_user_attr(CONFIG_ATTR, config.to_dict())
@@ -51,8 +52,8 @@ def _skip(ctx: _Context, trial: optuna.Trial, config: TrialConfig, reason: str, 
     ctx.observer.trial_skipped(trial.number, config, reason)
 
 
-def _why_not_run(
-    ctx: _Context, config: TrialConfig, done: dict[str, tuple[int, str]], *, check_budget: bool = True
+def why_not_run(
+    ctx: StudyContext, config: TrialConfig, done: dict[str, tuple[int, str]], *, check_budget: bool = True
 ) -> tuple[str, float] | None:
     """A reason (and constraint excess in GiB) not to run ``config``, or None when it should run.
 
@@ -72,7 +73,7 @@ def _why_not_run(
     return _over_budget(ctx, config) if check_budget else None
 
 
-def _over_budget(ctx: _Context, config: TrialConfig) -> tuple[str, float] | None:
+def _over_budget(ctx: StudyContext, config: TrialConfig) -> tuple[str, float] | None:
     """The skip reason when ``config`` is predicted over the budget by more than the model's own error
     on this study (``memory.skip_margin``: its calibration's residuals, or the uncalibrated margin)."""
     prediction = memory.predict(ctx.model, config, ctx.spec, ctx.caps, ctx.calibration)
@@ -82,7 +83,7 @@ def _over_budget(ctx: _Context, config: TrialConfig) -> tuple[str, float] | None
     return check.reason(), check.excess_gib
 
 
-def recalibrate(ctx: _Context) -> None:
+def recalibrate(ctx: StudyContext) -> None:
     """Fit the memory model's corrections on the study's finished trials (cheap: a few small sums)."""
     from optuna.trial import TrialState
 
@@ -90,7 +91,7 @@ def recalibrate(ctx: _Context) -> None:
     ctx.calibration = calibrate(map(row_from_trial, trials), ctx.model, ctx.spec, ctx.caps)
 
 
-def study_compile_artifacts(ctx: _Context) -> str | None:
+def study_compile_artifacts(ctx: StudyContext) -> str | None:
     """The study's artefact folder that its trials load from and save to; None without one, or when the
     spec asks for cold compiles (``compile_cache = false``: artefacts would make them warm)."""
     if ctx.compile_artifacts is None or not ctx.spec.compile_cache:
@@ -98,8 +99,8 @@ def study_compile_artifacts(ctx: _Context) -> str | None:
     return str(study_artifacts_dir(ctx.compile_artifacts, ctx.spec.name))
 
 
-def _request(
-    ctx: _Context, config: TrialConfig, number: int, baseline: str | None = None, full: bool = False
+def trial_request(
+    ctx: StudyContext, config: TrialConfig, number: int, baseline: str | None = None, full: bool = False
 ) -> TrialRequest:
     """The child's request. A reference trial runs without the budget cap (its measured peak still
     decides feasibility), so that it defines the study's reference output wherever the GPU allows."""
@@ -128,7 +129,7 @@ def _request(
 
 
 @dataclass
-class _Outcome:
+class Outcome:
     """What a measurement means for its trial: attributes, constraints, objective values, feasibility."""
 
     attrs: dict[str, Any]
@@ -138,7 +139,8 @@ class _Outcome:
     feasible: bool = False
 
 
-def _outcome(spec: StudySpec, measurement: Measurement) -> _Outcome:
+def measurement_outcome(spec: StudySpec, measurement: Measurement) -> Outcome:
+    """What ``measurement`` means for its trial under ``spec``'s budgets."""
     attrs: dict[str, Any] = {MEASUREMENT_ATTR: measurement.to_dict(), STATUS_ATTR: measurement.status}
     if measurement.reason:
         attrs[REASON_ATTR] = measurement.reason
@@ -148,10 +150,10 @@ def _outcome(spec: StudySpec, measurement: Measurement) -> _Outcome:
     if measurement.status != "ok" or measurement.latency_s is None or peak is None:
         if measurement.status == "ok":
             attrs[REASON_ATTR] = "the trial returned no latency or memory figure"
-        return _Outcome(attrs)
+        return Outcome(attrs)
     attrs[MEMORY_ATTR] = int(peak)
     over = (peak - spec.vram_budget) / GIB
-    outcome = _Outcome(attrs, {"vram": over}, [measurement.latency_s, peak / GIB], over <= 0)
+    outcome = Outcome(attrs, {"vram": over}, [measurement.latency_s, peak / GIB], over <= 0)
     if spec.host_ram_budget is not None and measurement.peak_host_bytes is not None:
         host_over = (measurement.peak_host_bytes - spec.host_ram_budget) / GIB
         outcome.constraints["host_ram"] = host_over
@@ -163,11 +165,11 @@ def _outcome(spec: StudySpec, measurement: Measurement) -> _Outcome:
     return outcome
 
 
-def _tell(ctx: _Context, trial: optuna.Trial, measurement: Measurement) -> bool:
+def tell_measurement(ctx: StudyContext, trial: optuna.Trial, measurement: Measurement) -> bool:
     """Record a measurement on its trial; True when it finished within every budget."""
     from optuna.trial import TrialState
 
-    outcome = _outcome(ctx.spec, measurement)
+    outcome = measurement_outcome(ctx.spec, measurement)
     for key, value in outcome.attrs.items():
         trial.set_user_attr(key, value)
     if outcome.values is None:
@@ -178,7 +180,8 @@ def _tell(ctx: _Context, trial: optuna.Trial, measurement: Measurement) -> bool:
     return outcome.feasible
 
 
-def _best_latency(study: optuna.Study) -> float | None:
+def best_latency(study: optuna.Study) -> float | None:
+    """The lowest latency on the study's front so far (None before any finished trial)."""
     try:
         front = study.best_trials
     except ValueError:
@@ -187,7 +190,8 @@ def _best_latency(study: optuna.Study) -> float | None:
     return min(values) if values else None
 
 
-def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int) -> Measurement:
+def run_one_trial(ctx: StudyContext, trial: optuna.Trial, config: TrialConfig, index: int) -> Measurement:
+    """Measure an asked trial (its prediction and owner recorded first) and tell Optuna the outcome."""
     spec = ctx.spec
     baseline = trial.user_attrs.get(BASELINE_ATTR)
     trial.set_user_attr(CONFIG_ATTR, config.to_dict())
@@ -200,23 +204,23 @@ def _run_one(ctx: _Context, trial: optuna.Trial, config: TrialConfig, index: int
         trial.set_user_attr(PREDICTED_RAW_ATTR, prediction.raw_device_bytes)
         trial.set_user_attr(PREDICTED_HOST_ATTR, prediction.host_bytes)
     ctx.observer.trial_started(trial.number, config, baseline, index)
-    request = _request(ctx, config, trial.number, baseline)
+    request = trial_request(ctx, config, trial.number, baseline)
     with Heartbeat(ctx.study._storage, trial._trial_id):
         try:
             measurement = ctx.execute(request, timeout=spec.trial_timeout, on_phase=ctx.observer.phase)
         except TrialInterrupted as interrupted:
-            _tell(ctx, trial, interrupted.measurement)
+            tell_measurement(ctx, trial, interrupted.measurement)
             requeue(ctx.study, trial._trial_id)
             raise
     measurement = extrapolate(measurement, request.workload.steps, spec.workload.steps)
-    feasible = _tell(ctx, trial, measurement)
-    ctx.observer.trial_finished(trial.number, measurement, feasible, _best_latency(ctx.study))
+    feasible = tell_measurement(ctx, trial, measurement)
+    ctx.observer.trial_finished(trial.number, measurement, feasible, best_latency(ctx.study))
     if baseline == REFERENCE and measurement.status == "oom":
-        _enqueue_offload_reference(ctx)
+        enqueue_offload_reference(ctx)
     return measurement
 
 
-def _reference_beyond_the_gpu(ctx: _Context, config: TrialConfig) -> tuple[str, float] | None:
+def reference_beyond_the_gpu(ctx: StudyContext, config: TrialConfig) -> tuple[str, float] | None:
     """Why the reference cannot run uncapped here: predicted over the GPU's whole memory (by more than the
     model's own error), where the budget does not apply to it. None where it can run, or nothing is known."""
     total = ctx.caps.total_memory
@@ -232,7 +236,7 @@ def _reference_beyond_the_gpu(ctx: _Context, config: TrialConfig) -> tuple[str, 
     ), check.excess_gib
 
 
-def _enqueue_offload_reference(ctx: _Context) -> None:
+def enqueue_offload_reference(ctx: StudyContext) -> None:
     """The reference ran out of GPU memory: queue it again with model CPU offload, marked so."""
     config = TrialConfig(offload="model")
     if not ctx.caps.cuda or "model" not in ctx.space.knobs().get("offload", ()) or ctx.space.violations(config):
@@ -246,7 +250,7 @@ DEADLINE_MARGIN = 1.2
 """A queued trial is started only when the time left is this many times what it is expected to cost."""
 
 
-def _next_outlasts(ctx: _Context, left: float) -> str | None:
+def next_outlasts(ctx: StudyContext, left: float) -> str | None:
     """What to do with the next queued trial when it is not expected to finish in the ``left`` seconds of
     the run's time limit (a trial cut off at the limit is GPU time lost): ``"stop"``, it stays queued for
     the next run; ``"defer"``, a retry of a run cut off before (its cost known to be at least that run's
@@ -285,24 +289,24 @@ def _next_outlasts(ctx: _Context, left: float) -> str | None:
     return "stop"
 
 
-def _defer_next(ctx: _Context, reason: str) -> None:
-    """Ask the queued retry ``_next_outlasts`` puts aside and fail it as deferred; queued again at the run's end."""
+def _defer_next(ctx: StudyContext, reason: str) -> None:
+    """Ask the queued retry ``next_outlasts`` puts aside and fail it as deferred; queued again at the run's end."""
     trial = ctx.study.ask()
     config = ctx.space.suggest(trial)
     ctx.deferred.append(defer(ctx.study, trial, reason))
     ctx.observer.message(f"#{trial.number} {config.describe()}: {reason}")
 
 
-def _enqueue_untried(ctx: _Context, done: dict[str, tuple[int, str]]) -> bool:
+def enqueue_untried(ctx: StudyContext, done: dict[str, tuple[int, str]]) -> bool:
     """Enqueue one valid configuration not yet tried; False when the whole space has been tried."""
     for config in ctx.space.iter_configs():
-        if config.key() not in done and _why_not_run(ctx, config, done) is None:
+        if config.key() not in done and why_not_run(ctx, config, done) is None:
             ctx.study.enqueue_trial(ctx.space.params(config))
             return True
     return False
 
 
-def _enqueue_plan(ctx: _Context, book: Ledger) -> None:
+def enqueue_plan(ctx: StudyContext, book: Ledger) -> None:
     """Queue what the planner wants measured next, unless something is queued already."""
     from optuna.trial import TrialState
 
@@ -316,7 +320,7 @@ def _enqueue_plan(ctx: _Context, book: Ledger) -> None:
         ctx.space,
         planner_trials(study),
         set(book.keys) | put_aside,
-        lambda config: _why_not_run(ctx, config, book.keys) is None,
+        lambda config: why_not_run(ctx, config, book.keys) is None,
         budget_bytes=ctx.spec.vram_budget,
         target=ctx.spec.trials,
         predict=lambda config: memory.predict(ctx.model, config, ctx.spec, ctx.caps, ctx.calibration).device_bytes,

@@ -20,7 +20,15 @@ from qco_tune.core.keys import MODEL_ATTR, SPEC_ATTR
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.spec import spec_from_dict
-from qco_tune.loop.context import FAULTS_ENV, Observer, RunResult, SilentObserver, StudyError, _Context, parse_faults
+from qco_tune.loop.context import (
+    FAULTS_ENV,
+    Observer,
+    RunResult,
+    SilentObserver,
+    StudyContext,
+    StudyError,
+    parse_faults,
+)
 from qco_tune.loop.ledger import ledger
 from qco_tune.loop.remeasure import remeasure_front
 from qco_tune.loop.setup import check_gpu_kind, gpu_kind, quiet_optuna, record_gpu_kind, study_spaces
@@ -55,21 +63,21 @@ def open_studies(storage: Any, names: tuple[str, ...]) -> list[str]:
 
 def _context_for(
     study: optuna.Study, caps: Capabilities, observer: Observer, compile_artifacts: Path | None = None
-) -> _Context:
+) -> StudyContext:
     stored = study.user_attrs.get(SPEC_ATTR)
     if not isinstance(stored, dict):
         raise StudyError(f"study {study.study_name!r} was not made by qco-tune (no stored spec)")
     spec = spec_from_dict(stored)
-    model = _study_model(study, resolve_model(spec.model, spec.weights, spec.revision))
+    model = study_model(study, resolve_model(spec.model, spec.weights, spec.revision))
     space, local = study_spaces(study, spec, model, caps)
     faults = parse_faults(os.environ.get(FAULTS_ENV))
-    ctx = _Context(spec, model, caps, space, study, observer, faults, local_space=local)
+    ctx = StudyContext(spec, model, caps, space, study, observer, faults, local_space=local)
     ctx.compile_artifacts = compile_artifacts
     ctx.restore_reference = True  # a worker on another host has no reference output yet
     return ctx
 
 
-def _study_model(study: optuna.Study, model: ModelInfo) -> ModelInfo:
+def study_model(study: optuna.Study, model: ModelInfo) -> ModelInfo:
     """``model`` with the component traits the study was created with (its space's), else those read here."""
     stored = study.user_attrs.get(MODEL_ATTR)
     if isinstance(stored, dict):

@@ -1,17 +1,21 @@
 """What this machine and this model can run: the values of each knob that are available, and why not.
 
-Stdlib only. ``SearchSpace.build`` keeps the available values of each knob (Optuna's choices never
-change between trials) and reports the others with their reason; the rules (``search.rules``) use
-the same sentences for configurations that need what is missing.
+Stdlib only. Each ``Need`` in ``NEEDS`` says once what some knob values need of the machine, the model or
+the study's dtype. ``SearchSpace.build`` keeps the available values of each knob (Optuna's choices never
+change between trials) and reports the others with their reason (``_unavailable``: the first need not
+met); the rule of each need's name (``search.rules``) refuses a configuration that uses such a value (a
+configuration from another machine's space, a queued or replayed one).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, backends_of
-from qco_tune.core.config import CUDA_GRAPH_MODES, GROUP_OFFLOADS, SETTINGS_DEFAULTS, QuantBackend
+from qco_tune.core.config import CUDA_GRAPH_MODES, GROUP_OFFLOADS, SETTINGS_DEFAULTS, QuantBackend, TrialConfig
 from qco_tune.core.records import (
     TRAIT_ATTENTION_DISPATCH,
     TRAIT_CONV3D,
@@ -112,22 +116,9 @@ def compile_unavailable(scope: str, env: _Env) -> str | None:
 
 
 def _unavailable(knob: str, value: Any, env: _Env) -> str | None:
-    """Why ``knob = value`` cannot run for this model and dtype on this machine, or None."""
-    caps = env.caps
-    if knob.startswith("quant."):
-        return _backend_unavailable(value, env) if value != "none" else None
-    if knob == "compile":
-        return compile_unavailable(value, env)
-    if knob == "compile_mode" and value in CUDA_GRAPH_MODES and not caps.cuda:
-        return "CUDA graphs need a GPU (max-autotune-no-cudagraphs searches the same kernels without them)"
-    offloading = (knob == "offload" and value != "none") or (knob.startswith("place.") and value != "resident")
-    if offloading and not caps.cuda:
-        return "no CUDA: offloading to the CPU the trial already runs on means nothing"
-    if knob in STREAM_KNOBS and value is True and not caps.cuda:
-        return "CUDA streams need a GPU"
-    if knob in SETTINGS_KNOBS and value != SETTINGS_DEFAULTS[knob]:
-        return _setting_unavailable(knob, value, env)
-    return None
+    """Why ``knob = value`` cannot run for this model and dtype on this machine (its first need not met), or None."""
+    kind = QUANT if knob.startswith("quant.") else PLACE if knob.startswith("place.") else knob
+    return next((why for need in NEEDS if kind in need.knobs and (why := need.unmet(kind, value, env))), None)
 
 
 def _setting_unavailable(knob: str, value: Any, env: _Env) -> str | None:
@@ -201,25 +192,6 @@ def _this_one(caps: Capabilities) -> str:
     return ""
 
 
-def _backend_unavailable(backend: str, env: _Env) -> str | None:
-    caps = env.caps
-    library = BACKEND_LIBRARY[backend]
-    if library == "bitsandbytes" and not caps.cuda:
-        return "bitsandbytes needs a CUDA GPU"
-    if backend == "torchao_fp8dq" and not _fp8_capable(caps):
-        return _fp8_reason(caps)
-    if backend == "torchao_int4wo":
-        reason = _int4_reason(env)
-        if reason:
-            return reason
-    if library not in caps.backends:
-        return f"{library} is not installed (or does not work) here"
-    unusable = dict(caps.unusable).get(backend)
-    if unusable:
-        return f"{backend}: {unusable}"
-    return None
-
-
 def _int4_reason(env: _Env) -> str | None:
     """torchao's int4 weight-only (tinygemm layout) packs on the GPU for its CUDA kernel, in bfloat16 only."""
     if not _capability_at_least(env.caps, TENSOR_CORE_CAPABILITY):
@@ -238,6 +210,160 @@ def _fp8_reason(caps: Capabilities) -> str:
     if caps.cuda and caps.compute_capability:
         return f"{need}; this one is {caps.compute_capability[0]}.{caps.compute_capability[1]}"
     return need
+
+
+Group = Literal["quantization", "runtime", "settings"]
+"""The groups of knobs: quantization (``quant.*``), runtime (compile and offload) and settings (the rest)."""
+QUANT = "quant"
+"""Every ``quant.<component>`` knob, as a ``Need`` names them."""
+PLACE = "place"
+"""Every ``place.<component>`` knob, as a ``Need`` names them."""
+
+
+Lacking = list[tuple[Any, str]]
+"""(value, why it cannot run here) for each value of a configuration that a need's absence refuses."""
+
+
+def _reasons(lacking: Lacking) -> str:
+    return "; ".join(why for _, why in lacking)
+
+
+def _named(lacking: Lacking) -> str:
+    return "; ".join(f"{value}: {why}" for value, why in lacking)
+
+
+def _not_installed(libraries: list[str]) -> str:
+    return f"{', '.join(libraries)} is not installed (or does not work) here"
+
+
+@dataclass(frozen=True)
+class Need:
+    """What some values of some knobs need of the machine, the model or the study's dtype, said once: the
+    space leaves those values out where the need is not met (``_unavailable``), and the rule of the same
+    name refuses a configuration that uses them (``search.rules``)."""
+
+    name: str
+    """The rule's name."""
+    group: Group
+    knobs: tuple[str, ...]
+    """The knobs it concerns (``QUANT``: every quantized component's)."""
+    unmet: Callable[[str, Any, _Env], str | None]
+    """Why ``knob = value`` cannot run here for want of it, or None where it is met (or the value needs nothing)."""
+    in_a_configuration: Callable[[Lacking], str] = _reasons
+    """The rule's sentence for a configuration with these values (by default their reasons)."""
+    ruled: bool = True
+    """False: no rule of its own, another one always refuses such a configuration first."""
+
+    def refusal(self, config: TrialConfig, env: _Env) -> str | None:
+        """The rule's sentence when values of ``config`` (those that mean something, its backends once each
+        and in name order) need what ``env`` lacks; None when it has what they need."""
+        in_play = _values_in_play(config)
+        lacking: Lacking = []
+        for knob in self.knobs:
+            for value in in_play.get(knob, ()):
+                why = self.unmet(knob, value, env)
+                if why:
+                    lacking.append((value, why))
+        return self.in_a_configuration(lacking) if lacking else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _values_in_play(config: TrialConfig) -> dict[str, tuple[Any, ...]]:
+    """Knob → its values in ``config``: the settings that differ from their defaults, as given (a setting that
+    means nothing there has its own rule), and the other knobs where they mean something (``QUANT``: the
+    backends, in name order). Cached: each rule of a need asks it of every configuration checked; callers do
+    not mutate it."""
+    params = config.to_params()
+    in_play: dict[str, tuple[Any, ...]] = {
+        k: (v,) for k, v in params.items() if not k.startswith("quant.") and k not in SETTINGS_DEFAULTS
+    }
+    in_play.update({k: (v,) for k, v in config.settings().items()})
+    in_play[PLACE] = tuple(sorted({p for _, p in config.placement}))
+    in_play[QUANT] = tuple(sorted({v for k, v in params.items() if k.startswith("quant.") and v != "none"}))
+    return in_play
+
+
+def _backend_need(
+    name: str,
+    unmet: Callable[[str, _Env], str | None],
+    in_a_configuration: Callable[[Lacking], str] = _reasons,
+) -> Need:
+    """A need of quantization backends (a ``quant.*`` knob's value other than none)."""
+    return Need(
+        name,
+        "quantization",
+        (QUANT,),
+        lambda knob, value, env: unmet(value, env) if value != "none" else None,
+        in_a_configuration,
+    )
+
+
+def _without_cuda(env: _Env, why: str) -> str | None:
+    return None if env.caps.cuda else why
+
+
+NEEDS: tuple[Need, ...] = (
+    _backend_need(
+        "bitsandbytes_needs_cuda",
+        lambda b, env: _without_cuda(env, "bitsandbytes needs a CUDA GPU") if b in BNB_BACKENDS else None,
+        lambda lacking: "bitsandbytes quantization needs a CUDA GPU",
+    ),
+    _backend_need(
+        "fp8_needs_compute_capability",
+        lambda b, env: _fp8_reason(env.caps) if b == "torchao_fp8dq" and not _fp8_capable(env.caps) else None,
+        _named,
+    ),
+    _backend_need(
+        "torchao_int4_needs_tinygemm", lambda b, env: _int4_reason(env) if b == "torchao_int4wo" else None, _named
+    ),
+    _backend_need(
+        "backend_not_installed",
+        lambda b, env: None if BACKEND_LIBRARY[b] in env.caps.backends else _not_installed([BACKEND_LIBRARY[b]]),
+        lambda lacking: _not_installed(sorted({BACKEND_LIBRARY[b] for b, _ in lacking})),
+    ),
+    _backend_need(
+        "backend_unusable_here", lambda b, env: f"{b}: {why}" if (why := dict(env.caps.unusable).get(b)) else None
+    ),
+    Need("compile_unavailable", "runtime", ("compile",), lambda knob, value, env: compile_unavailable(value, env)),
+    Need(
+        "cuda_graphs_need_cuda",
+        "runtime",
+        ("compile_mode",),
+        lambda knob, value, env: (
+            _without_cuda(
+                env, "CUDA graphs need a GPU (max-autotune-no-cudagraphs searches the same kernels without them)"
+            )
+            if value in CUDA_GRAPH_MODES
+            else None
+        ),
+        lambda lacking: f"compile mode {lacking[0][0]} records CUDA graphs, which need a GPU",
+    ),
+    Need(
+        "offload_needs_cuda",
+        "runtime",
+        ("offload", PLACE),
+        lambda knob, value, env: (
+            _without_cuda(env, "no CUDA: offloading to the CPU the trial already runs on means nothing")
+            if value not in ("none", "resident")
+            else None
+        ),
+        lambda lacking: "offloading needs a CUDA GPU: without one the trial already runs on the CPU",
+    ),
+    Need(
+        "streams_need_cuda",
+        "runtime",
+        STREAM_KNOBS,
+        lambda knob, value, env: _without_cuda(env, "CUDA streams need a GPU") if value is True else None,
+        ruled=False,  # they apply under group offloading only, which offload_needs_cuda refuses first
+    ),
+    Need(
+        "setting_unavailable",
+        "settings",
+        SETTINGS_KNOBS,
+        lambda knob, value, env: _setting_unavailable(knob, value, env) if value != SETTINGS_DEFAULTS[knob] else None,
+    ),
+)
+"""Every need, in the order ``_unavailable`` checks them."""
 
 
 def _missing_values(allowed: dict[str, tuple[Any, ...]], env: _Env) -> list[tuple[str, str]]:

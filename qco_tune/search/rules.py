@@ -1,14 +1,15 @@
 """The rules that make a combination invalid, each with the sentence ``qco-tune show`` reports.
 
 Stdlib only. A rule reads the configuration and the ``SearchSpace`` (the machine, the model and the
-study's restriction); those observed on a GPU say where and when.
+study's restriction); those observed on a GPU say where and when. The rules of what the machine lacks
+follow from the needs that decide availability (``availability.NEEDS``), one rule per need.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.placement import placement_steps
 from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
@@ -17,22 +18,18 @@ from qco_tune.core.records import ComponentInfo
 from qco_tune.search.availability import (
     BACKEND_LIBRARY,
     BNB_BACKENDS,
+    NEEDS,
     QUANTIZABLE_ROLES,
     QUANTO_BACKENDS,
     SETTINGS_KNOBS,
-    _fp8_capable,
-    _fp8_reason,
-    _int4_reason,
+    Group,
     _not_quantizable,
-    _setting_unavailable,
-    compile_unavailable,
 )
 
 if TYPE_CHECKING:
     from qco_tune.search.space import SearchSpace
 
 
-Group = Literal["quantization", "runtime", "settings"]
 Key = Callable[[TrialConfig], Any]
 BOTH: tuple[Group, ...] = ("quantization", "runtime")
 
@@ -52,6 +49,17 @@ class Rule:
         return frozenset((self.scope,) if isinstance(self.scope, str) else self.scope)
 
 
+def _need_rule(name: str) -> Rule:
+    """The rule of a need of ``availability.NEEDS``: a configuration using a value that needs what is missing here."""
+    need = next(n for n in NEEDS if n.name == name)
+    return Rule(
+        name,
+        lambda c, s: need.refusal(c, s.env) is not None,
+        lambda c, s: str(need.refusal(c, s.env)),
+        need.group,
+    )
+
+
 # -- the rules ---------------------------------------------------------------------------------------------
 
 
@@ -67,10 +75,6 @@ def _components_not_in_model(config: TrialConfig, space: SearchSpace) -> list[st
 def _not_quantizable_components(config: TrialConfig, space: SearchSpace) -> list[ComponentInfo]:
     names = {c.name: c for c in space.model.components}
     return [names[c] for c, _ in config.quantization if c in names and names[c].role not in QUANTIZABLE_ROLES]
-
-
-def _uninstalled(config: TrialConfig, space: SearchSpace) -> list[str]:
-    return sorted({BACKEND_LIBRARY[b] for b in _backends(config)} - set(space.caps.backends))
 
 
 def _outside_quantization(config: TrialConfig, space: SearchSpace) -> list[str]:
@@ -121,16 +125,6 @@ def _outside_settings(config: TrialConfig, space: SearchSpace) -> list[str]:
         for knob in SETTINGS_KNOBS
         if getattr(config, knob) not in allowed[knob]
     ]
-
-
-def _settings_unavailable(config: TrialConfig, space: SearchSpace) -> list[str]:
-    return [why for knob, value in config.settings().items() if (why := _setting_unavailable(knob, value, space.env))]
-
-
-def _probed_unusable(config: TrialConfig, space: SearchSpace) -> list[str]:
-    """Backends the machine's probe found unusable, with its reason."""
-    unusable = dict(space.caps.unusable)
-    return [f"{b}: {unusable[b]}" for b in sorted(_backends(config)) if b in unusable]
 
 
 def _group_knobs_set(config: TrialConfig) -> list[str]:
@@ -311,51 +305,14 @@ RULES: tuple[Rule, ...] = (
         lambda c, s: "sequential CPU offload cannot move quanto weights (accelerate cannot rebuild its tensors)",
         BOTH,
     ),
-    Rule(
-        "fp8_needs_compute_capability",
-        lambda c, s: "torchao_fp8dq" in _backends(c) and not _fp8_capable(s.caps),
-        lambda c, s: f"torchao_fp8dq: {_fp8_reason(s.caps)}",
-        "quantization",
-    ),
-    Rule(
-        "torchao_int4_needs_tinygemm",
-        lambda c, s: "torchao_int4wo" in _backends(c) and _int4_reason(s.env) is not None,
-        lambda c, s: f"torchao_int4wo: {_int4_reason(s.env)}",
-        "quantization",
-    ),
-    Rule(
-        "backend_unusable_here",
-        lambda c, s: bool(_probed_unusable(c, s)),
-        lambda c, s: "; ".join(_probed_unusable(c, s)),
-        "quantization",
-    ),
-    Rule(
-        "bitsandbytes_needs_cuda",
-        lambda c, s: bool(_backends(c) & BNB_BACKENDS) and not s.caps.cuda,
-        lambda c, s: "bitsandbytes quantization needs a CUDA GPU",
-        "quantization",
-    ),
-    Rule(
-        "offload_needs_cuda",
-        lambda c, s: c.is_offloaded and not s.caps.cuda,
-        lambda c, s: "offloading needs a CUDA GPU: without one the trial already runs on the CPU",
-    ),
-    Rule(
-        "cuda_graphs_need_cuda",
-        lambda c, s: c.compile != "none" and c.compile_mode in CUDA_GRAPH_MODES and not s.caps.cuda,
-        lambda c, s: f"compile mode {c.compile_mode} records CUDA graphs, which need a GPU",
-    ),
-    Rule(
-        "compile_unavailable",
-        lambda c, s: compile_unavailable(c.compile, s.env) is not None,
-        lambda c, s: str(compile_unavailable(c.compile, s.env)),
-    ),
-    Rule(
-        "backend_not_installed",
-        lambda c, s: bool(_uninstalled(c, s)),
-        lambda c, s: f"{', '.join(_uninstalled(c, s))} is not installed (or does not work) here",
-        "quantization",
-    ),
+    _need_rule("fp8_needs_compute_capability"),
+    _need_rule("torchao_int4_needs_tinygemm"),
+    _need_rule("backend_unusable_here"),
+    _need_rule("bitsandbytes_needs_cuda"),
+    _need_rule("offload_needs_cuda"),
+    _need_rule("cuda_graphs_need_cuda"),
+    _need_rule("compile_unavailable"),
+    _need_rule("backend_not_installed"),
     Rule(
         "component_not_in_model",
         lambda c, s: bool(_components_not_in_model(c, s)),
@@ -391,12 +348,7 @@ RULES: tuple[Rule, ...] = (
         ),
         ("quantization", "settings"),
     ),
-    Rule(
-        "setting_unavailable",
-        lambda c, s: bool(_settings_unavailable(c, s)),
-        lambda c, s: "; ".join(_settings_unavailable(c, s)),
-        "settings",
-    ),
+    _need_rule("setting_unavailable"),
     Rule(
         "settings_outside_study_space",
         lambda c, s: bool(_outside_settings(c, s)),
@@ -444,3 +396,6 @@ FAST_PATH_RULES: tuple[Rule, ...] = (
 """The rules of the fast-path knobs (fused QKV, channels-last denoiser, Inductor profile)."""
 
 RULES = RULES + FAST_PATH_RULES
+
+if {n.name for n in NEEDS if n.ruled} - {r.name for r in RULES}:  # pragma: no cover - a programming error
+    raise ImportError("a need of availability.NEEDS has no rule in RULES")

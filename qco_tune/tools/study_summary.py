@@ -2,14 +2,15 @@
 
     python3 -m qco_tune.tools.study_summary STUDY --storage URL --out DIR [--against RECIPE]
 
-Writes ``DIR/summary.json`` and ``DIR/summary.md``: every seeded guide recipe and the configurations
-on the feasible Pareto front, each with latency, per-step time, peak memory (as the budget counts it),
-cold start (the first call) and fidelity (PSNR of the decoded output and cosine of the final latents
-against the study's unoptimised reference); the speed-up of the fastest feasible configuration over
-the recipe ``--against`` (default: the guide's "quantization + compile"), per call and per step, also
-where that recipe went over the budget; the memory model's error on the feasible trials; the first
-call of compiling trials with a cold and a warm compilation cache; the number of searched trials; and
-where it ran (GPU, driver and library versions from the study's probe).
+Writes ``DIR/summary.json`` (``qco-tune show --json``'s summary with the record's fields added) and
+``DIR/summary.md``: every seeded guide recipe and the configurations on the feasible Pareto front, each
+with latency, per-step time, peak memory (as the budget counts it), cold start (the first call) and
+fidelity (PSNR of the decoded output and cosine of the final latents against the study's unoptimised
+reference); the speed-up of the fastest feasible configuration over the recipe ``--against`` (default:
+the guide's "quantization + compile"), per call and per step, also where that recipe went over the
+budget; the memory model's error on the feasible trials; the first call of compiling trials with a cold
+and a warm compilation cache; the number of searched trials; and where it ran (GPU, driver and library
+versions from the study's probe).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qco_tune.core.units import format_size
-from qco_tune.search.pareto import ParetoSummary, TrialRow, row_to_dict
+from qco_tune.search.pareto import ParetoSummary, TrialRow
 
 AGAINST = "quantization + compile"
 """The guide's recipe the headline speed-up is measured against (a fallback backend adds a suffix)."""
@@ -41,32 +42,16 @@ def ratio(slow: float | None, fast: float | None) -> float | None:
     return slow / fast if slow and fast else None
 
 
-def row_entry(row: TrialRow) -> dict[str, Any]:
-    m = row.measurement
-    return {
-        "number": row.number,
-        "configuration": row.config.describe() if row.config else None,
-        "recipe": row.baseline,
-        "state": row.category,
-        "latency_s": row.latency_s,
-        "step_time_s": m.step_time_s if m else None,
-        "memory_bytes": row.memory_bytes,
-        "first_call_s": m.first_call_s if m else None,
-        "psnr_db": m.psnr_db if m else None,
-        "latent_cosine": m.latent_cosine if m else None,
-        "reason": row.reason if row.category in ("failed", "skipped") else None,
-    }
-
-
 def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
-    """The study's results as one JSON-able dict (``study`` is the Optuna study as stored)."""
-    from qco_tune.core.keys import CAPABILITIES_ATTR, GPU_ATTR, SPEC_ATTR
+    """The study's results as one JSON-able dict (``study`` is the Optuna study as stored): ``show --json``'s
+    summary (``loop.summary.study_json``) with what the record adds: the versions it names, trial counts,
+    the headline speed-up, GPU time, the trials of the Markdown table (``table``: numbers of ``trials``, recipes
+    first) and the first calls by compilation cache."""
+    from qco_tune.core.keys import CAPABILITIES_ATTR
     from qco_tune.loop.setup import load_summary
-    from qco_tune.loop.summary import compile_cache_starts
-    from qco_tune.search.calibration import row_errors
+    from qco_tune.loop.summary import compile_cache_starts, study_json
 
     summary = load_summary(study)
-    spec = study.user_attrs.get(SPEC_ATTR, {})
     caps = study.user_attrs.get(CAPABILITIES_ATTR, {})
     versions = caps.get("versions", {}) if isinstance(caps, dict) else {}
     searched = [
@@ -80,21 +65,15 @@ def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
     target = recipe_row(summary, against)
     target_m, best_m = (target.measurement if target else None), (best.measurement if best else None)
     starts = compile_cache_starts(summary.rows)
-    return {
-        "study": study.study_name,
-        "model": spec.get("model"),
-        "workload": spec.get("workload"),
-        "budget_bytes": summary.budget_bytes,
-        "memory_metric": spec.get("memory_metric", "device"),
-        "gpu": study.user_attrs.get(GPU_ATTR),
+    common = study_json(study, summary)
+    record = {
         "versions": {k: versions[k] for k in VERSIONS if k in versions},
-        "trials": {
+        "trial_counts": {
             "finished": sum(1 for r in summary.rows if r.category in ("front", "dominated", "infeasible", "failed")),
             "searched": len(searched),
             "searched_failed": sum(1 for r in searched if r.category == "failed"),
             "skipped": sum(1 for r in summary.rows if r.category == "skipped"),
         },
-        "best": row_entry(best) if best else None,
         "headline": {
             "against": target.baseline if target else against,
             "against_trial": target.number if target else None,
@@ -105,16 +84,14 @@ def summarize(study: Any, against: str = AGAINST) -> dict[str, Any]:
             ),
         },
         "gpu_seconds": gpu_seconds(summary),
-        "rows": [row_entry(r) for r in shown],
-        "memory_model": {
-            "feasible": row_errors(summary.rows, feasible_only=True).to_dict(),
-            "feasible_uncalibrated": row_errors(summary.rows, feasible_only=True, raw=True).to_dict(),
-        },
+        "table": [r.number for r in shown],
         "compile_first_call_s": {
             state: {"trials": len(v), "median": statistics.median(v) if v else None} for state, v in starts.items()
         },
-        "all_trials": [row_to_dict(r) for r in summary.rows],
     }
+    if common.keys() & record.keys():  # pragma: no cover - a programming error
+        raise ValueError(f"the record's fields would replace show --json's: {sorted(common.keys() & record.keys())}")
+    return {**common, **record}
 
 
 def gpu_seconds(summary: ParetoSummary) -> dict[str, Any]:
@@ -152,8 +129,12 @@ def _s(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f} s" if value is not None else "-"
 
 
-def _psnr(entry: dict[str, Any]) -> str:
-    psnr, cos = entry["psnr_db"], entry["latent_cosine"]
+def _measured(trial: dict[str, Any], key: str) -> Any:
+    return (trial["measurement"] or {}).get(key)
+
+
+def _psnr(trial: dict[str, Any]) -> str:
+    psnr, cos = _measured(trial, "psnr_db"), _measured(trial, "latent_cosine")
     if psnr is None:
         return "-"
     text = "∞" if psnr == float("inf") else f"{psnr:.1f} dB"
@@ -162,17 +143,20 @@ def _psnr(entry: dict[str, Any]) -> str:
 
 def markdown(data: dict[str, Any]) -> str:
     """The summary as a short Markdown page: where, the headline, the table, the memory model."""
-    budget = format_size(data["budget_bytes"])
-    lines = [f"# {data['study']}: {data['model']} under {budget} ({data['memory_metric']} memory)", ""]
+    budget, spec = format_size(data["budget_bytes"]), data.get("spec") or {}
+    metric = spec.get("memory_metric", "device")
+    lines = [f"# {data['study']}: {spec.get('model')} under {budget} ({metric} memory)", ""]
     versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items())
     lines += [f"{data['gpu']}; {versions}.", ""]
-    t = data["trials"]
+    t = data["trial_counts"]
     lines += [
         f"{t['finished']} trials finished ({t['searched']} searched, {t['searched_failed']} of them failed), "
         f"{t['skipped']} proposal(s) skipped before running.",
         "",
     ]
-    head, best = data["headline"], data["best"]
+    head = data["headline"]
+    trials = {t["number"]: t for t in data["trials"]}
+    best = trials.get(data["best"]) if data["best"] is not None else None
     if best is None:
         lines += ["No feasible configuration.", ""]
     elif head["speedup"] is None:
@@ -206,11 +190,12 @@ def markdown(data: dict[str, Any]) -> str:
         "| # | configuration | recipe | state | latency | s/step | peak memory | cold start | PSNR · cos |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for e in data["rows"]:
-        state = e["state"] if e["state"] != "failed" else f"failed: {(e['reason'] or '?')[:60]}"
+    for t in (trials[n] for n in data["table"]):
+        state = t["category"] if t["category"] != "failed" else f"failed: {(t['reason'] or '?')[:60]}"
         lines.append(
-            f"| {e['number']} | {e['configuration']} | {e['recipe'] or ''} | {state} | {_s(e['latency_s'])} | "
-            f"{_s(e['step_time_s'], 4)} | {format_size(e['memory_bytes'])} | {_s(e['first_call_s'], 1)} | {_psnr(e)} |"
+            f"| {t['number']} | {t['configuration']} | {t['baseline'] or ''} | {state} | {_s(t['latency_s'])} | "
+            f"{_s(_measured(t, 'step_time_s'), 4)} | {format_size(t['memory_bytes'])} | "
+            f"{_s(_measured(t, 'first_call_s'), 1)} | {_psnr(t)} |"
         )
     mm = data["memory_model"]["feasible"]
     if mm["trials"]:
@@ -246,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = summarize(study, args.against)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
+    (args.out / "summary.json").write_text(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False) + "\n")
     page = markdown(data)
     (args.out / "summary.md").write_text(page)
     print(page, end="")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_machines import H200 as FAKE_H200
 
 from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 from qco_tune.tools import artifact_cold_start as tool
 
-H200 = Capabilities(cuda=True, gpu_name="NVIDIA H200", versions=(("torch", "2.11.0+cu130"), ("triton", "3.5.0")))
+# The H200 of the recorded artefacts: their names carry its torch and Triton versions.
+H200 = dataclasses.replace(FAKE_H200, versions=(("torch", "2.11.0+cu130"), ("triton", "3.5.0")))
 
 
 def test_defaults_are_flux_dev_bf16_regional_on_the_gpu(tmp_path: Path) -> None:

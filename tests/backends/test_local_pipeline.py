@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from backend_helpers import REPO
+from tiny_parts import clip_tokenizer, tiny_clip, tiny_unet, tiny_vae
 
 pytestmark = pytest.mark.slow
 
@@ -23,49 +24,16 @@ pytestmark = pytest.mark.slow
 def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight StableDiffusionPipeline saved as a diffusers folder."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from qco_tune.core.presets.tiny import CLIP_TOKENIZER
-    from qco_tune.measure.backends.presets_build import build_tokenizer
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=2,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(4, 8),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=2,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            pad_token_id=1,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=1000,
-        )
-    )
+    unet = tiny_unet(sample_size=32, cross_attention_dim=32)
+    vae = tiny_vae()
+    text_encoder = tiny_clip(layers=2)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=build_tokenizer(CLIP_TOKENIZER),
+        tokenizer=clip_tokenizer(),
         unet=unet,
         scheduler=DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False),
         safety_checker=None,

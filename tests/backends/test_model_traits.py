@@ -7,6 +7,7 @@ with tiny random weights and saved with ``save_pretrained``; their classes are r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 import optuna
 import pytest
 from backend_helpers import REPO
+from fake_machines import H200 as FAKE_H200
+from tiny_parts import clip_tokenizer, t5_tokenizer, tiny_clip, tiny_t5, tiny_unet, tiny_vae
 
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.presets import PRESETS
@@ -27,65 +30,7 @@ from qco_tune.search.space import SearchSpace
 pytest.importorskip("diffusers")
 
 # A GPU that would run every attention backend: what is left out is left out for the model's sake.
-H200 = Capabilities(
-    cuda=True,
-    gpu_name="NVIDIA H200",
-    compute_capability=(9, 0),
-    backends=("torchao",),
-    attention_backends=("native", "_native_cudnn", "flash"),
-)
-
-
-def _clip(projection: bool = False) -> object:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=1,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=1,
-        vocab_size=1000,
-        projection_dim=32,
-    )
-    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
-
-
-def _vae(**config: float) -> object:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        **config,
-        block_out_channels=(4, 8),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=2,
-    )
-
-
-def _tokenizer() -> object:
-    from qco_tune.core.presets.tiny import CLIP_TOKENIZER
-    from qco_tune.measure.backends.presets_build import build_tokenizer
-
-    return build_tokenizer(CLIP_TOKENIZER)
-
-
-def _t5(width: int) -> object:
-    from transformers import T5Config, T5EncoderModel
-
-    return T5EncoderModel(T5Config(vocab_size=1000, d_model=width, d_kv=8, d_ff=37, num_layers=1, num_heads=4))
-
-
-def _t5_tokenizer(name: str) -> object:
-    from qco_tune.core.presets.tiny import t5_tokenizer
-    from qco_tune.measure.backends.presets_build import build_tokenizer
-
-    return build_tokenizer(t5_tokenizer(name))
+H200 = dataclasses.replace(FAKE_H200, backends=("torchao",), attention_backends=("native", "_native_cudnn", "flash"))
 
 
 def _sd3() -> object:
@@ -106,27 +51,21 @@ def _sd3() -> object:
     return StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=_vae(scaling_factor=1.5035, shift_factor=0.0609),  # SD3's VAE shifts its latents
-        text_encoder=_clip(projection=True),
-        tokenizer=_tokenizer(),
-        text_encoder_2=_clip(projection=True),
-        tokenizer_2=_tokenizer(),
-        text_encoder_3=_t5(64),  # as wide as joint_attention_dim: the CLIP embeddings are padded to it
-        tokenizer_3=_t5_tokenizer("tokenizer_3"),
+        vae=tiny_vae(scaling_factor=1.5035, shift_factor=0.0609),  # SD3's VAE shifts its latents
+        text_encoder=tiny_clip(projection=True),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=tiny_clip(projection=True),
+        tokenizer_2=clip_tokenizer(),
+        text_encoder_3=tiny_t5(64),  # as wide as joint_attention_dim: the CLIP embeddings are padded to it
+        tokenizer_3=t5_tokenizer("tokenizer_3"),
     )
 
 
 def _sdxl() -> object:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
+    unet = tiny_unet(
         sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -134,14 +73,13 @@ def _sdxl() -> object:
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=80,  # 6 x 8 + 32
         cross_attention_dim=64,
-        norm_num_groups=2,
     )
     return StableDiffusionXLPipeline(
-        vae=_vae(),
-        text_encoder=_clip(),
-        text_encoder_2=_clip(projection=True),
-        tokenizer=_tokenizer(),
-        tokenizer_2=_tokenizer(),
+        vae=tiny_vae(),
+        text_encoder=tiny_clip(),
+        text_encoder_2=tiny_clip(projection=True),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
         unet=unet,
         scheduler=EulerDiscreteScheduler(),
     )
@@ -168,9 +106,9 @@ def _pixart() -> object:
         norm_eps=1e-6,
     )
     return PixArtAlphaPipeline(
-        tokenizer=_t5_tokenizer("tokenizer"),
-        text_encoder=_t5(32),
-        vae=_vae(),
+        tokenizer=t5_tokenizer("tokenizer"),
+        text_encoder=tiny_t5(32),
+        vae=tiny_vae(),
         transformer=transformer,
         scheduler=DDIMScheduler(),
     )
@@ -288,14 +226,14 @@ def test_stored_traits_read_back_and_old_records_have_none(models: dict[str, Mod
 def test_a_worker_searches_the_space_the_study_was_created_with(models: dict[str, ModelInfo]) -> None:
     """Optuna needs one set of choices per study: a worker takes the stored traits, not its own diffusers'."""
     from qco_tune.core.keys import MODEL_ATTR
-    from qco_tune.loop.worker import _study_model
+    from qco_tune.loop.worker import study_model
 
     study = optuna.create_study(storage="sqlite:///:memory:")
     sd3 = models["sd3"]
     study.set_user_attr(MODEL_ATTR, sd3.to_dict())
     fresh = resolve_model(str(sd3.path), "real")
     assert fresh.component("transformer").traits is None
-    assert _study_model(study, fresh) == sd3
+    assert study_model(study, fresh) == sd3
 
 
 @pytest.mark.slow

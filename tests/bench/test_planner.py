@@ -166,7 +166,7 @@ def test_the_headline_study_is_staged_too(monkeypatch: pytest.MonkeyPatch) -> No
 
     from qco_tune.core.records import Measurement, TrialRequest
     from qco_tune.core.spec import load_spec
-    from qco_tune.loop.context import RunResult, SilentObserver, _Context
+    from qco_tune.loop.context import RunResult, SilentObserver, StudyContext
     from qco_tune.loop.setup import open_study
     from qco_tune.loop.study import run_loop
     from qco_tune.search import memory
@@ -193,7 +193,7 @@ def test_the_headline_study_is_staged_too(monkeypatch: pytest.MonkeyPatch) -> No
         )
 
     study, _ = open_study(spec, optuna.storages.InMemoryStorage(), model, caps, space, seed=0)
-    ctx = _Context(spec, model, caps, space, study, SilentObserver(), {}, execute=fake_execute)
+    ctx = StudyContext(spec, model, caps, space, study, SilentObserver(), {}, execute=fake_execute)
     run_loop(ctx, RunResult(spec.name), should_stop=lambda: False)
     searched = [t for t in study.get_trials() if "qco.baseline" not in t.user_attrs and "qco.config" in t.user_attrs]
     searched = [t for t in searched if t.state.name == "COMPLETE"]

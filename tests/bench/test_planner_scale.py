@@ -71,7 +71,7 @@ class Simulation:
             self.measure(config, seeded=True)
 
     def runnable(self, config: TrialConfig) -> bool:
-        """As ``study._why_not_run``: the rules, no duplicate, not predicted clearly over budget."""
+        """As ``loop.trial.why_not_run``: the rules, no duplicate, not predicted clearly over budget."""
         if self.space.violations(config) or config.key() in {d.config.key() for d in self.done}:
             return False
         need = memory.predict(self.model, config, self.spec, self.caps).device_bytes
@@ -209,7 +209,7 @@ def run_headline_loop(budget_gib: int, stop: Callable[[FakeFluxRunner], bool], h
     """The real loop (``run_loop``: Optuna, the rules, the memory model, the planner) with the fake runner."""
     import optuna
 
-    from qco_tune.loop.context import RunResult, SilentObserver, _Context
+    from qco_tune.loop.context import RunResult, SilentObserver, StudyContext
     from qco_tune.loop.setup import open_study, quiet_optuna
     from qco_tune.loop.study import run_loop
 
@@ -219,7 +219,7 @@ def run_headline_loop(budget_gib: int, stop: Callable[[FakeFluxRunner], bool], h
     space = SearchSpace.build(spec, model, h200)
     runner = FakeFluxRunner(model)
     study, _ = open_study(spec, optuna.storages.InMemoryStorage(), model, h200, space, seed=0)
-    ctx = _Context(spec, model, h200, space, study, SilentObserver(), {}, execute=runner)
+    ctx = StudyContext(spec, model, h200, space, study, SilentObserver(), {}, execute=runner)
     run_loop(ctx, RunResult(spec.name), should_stop=lambda: stop(runner))
     return [
         {**t.user_attrs, "state": t.state.name, "values": t.values}

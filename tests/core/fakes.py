@@ -1,34 +1,9 @@
-"""Stand-ins for the tests of the headless core: a fake Optuna trial and machine capabilities."""
+"""Stand-ins for the tests of the headless core: a fake Optuna trial (the machines: ``fake_machines``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from qco_tune.core.config import ATTENTION_BACKENDS
-from qco_tune.core.records import Capabilities
-
-CPU = Capabilities(cuda=False, backends=("torchao", "quanto"), compile=True, host="laptop")
-"""A CPU-only machine with torchao and quanto (bitsandbytes refuses to work without CUDA)."""
-# H100 and A100 below: every attention backend installed and usable (as a probe would find it).
-H100 = Capabilities(
-    cuda=True,
-    gpu_name="NVIDIA H100 80GB HBM3",
-    gpu_count=1,
-    total_memory=80 * 2**30,
-    compute_capability=(9, 0),
-    backends=("bitsandbytes", "torchao", "quanto"),
-    attention_backends=ATTENTION_BACKENDS,
-)
-A100 = Capabilities(
-    cuda=True,
-    gpu_name="NVIDIA A100-SXM4-80GB",
-    gpu_count=1,
-    total_memory=80 * 2**30,
-    compute_capability=(8, 0),
-    backends=("bitsandbytes", "torchao", "quanto"),
-    attention_backends=ATTENTION_BACKENDS,
-)
 
 
 class FakeTrial:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from fakes import H100
+from fake_machines import H100
 from optuna.trial import TrialState
 
 from qco_tune.core.config import TrialConfig
@@ -263,20 +263,20 @@ def memory_model() -> ModelInfo:
 
 
 def test_the_loop_calibrates_on_finished_trials_and_says_so_when_it_skips(tmp_path: Path, flux: ModelInfo) -> None:
-    from qco_tune.loop.context import SilentObserver, _Context
-    from qco_tune.loop.trial import _why_not_run, recalibrate
+    from qco_tune.loop.context import SilentObserver, StudyContext
+    from qco_tune.loop.trial import recalibrate, why_not_run
     from qco_tune.search.space import SearchSpace
 
     flux_spec = spec("flux.1-dev", budget="20GiB")
     study = _study_with_trials(f"sqlite:///{tmp_path}/m.db", flux_spec)
     space = SearchSpace.build(flux_spec, flux, H100)
-    ctx = _Context(flux_spec, flux, H100, space, study, SilentObserver(), {})
+    ctx = StudyContext(flux_spec, flux, H100, space, study, SilentObserver(), {})
     assert ctx.calibration == Calibration()
-    reason = _why_not_run(ctx, TrialConfig(), {})
+    reason = why_not_run(ctx, TrialConfig(), {})
     assert reason is not None and "uncalibrated" in reason[0] and "20.0 GiB budget" in reason[0]
     recalibrate(ctx)
     assert ctx.calibration.device.trials == len(FLUX_DEVICE)
-    reason = _why_not_run(ctx, TrialConfig(), {})
+    reason = why_not_run(ctx, TrialConfig(), {})
     assert reason is not None and "calibrated on 4 trial(s)" in reason[0]
     calibrated = calibrate(map(row_from_trial, study.get_trials()), flux, flux_spec, H100)
     assert memory.predict(flux, NF4_FLUX, flux_spec, H100, calibrated).device_bytes == pytest.approx(

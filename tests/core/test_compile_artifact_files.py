@@ -112,10 +112,10 @@ def test_the_study_passes_its_folder_to_compiling_trials(tmp_path: Path, monkeyp
     monkeypatch.setenv("QCO_CACHE", str(tmp_path / "cache"))
     spec = StudySpec(name="flux", model="tiny-flux")
     model = get_preset("tiny-flux").model_info()
-    ctx = study_module._Context(spec, model, Capabilities(), None, None, None, {})  # type: ignore[arg-type]
-    assert study_module._request(ctx, TrialConfig(compile="full"), 0).compile_artifacts_dir is None  # a replay
+    ctx = study_module.StudyContext(spec, model, Capabilities(), None, None, None, {})  # type: ignore[arg-type]
+    assert study_module.trial_request(ctx, TrialConfig(compile="full"), 0).compile_artifacts_dir is None  # a replay
     ctx.compile_artifacts = artifacts_root(f"sqlite:///{tmp_path}/qco.db")
-    request = study_module._request(ctx, TrialConfig(compile="full"), 0)
+    request = study_module.trial_request(ctx, TrialConfig(compile="full"), 0)
     assert request.compile_artifacts_dir == str(study_artifacts_dir(tmp_path / "qco.compile-artifacts", "flux"))
     ctx.spec = dataclasses.replace(spec, compile_cache=False)  # cold compiles asked for: no artefacts either
-    assert study_module._request(ctx, TrialConfig(compile="full"), 0).compile_artifacts_dir is None
+    assert study_module.trial_request(ctx, TrialConfig(compile="full"), 0).compile_artifacts_dir is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from fakes import CPU, H100
+from fake_machines import CPU, H100
 
 from qco_tune.calls.dynamo import INDUCTOR_PROFILES, inductor_settings
 from qco_tune.calls.settings import pipeline_settings

@@ -8,7 +8,8 @@ import dataclasses
 import json
 
 import pytest
-from fakes import A100, CPU, H100, FakeTrial
+from fake_machines import A100, CPU, H100
+from fakes import FakeTrial
 
 from qco_tune.core.config import SETTINGS_DEFAULTS, TrialConfig
 from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo

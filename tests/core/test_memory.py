@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from fakes import CPU, H100
+from fake_machines import CPU, H100
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.records import ComponentInfo, ModelInfo

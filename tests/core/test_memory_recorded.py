@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 import pytest
-from fakes import H100
+from fake_machines import H100, H200
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import PREDICTED_ATTR, PREDICTED_RAW_ATTR
@@ -36,7 +36,6 @@ DATA = Path(__file__).parent / "data"
 DB = DATA / "h200-flux-dev-16gib-partial.db"
 STUDY = "flux.1-dev-16gib"
 BUDGET = 16 * GIB
-H200 = dataclasses.replace(H100, gpu_name="NVIDIA H200", total_memory=150_109_880_320)
 METRICS = ("device", "reserved", "allocated")
 
 
@@ -140,7 +139,7 @@ def test_calibrated_on_the_h200_study_the_margin_comes_from_its_residuals() -> N
 
 
 def _context(tmp_path: Path) -> Any:
-    from qco_tune.loop.context import SilentObserver, _Context
+    from qco_tune.loop.context import SilentObserver, StudyContext
     from qco_tune.search.space import SearchSpace
 
     path = tmp_path / DB.name
@@ -149,27 +148,27 @@ def _context(tmp_path: Path) -> Any:
     spec = spec_from_dict(study.user_attrs["qco.spec"])
     caps = Capabilities.from_dict(study.user_attrs["qco.capabilities"])
     model = _model("flux.1-dev")
-    return _Context(spec, model, caps, SearchSpace.build(spec, model, caps), study, SilentObserver(), {})
+    return StudyContext(spec, model, caps, SearchSpace.build(spec, model, caps), study, SilentObserver(), {})
 
 
 def test_the_skip_reason_states_the_prediction_the_margin_and_the_budget(tmp_path: Path) -> None:
-    from qco_tune.loop.trial import _why_not_run, recalibrate
+    from qco_tune.loop.trial import recalibrate, why_not_run
 
     ctx = _context(tmp_path)
     config = TrialConfig.from_dict(_trial("h200-16gib-#10")["config"])
-    reason = _why_not_run(ctx, config, {})
+    reason = why_not_run(ctx, config, {})
     assert reason is not None and "\n" not in reason[0]
     assert reason[0].endswith("(uncalibrated, margin 10%) is over the 16.0 GiB budget"), reason
     assert reason[0].startswith("predicted ") and reason[1] > 0
     recalibrate(ctx)
     margin = skip_margin(ctx.calibration.device)
-    reason = _why_not_run(ctx, config, {})
+    reason = why_not_run(ctx, config, {})
     assert reason is not None and f"(calibrated on 4 trial(s), margin {margin:.0%})" in reason[0]
     # The hook for the reference, which is measured whatever its prediction.
-    assert _why_not_run(ctx, TrialConfig(), {}) is not None
-    assert _why_not_run(ctx, TrialConfig(), {}, check_budget=False) is None
+    assert why_not_run(ctx, TrialConfig(), {}) is not None
+    assert why_not_run(ctx, TrialConfig(), {}, check_budget=False) is None
     nf4_compile = TrialConfig.from_dict(_trial("h200-16gib-#2")["config"])
-    assert _why_not_run(ctx, nf4_compile, {}) is None
+    assert why_not_run(ctx, nf4_compile, {}) is None
 
 
 def test_stored_predictions_of_an_older_memory_model_read_back_unchanged(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import random
 import re
 
 import pytest
-from fakes import A100, CPU, H100, FakeTrial, every_suggestion
+from fake_machines import A100, CPU, H100
+from fakes import FakeTrial, every_suggestion
 
 from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.modelref import resolve_model

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import H100
+from fake_machines import H100
 
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.presets import cache as preset_cache

@@ -8,23 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qco_tune.core.config import ATTENTION_BACKENDS, TrialConfig
+from fake_machines import H100
+
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.presets import get_preset
-from qco_tune.core.records import Capabilities, ModelInfo
+from qco_tune.core.records import ModelInfo
 from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
 from qco_tune.export.plan import ExportHeader
 from qco_tune.search.space import SearchSpace
 
-H100 = Capabilities(
-    cuda=True,
-    gpu_name="NVIDIA H100 80GB HBM3",
-    gpu_count=1,
-    total_memory=80 * 2**30,
-    compute_capability=(9, 0),
-    backends=("bitsandbytes", "torchao", "quanto"),
-    attention_backends=ATTENTION_BACKENDS,
-)
-"""A GPU on which every knob is in the space."""
 EVERYTHING = SpaceRestriction(vae_slicing=(False, True), tf32=(False, True))
 """The whole space: with the settings a bfloat16 study leaves out by default."""
 

@@ -6,18 +6,8 @@ No child process, no GPU: each runner records the requests it is given and answe
 from __future__ import annotations
 
 from qco_tune.core.config import TrialConfig
-from qco_tune.core.records import Capabilities, Measurement, TrialRequest
+from qco_tune.core.records import Measurement, TrialRequest
 from qco_tune.loop.context import SilentObserver
-
-H100 = Capabilities(
-    cuda=True,
-    gpu_name="NVIDIA H100 80GB HBM3",
-    gpu_count=1,
-    total_memory=80 * 2**30,
-    compute_capability=(9, 0),
-    backends=("bitsandbytes", "torchao", "quanto"),
-)
-"""An H100 as a probe would find it (no attention backend beyond ``native``)."""
 
 
 class FakeRunner:

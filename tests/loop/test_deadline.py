@@ -12,13 +12,14 @@ from pathlib import Path
 
 import optuna
 import pytest
-from loop_fakes import H100, FakeTimedRunner, Messages
+from fake_machines import H100_NATIVE_ATTENTION
+from loop_fakes import FakeTimedRunner, Messages
 
 from qco_tune.core.config import QuantBackend, TrialConfig
 from qco_tune.core.keys import ATTEMPT_ATTR, CONFIG_ATTR, REASON_ATTR, RETRY_OF_ATTR, STATUS_ATTR
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.spec import spec_for_model
-from qco_tune.loop.context import RunResult, _Context
+from qco_tune.loop.context import RunResult, StudyContext
 from qco_tune.loop.ledger import ledger
 from qco_tune.loop.study import run_loop
 from qco_tune.search.pareto import summarize
@@ -33,19 +34,19 @@ OFFLOADED = TrialConfig(quantization=NF4, compile="full", offload="model")
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Context:
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyContext:
     monkeypatch.setenv("QCO_CACHE", str(tmp_path))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = dataclasses.replace(spec_for_model("flux.1-dev"), trials=None)
     model = resolve_model(spec.model, spec.weights)
-    space = SearchSpace.build(spec, model, H100)
+    space = SearchSpace.build(spec, model, H100_NATIVE_ATTENTION)
     study = optuna.create_study(directions=["minimize", "minimize"])
     for config in (EAGER, COMPILED):
         study.enqueue_trial(space.params(config))
-    return _Context(spec, model, H100, space, study, Messages(), {}, plan=False)
+    return StudyContext(spec, model, H100_NATIVE_ATTENTION, space, study, Messages(), {}, plan=False)
 
 
-def test_a_queued_trial_that_cannot_finish_before_the_limit_stays_queued(ctx: _Context) -> None:
+def test_a_queued_trial_that_cannot_finish_before_the_limit_stays_queued(ctx: StudyContext) -> None:
     runner = FakeTimedRunner({"none": 50.0, "full": 200.0})
     ctx = dataclasses.replace(ctx, execute=runner)
     result = RunResult(ctx.spec.name)
@@ -59,7 +60,7 @@ def test_a_queued_trial_that_cannot_finish_before_the_limit_stays_queued(ctx: _C
     assert "expected to take 200 s, 100 s are left; it stays queued for the next run" in line
 
 
-def test_with_time_enough_the_queued_trial_runs(ctx: _Context) -> None:
+def test_with_time_enough_the_queued_trial_runs(ctx: StudyContext) -> None:
     runner = FakeTimedRunner({"none": 50.0, "full": 200.0})
     ctx = dataclasses.replace(ctx, execute=runner)
     stop = lambda: len(runner.ran) >= 2  # noqa: E731 (what the sampler proposes after the queue is not the point)
@@ -97,7 +98,7 @@ def test_cost_is_learned_by_quantization_and_a_cut_off_run_is_a_floor() -> None:
     assert expected_seconds(nf4_whole, history, floor=10.0) == 90.0
 
 
-def cut_off(ctx: _Context, config: TrialConfig, seconds: float) -> int:
+def cut_off(ctx: StudyContext, config: TrialConfig, seconds: float) -> int:
     """Record a run of ``config`` interrupted after ``seconds``, as the loop records one; returns its number."""
     start = datetime.datetime(2026, 12, 1, 15, 32, 17)
     trial = optuna.trial.FrozenTrial(
@@ -124,9 +125,9 @@ def test_a_retry_known_to_outlast_the_time_left_is_put_aside_and_the_run_goes_on
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = dataclasses.replace(spec_for_model("flux.1-dev"), trials=None)
     model = resolve_model(spec.model, spec.weights)
-    space = SearchSpace.build(spec, model, H100)
+    space = SearchSpace.build(spec, model, H100_NATIVE_ATTENTION)
     study = optuna.create_study(directions=["minimize", "minimize"])
-    ctx = _Context(spec, model, H100, space, study, Messages(), {}, plan=False)
+    ctx = StudyContext(spec, model, H100_NATIVE_ATTENTION, space, study, Messages(), {}, plan=False)
     first = cut_off(ctx, COMPILED, 300.0)
     study.enqueue_trial(space.params(COMPILED), user_attrs={RETRY_OF_ATTR: first, ATTEMPT_ATTR: 2})
     study.enqueue_trial(space.params(EAGER))

@@ -25,7 +25,7 @@ from qco_tune.cli.report import print_run_result
 from qco_tune.core.records import Capabilities, Measurement, TrialRequest
 from qco_tune.core.spec import apply_overrides, load_default_spec
 from qco_tune.core.units import format_size, parse_size
-from qco_tune.loop.context import RunResult, _Context
+from qco_tune.loop.context import RunResult, StudyContext
 from qco_tune.loop.study import run_study
 from qco_tune.search.pareto import SPEEDUP_HEADER, ParetoSummary
 
@@ -61,7 +61,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, RunResul
     spec = apply_overrides(load_default_spec(), trials="5", budget=BUDGET)
     runs = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(study_module, "_Context", functools.partial(_Context, execute=fake_cpu_trial))
+        patch.setattr(study_module, "StudyContext", functools.partial(StudyContext, execute=fake_cpu_trial))
         patch.setattr(study_module, "ensure_materialized", lambda *args: None)
         runs.append(run_study(spec, storage_url=url, caps=CPU))
         study = optuna.load_study(study_name=spec.name, storage=url)

@@ -11,38 +11,39 @@ from pathlib import Path
 
 import optuna
 import pytest
-from loop_fakes import H100, FakeRunner, Messages
+from fake_machines import H100_NATIVE_ATTENTION
+from loop_fakes import FakeRunner, Messages
 
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import BASELINE_ATTR
 from qco_tune.core.modelref import resolve_model
 from qco_tune.core.records import Measurement
 from qco_tune.core.spec import spec_for_model
-from qco_tune.loop.context import OFFLOAD_REFERENCE, RunResult, SilentObserver, _Context
+from qco_tune.loop.context import OFFLOAD_REFERENCE, RunResult, SilentObserver, StudyContext
 from qco_tune.loop.ledger import ledger
 from qco_tune.loop.setup import reference_dir
 from qco_tune.loop.study import run_loop
-from qco_tune.loop.trial import _enqueue_offload_reference, _request, _tell
+from qco_tune.loop.trial import enqueue_offload_reference, tell_measurement, trial_request
 from qco_tune.search.space import SearchSpace
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Context:
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StudyContext:
     monkeypatch.setenv("QCO_CACHE", str(tmp_path))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = dataclasses.replace(spec_for_model("flux.1-dev"), min_psnr=30.0)
     model = resolve_model(spec.model, spec.weights)
-    space = SearchSpace.build(spec, model, H100)
+    space = SearchSpace.build(spec, model, H100_NATIVE_ATTENTION)
     study = optuna.create_study(directions=["minimize", "minimize"])
-    return _Context(spec, model, H100, space, study, SilentObserver(), {})
+    return StudyContext(spec, model, H100_NATIVE_ATTENTION, space, study, SilentObserver(), {})
 
 
-def test_the_reference_runs_uncapped_and_saves_the_output(ctx: _Context, tmp_path: Path) -> None:
-    reference = _request(ctx, TrialConfig(), 0, "reference")
+def test_the_reference_runs_uncapped_and_saves_the_output(ctx: StudyContext, tmp_path: Path) -> None:
+    reference = trial_request(ctx, TrialConfig(), 0, "reference")
     assert reference.save_reference and reference.memory_limit is None
     assert reference.reference_dir == str(reference_dir(ctx.spec))
     assert Path(reference.reference_dir).parent == tmp_path / "references"
-    searched = _request(ctx, TrialConfig(compile="regional"), 5, None)
+    searched = trial_request(ctx, TrialConfig(compile="regional"), 5, None)
     assert not searched.save_reference and searched.memory_limit == ctx.spec.vram_budget
     assert searched.reference_dir == reference.reference_dir
     # Another workload is another reference.
@@ -55,31 +56,31 @@ def test_the_reference_runs_uncapped_and_saves_the_output(ctx: _Context, tmp_pat
     [(34.5, True, -4.5), (25.0, False, 5.0), (math.inf, True, -970.0), (None, True, None)],
 )
 def test_min_psnr_is_a_second_constraint(
-    ctx: _Context, psnr: float | None, feasible: bool, constraint: float | None
+    ctx: StudyContext, psnr: float | None, feasible: bool, constraint: float | None
 ) -> None:
     trial = ctx.study.ask()
     m = Measurement(status="ok", device="cuda", latency_s=5.0, peak_device_bytes=2**30, psnr_db=psnr)
-    assert _tell(ctx, trial, m) is feasible
+    assert tell_measurement(ctx, trial, m) is feasible
     constraints = ctx.study.trials[-1].system_attrs
     assert constraints.get("constraints:psnr") == constraint
     assert constraints["constraints:vram"] < 0
 
 
-def test_a_reference_that_does_not_fit_is_measured_again_with_model_offload(ctx: _Context) -> None:
-    _enqueue_offload_reference(ctx)
+def test_a_reference_that_does_not_fit_is_measured_again_with_model_offload(ctx: StudyContext) -> None:
+    enqueue_offload_reference(ctx)
     (waiting,) = ctx.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert waiting.user_attrs[BASELINE_ATTR] == OFFLOAD_REFERENCE
     params = waiting.system_attrs["fixed_params"]  # what the next ask() of the study will suggest
     assert params["offload"] == "model" and params["compile"] == "none"
-    assert _request(ctx, TrialConfig(offload="model"), 1, OFFLOAD_REFERENCE).save_reference
+    assert trial_request(ctx, TrialConfig(offload="model"), 1, OFFLOAD_REFERENCE).save_reference
 
 
-def _study_with_reference(ctx: _Context, runner: FakeRunner, trials: int) -> _Context:
+def _study_with_reference(ctx: StudyContext, runner: FakeRunner, trials: int) -> StudyContext:
     ctx.study.enqueue_trial(ctx.space.params(TrialConfig()), user_attrs={BASELINE_ATTR: "reference"})
     return dataclasses.replace(ctx, spec=dataclasses.replace(ctx.spec, trials=trials), execute=runner, plan=False)
 
 
-def test_the_reference_runs_over_the_budget_and_is_no_trial_of_the_target(ctx: _Context) -> None:
+def test_the_reference_runs_over_the_budget_and_is_no_trial_of_the_target(ctx: StudyContext) -> None:
     runner = FakeRunner()
     ctx = _study_with_reference(ctx, runner, trials=1)
     result = RunResult(ctx.spec.name)
@@ -94,8 +95,8 @@ def test_the_reference_runs_over_the_budget_and_is_no_trial_of_the_target(ctx: _
     assert ledger(ctx.study).counted == 1
 
 
-def test_a_reference_beyond_the_gpu_is_measured_with_model_offload_straight_away(ctx: _Context) -> None:
-    small = dataclasses.replace(H100, gpu_name="a 24 GiB GPU", total_memory=24 * 2**30)
+def test_a_reference_beyond_the_gpu_is_measured_with_model_offload_straight_away(ctx: StudyContext) -> None:
+    small = dataclasses.replace(H100_NATIVE_ATTENTION, gpu_name="a 24 GiB GPU", total_memory=24 * 2**30)
     runner = FakeRunner()
     ctx = _study_with_reference(dataclasses.replace(ctx, caps=small), runner, trials=0)
     ctx = dataclasses.replace(ctx, spec=dataclasses.replace(ctx.spec, trials=None))
@@ -110,7 +111,7 @@ def test_a_reference_beyond_the_gpu_is_measured_with_model_offload_straight_away
     assert ctx.study.trials[1].user_attrs[BASELINE_ATTR] == OFFLOAD_REFERENCE
 
 
-def _resumed_on_a_fresh_machine(ctx: _Context, runner: FakeRunner) -> _Context:
+def _resumed_on_a_fresh_machine(ctx: StudyContext, runner: FakeRunner) -> StudyContext:
     """A study whose reference finished elsewhere: its output is in no reference folder here."""
     first = _study_with_reference(ctx, runner, trials=1)
     run_loop(first, RunResult(ctx.spec.name))
@@ -119,7 +120,7 @@ def _resumed_on_a_fresh_machine(ctx: _Context, runner: FakeRunner) -> _Context:
     return dataclasses.replace(first, spec=dataclasses.replace(first.spec, trials=2), observer=observer)
 
 
-def test_a_resumed_study_measures_the_reference_again_where_its_output_is_missing(ctx: _Context) -> None:
+def test_a_resumed_study_measures_the_reference_again_where_its_output_is_missing(ctx: StudyContext) -> None:
     runner = FakeRunner()
     resumed = _resumed_on_a_fresh_machine(ctx, runner)
     resumed.restore_reference = True
@@ -136,7 +137,7 @@ def test_a_resumed_study_measures_the_reference_again_where_its_output_is_missin
     assert any("not on this machine" in line for line in resumed.observer.lines)  # type: ignore[attr-defined]
 
 
-def test_no_reference_is_measured_again_where_its_output_is_here_or_it_never_finished(ctx: _Context) -> None:
+def test_no_reference_is_measured_again_where_its_output_is_here_or_it_never_finished(ctx: StudyContext) -> None:
     from qco_tune.measure.backends.fidelity import save_reference
 
     runner = FakeRunner()

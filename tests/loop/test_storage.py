@@ -203,11 +203,11 @@ class _Header(SilentObserver):
 
 
 def test_a_resumed_run_does_not_count_the_trial_a_killed_run_abandoned(tmp_path: Path) -> None:
-    from loop_fakes import H100
+    from fake_machines import H100_NATIVE_ATTENTION
 
     url = f"sqlite:///{tmp_path}/q.db"
     spec = apply_overrides(load_default_spec(), trials=8, name="killed")
-    run_study(spec, storage_url=url, caps=H100, prepare_only=True)
+    run_study(spec, storage_url=url, caps=H100_NATIVE_ATTENTION, prepare_only=True)
     study = optuna.load_study(study_name="killed", storage=url)
     dist = {"compile": CategoricalDistribution(["none", "regional", "full"])}
     done = {CONFIG_ATTR: TrialConfig(compile="regional").to_dict()}
@@ -224,6 +224,6 @@ def test_a_resumed_run_does_not_count_the_trial_a_killed_run_abandoned(tmp_path:
         )
     )
     header = _Header()
-    result = run_study(spec, storage_url=url, caps=H100, prepare_only=True, observer=header)
+    result = run_study(spec, storage_url=url, caps=H100_NATIVE_ATTENTION, prepare_only=True, observer=header)
     assert header.done == 1 and len(result.recovered) == 1
     assert TrialState.RUNNING not in [t.state for t in study.get_trials()]

@@ -50,26 +50,28 @@ def test_the_summary_holds_recipes_front_speedup_and_memory_model(db: Path, tmp_
     assert run.returncode == 0, run.stderr
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert data["gpu"] == "NVIDIA H100 80GB HBM3" and data["versions"]["torch"] == "2.11.0"
-    rows = {r["number"]: r for r in data["rows"]}
+    rows = {r["number"]: r for r in data["trials"]}
     # the four seeded recipes of that study, then the front's searched trial #9
-    assert {n: rows[n]["recipe"] for n in (0, 1, 2, 3)} == {
+    assert {n: rows[n]["baseline"] for n in (0, 1, 2, 3)} == {
         0: "reference",
         1: "quantization",
         2: "quantization + compile + model offload",
         3: "quantization + group offload",
     }
-    assert 9 in rows and rows[9]["state"] == "front" and data["best"]["number"] == 9
+    assert 9 in data["table"] and rows[9]["category"] == "front" and data["best"] == 9
     best, recipe = rows[9], rows[3]
     assert data["headline"]["against_trial"] == 3 and data["headline"]["against_state"] == "dominated"
     assert data["headline"]["speedup"] == pytest.approx(recipe["latency_s"] / best["latency_s"])
-    assert data["headline"]["speedup_per_step"] == pytest.approx(recipe["step_time_s"] / best["step_time_s"])
+    assert data["headline"]["speedup_per_step"] == pytest.approx(
+        recipe["measurement"]["step_time_s"] / best["measurement"]["step_time_s"]
+    )
     # strict JSON: the reference against itself is identical, its infinite PSNR null
-    assert data["rows"][0]["psnr_db"] is None and data["rows"][0]["identical"] is True
-    assert data["trials"] == {"finished": 10, "searched": 6, "searched_failed": 2, "skipped": 1}
+    assert rows[0]["measurement"]["psnr_db"] is None and rows[0]["measurement"]["identical"] is True
+    assert data["trial_counts"] == {"finished": 10, "searched": 6, "searched_failed": 2, "skipped": 1}
     # Every trial that ran is a row once, recipes first: the searched ones dominated or failed too.
-    numbers = [r["number"] for r in data["rows"]]
+    numbers = data["table"]
     assert len(numbers) == len(set(numbers)) == 10 and numbers[:4] == [0, 1, 2, 3]
-    assert sum(1 for r in data["rows"] if not r["recipe"]) == 6
+    assert sum(1 for n in numbers if not rows[n]["baseline"]) == 6
     mm = data["memory_model"]["feasible"]
     assert mm["trials"] == 8 and mm["worst_trial"] == 3 and 0 < mm["median_abs_error"] <= mm["worst_abs_error"]
     md = (tmp_path / "out" / "summary.md").read_text()
@@ -98,6 +100,24 @@ def test_a_missing_recipe_or_study_is_said_in_one_line(db: Path, tmp_path: Path)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no study named 'nope'" in missing.stderr
 
 
+def test_the_record_is_show_json_with_its_own_fields_added(db: Path, tmp_path: Path) -> None:
+    run = summarize(db, tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())
+    shown = CliRunner().invoke(cli, ["show", "tiny-gpu", "--json", "--storage", f"sqlite:///{db}"])
+    assert shown.exit_code == 0, shown.output
+    common = json.loads(shown.output)
+    assert {key: record[key] for key in common} == common
+    assert set(record) - set(common) == {
+        "versions",
+        "trial_counts",
+        "headline",
+        "gpu_seconds",
+        "table",
+        "compile_first_call_s",
+    }
+
+
 def test_show_gives_the_speedup_over_a_recipe_over_the_budget(db: Path) -> None:
     over_budget(db, 3)
     result = CliRunner().invoke(cli, ["show", "tiny-gpu", "--storage", f"sqlite:///{db}"])
@@ -124,7 +144,7 @@ def test_the_summary_says_what_the_trials_cost_and_how_much_went_to_out_of_memor
     run = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr
     data = json.loads((tmp_path / "summary.json").read_text())
-    walls = {r["number"]: r["measurement"]["extra"]["wall_s"] for r in data["all_trials"] if r.get("measurement")}
+    walls = {r["number"]: r["measurement"]["extra"]["wall_s"] for r in data["trials"] if r.get("measurement")}
     walls = {n: w for n, w in walls.items() if w is not None}
     spent = data["gpu_seconds"]
     # Trials 8, 10 and 12 ran out of memory on that H200; #2 (the guide's recipe) was the best.

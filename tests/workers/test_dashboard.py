@@ -23,11 +23,12 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import optuna
 import pytest
 from click.testing import CliRunner
+from fake_machines import H100_NATIVE_ATTENTION
 
 from qco_tune.cli.main import cli
-from qco_tune.core.records import Capabilities, Measurement, TrialRequest
+from qco_tune.core.records import Measurement, TrialRequest
 from qco_tune.core.spec import spec_for_model
-from qco_tune.loop.context import RunResult, SilentObserver, _Context
+from qco_tune.loop.context import RunResult, SilentObserver, StudyContext
 from qco_tune.loop.setup import load_summary, open_study, prepare
 from qco_tune.loop.study import run_loop
 from qco_tune.store.storage import open_storage
@@ -35,14 +36,6 @@ from qco_tune.store.storage import open_storage
 GIB = 2**30
 OPTUNA_CLI = (sys.executable, "-c", "import sys; from optuna.cli import main; sys.exit(main())")
 BUDGET = 16 * GIB
-H100 = Capabilities(
-    cuda=True,
-    gpu_name="NVIDIA H100 80GB HBM3",
-    gpu_count=1,
-    total_memory=80 * 2**30,
-    compute_capability=(9, 0),
-    backends=("bitsandbytes", "torchao", "quanto"),
-)
 
 
 def fake_runner(request: TrialRequest, timeout: float, on_phase: object = None) -> Measurement:
@@ -55,9 +48,9 @@ def fake_runner(request: TrialRequest, timeout: float, on_phase: object = None) 
 
 def record_study(url: str, trials: int = 10) -> str:
     spec = dataclasses.replace(spec_for_model("flux.1-dev"), name="dash", vram_budget=BUDGET, trials=trials)
-    model, caps, space = prepare(spec, H100)
+    model, caps, space = prepare(spec, H100_NATIVE_ATTENTION)
     study, _ = open_study(spec, open_storage(url), model, caps, space)
-    ctx = _Context(spec, model, caps, space, study, SilentObserver(), {}, execute=fake_runner)
+    ctx = StudyContext(spec, model, caps, space, study, SilentObserver(), {}, execute=fake_runner)
     run_loop(ctx, RunResult(spec.name))
     return spec.name
 
