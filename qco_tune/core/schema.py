@@ -206,6 +206,9 @@ class _Field:
         return self.help or f"Spec field {self.toml}."
 
 
+NAME_FLAG = "--study"
+"""The command line's flag for the spec's ``name`` (the keyword ``name`` of ``apply_overrides``)."""
+
 FIELDS: tuple[_Field, ...] = (
     _Field("name", "name", _string),
     _Field("model", "model", _text, help="Preset name, Hugging Face hub id (local cache) or local diffusers folder."),

@@ -88,6 +88,7 @@ from qco_tune.core.schema import (
     _GIB,
     _MIB,
     _TABLES,
+    NAME_FLAG,
     OVERRIDES,
     _Bad,
     _Field,
@@ -244,6 +245,9 @@ def _assemble(
         )
     if spec.weights == "real" and is_preset(spec.model):
         raise fail("weights", f"preset {spec.model!r} has random weights only")
+    if spec.name and (not spec.name.strip() or spec.name != spec.name.strip() or not spec.name.isprintable()):
+        # A blank name would run a whole study under a name no command can be given back.
+        raise fail("name", f"a study name must be printable text without surrounding spaces, got {spec.name!r}")
     if not spec.name:
         spec = dataclasses.replace(spec, name=derive_name(spec))
     return spec
@@ -300,7 +304,7 @@ def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
     flag_of: dict[str, str] = {}
     for key, raw in given.items():
         field = _BY_TOML[OVERRIDES[key]]
-        flag = "--" + key.replace("_", "-")
+        flag = NAME_FLAG if key == "name" else "--" + key.replace("_", "-")
         flag_of[field.attr] = flag
         try:
             values[field.attr] = field.convert(_from_cli_text(raw, field.kind))

@@ -343,6 +343,8 @@ def test_a_revision_is_part_of_the_study_and_goes_with_its_model() -> None:
         ({"weights": "real"}, "--weights: preset 'tiny-flux' has random weights only"),
         ({"max_timed_calls": 2}, "--max-timed-calls: must be at least timed_calls (3)"),
         ({"model": "  "}, "--model: must not be empty"),
+        ({"name": "  "}, "--study: a study name must be printable text without surrounding spaces, got '  '"),
+        ({"name": "a\tb"}, "--study: a study name must be printable text"),
         ({"height": 100}, "--height: must be a multiple of 8"),
     ],
 )
