@@ -31,3 +31,24 @@ def private_cache_and_temp(
     monkeypatch.setenv("TMPDIR", str(temp))
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     yield temp
+
+
+@pytest.fixture(autouse=True)
+def inductor_config_restored() -> Iterator[None]:
+    """Each test finds ``torch._inductor.config`` as the one before found it.
+
+    It is global to the process: an Inductor profile sets it, and so does torchao as a side effect of
+    quantizing (``coordinate_descent_tuning``, ``force_fuse_int_mm_with_mul``). Tests that record what a
+    configuration changes there (``tests/export``) would otherwise depend on the order tests run in.
+    Trials are immune: each runs in a fresh process.
+    """
+    import sys
+
+    saved = None
+    if "torch" in sys.modules:
+        import torch._inductor.config
+
+        saved = torch._inductor.config.get_config_copy()
+    yield
+    if saved is not None:
+        torch._inductor.config.load_config(saved)
