@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import optuna
 
     from qco_tune.search.planner import Done
+    from qco_tune.search.space import SearchSpace
 
 
 DEFERRED = DEFERRED_STATUS
@@ -136,6 +137,26 @@ def defer(study: optuna.Study, trial: optuna.Trial, reason: str) -> tuple[dict[s
     trial.set_user_attr(REASON_ATTR, reason)
     study.tell(trial, state=TrialState.FAIL)
     return params, attrs
+
+
+def complete_queued(study: optuna.Study, space: SearchSpace) -> int:
+    """Give each waiting trial a value for every knob of ``space`` its queued parameters lack: the knob's
+    default. A trial queued by an older version (before the knob existed) would otherwise have the
+    missing knobs picked by the sampler when it is asked. Returns how many trials were completed."""
+    from optuna.trial import TrialState
+
+    completed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        queued = dict(trial.system_attrs.get("fixed_params") or {})
+        try:
+            config = TrialConfig.from_params(queued)
+        except (ValueError, TypeError):
+            continue  # not a configuration of this version: asking it fails it with the reason
+        whole = {**space.params(config), **queued}
+        if whole != queued:
+            study._storage.set_trial_system_attr(trial._trial_id, "fixed_params", whole)
+            completed += 1
+    return completed
 
 
 def requeue_deferred(study: optuna.Study, deferred: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:

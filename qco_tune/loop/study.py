@@ -41,7 +41,7 @@ from qco_tune.loop.context import (
     StudyContext,
     parse_faults,
 )
-from qco_tune.loop.ledger import fail_interrupted, is_running, ledger, recover, requeue_deferred
+from qco_tune.loop.ledger import complete_queued, fail_interrupted, is_running, ledger, recover, requeue_deferred
 from qco_tune.loop.remeasure import remeasure_front, restore_reference
 from qco_tune.loop.setup import ensure_materialized, open_study, prepare, quiet_optuna, study_spaces
 from qco_tune.loop.signals import stop_signals_as_interrupt
@@ -84,6 +84,7 @@ def run_loop(
         while not should_stop():
             # Another worker may have died since the last trial: its trial goes back to the queue.
             result.recovered += recover(study, ctx.observer)
+            complete_queued(study, ctx.space)
             book = ledger(study)
             recalibrate(ctx)
             if target is not None and book.counted >= target:
