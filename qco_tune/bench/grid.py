@@ -286,11 +286,12 @@ class SyntheticShape:
     """How a synthetic grid's figures are made: the structure the real one is expected to have.
 
     Latency: eager bf16 ``base_latency_s`` x a factor per quantization backend (dequantizing costs;
-    float8 is slow eagerly and fast compiled) x per offloading (model offload moves every component
+    float8 is slow eagerly and fast compiled) x per placement of the denoiser (model offload moves it
     per call; leaf-level group offloading moves every layer per step, a stream hides part of it) x a
-    compile factor, plus the moves of the text encoders released after encoding. Memory: the memory model's prediction (``qco_tune.search.memory``) with a per-backend
-    bias and noise. Cost: process start, load, quantization, the cold start (compilation: regional is
-    cheaper than whole, autotuning much dearer; more with offloading, which recompiles) and the calls.
+    compile factor, plus the moves of the text encoders released after encoding. Memory: the memory
+    model's prediction (``qco_tune.search.memory``) with a per-backend bias and noise. Cost: process
+    start, load, quantization, the cold start (compilation: regional is cheaper than whole, autotuning
+    much dearer; more with offloading, which recompiles) and the calls.
     """
 
     base_latency_s: float = 0.35
