@@ -13,7 +13,8 @@ and reference handling):
 - ``c``: the best hand-built configuration of the new knobs under 16 GiB of device memory, enforced (the
   trial's memory limit): the float8 transformer resident, CLIP and the NF4 T5 released after encoding, the VAE
   tiled, regional compilation with fullgraph, a channels-last denoiser and the flux-fast Inductor profile;
-  the memory model's prediction is printed and recorded;
+  the memory model's prediction (calibrated, as a study's, on the cases measured before it) is printed
+  and recorded;
 - ``d``: ``c``'s knobs without a cap and with every fast-path knob: everything resident, fused QKV projections
   and cuDNN attention (where the probe finds it).
 
@@ -31,6 +32,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,15 +117,40 @@ def violations(case: Case, caps: Capabilities) -> list[str]:
     return list(space.violations(case.config))
 
 
-def prediction(case: Case, caps: Capabilities, limit: int | None) -> dict[str, Any]:
-    """The memory model's prediction for ``case`` (device bytes, its account, whether it is under ``limit``)."""
+def prediction(
+    case: Case,
+    caps: Capabilities,
+    limit: int | None,
+    measured: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The memory model's prediction for ``case`` (device bytes, its account, whether it is under ``limit``),
+    calibrated as a study calibrates it on the cases this proof has measured here (``measured``: their JSON)."""
+    from qco_tune.core.records import Measurement
     from qco_tune.search import memory
+    from qco_tune.search.calibration import fit_configs
+    from qco_tune.search.memory_terms import Calibration
 
     space, spec = _space(case.preset, caps)
     spec = dataclasses.replace(spec, vram_budget=limit or spec.vram_budget)
-    p = memory.predict(space.model, case.config, spec, caps)
+    points = []
+    for data in measured:
+        m = Measurement.from_dict(data.get("measurement") or {})
+        peak = (
+            m.memory_for(spec.memory_metric)
+            if m.status == "ok" and m.device == ("cuda" if caps.cuda else "cpu")
+            else None
+        )
+        if peak:
+            points.append((TrialConfig.from_dict(data["config"]), float(peak)))
+    calibration = Calibration(device=fit_configs(space.model, spec, caps, points)) if points and caps.cuda else None
+    p = memory.predict(space.model, case.config, spec, caps, calibration)
     under = None if p.device_bytes is None or limit is None else p.device_bytes <= limit
-    return {"device_gib": p.device_bytes / GIB if p.device_bytes else None, "detail": p.detail, "under_limit": under}
+    return {
+        "device_gib": p.device_bytes / GIB if p.device_bytes else None,
+        "detail": p.detail,
+        "under_limit": under,
+        "calibrated_on": len(points) if calibration else 0,
+    }
 
 
 def speedups(results: dict[str, dict[str, Any]]) -> None:
@@ -239,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             is_reference = case.name == "reference"
             entry: dict[str, Any] = {"name": case.name, "configuration": case.config.describe()}
             entry["limit_gib"] = LIMITS[case.name] / GIB if case.name in LIMITS else None
-            predicted = prediction(case, caps, LIMITS.get(case.name))
+            finished = [d for n in names if (d := load_recorded(n, recorded)) and d.get("preset") == case.preset]
+            predicted = prediction(case, caps, LIMITS.get(case.name), finished)
             entry["predicted_device_gib"], entry["prediction"] = predicted["device_gib"], predicted
             print(f"{case.name}: memory model: {predicted['detail']}", flush=True)
             if predicted["under_limit"] is False:

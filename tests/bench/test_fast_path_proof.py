@@ -79,3 +79,25 @@ def test_the_speed_ups_are_over_case_a() -> None:
     fast_path_proof.speedups(results)
     assert results["c"]["speedup_vs_a"] == pytest.approx(1.4) and results["c"]["step_speedup_vs_a"] == 1.4
     assert results["a"]["speedup_vs_a"] == 1.0 and results["d"]["speedup_vs_a"] is None
+
+
+def test_the_memory_prediction_is_calibrated_on_the_cases_measured_before() -> None:
+    from fake_machines import H200
+
+    from qco_tune.core.records import Measurement
+
+    cases = {c.name: c for c in fast_path_proof.cases(H200, tiny=False)}
+    plain = fast_path_proof.prediction(cases["c"], H200, fast_path_proof.CAP)
+    assert plain["calibrated_on"] == 0 and plain["device_gib"] > 10
+
+    def measured(name: str) -> dict[str, object]:
+        # Each case measured 10% under what the uncalibrated model predicts for it.
+        peak = fast_path_proof.prediction(cases[name], H200, None)["device_gib"] * 0.9 * 2**30
+        m = Measurement(status="ok", device="cuda", latency_s=1.0, peak_device_bytes=int(peak))
+        return {"config": cases[name].config.to_dict(), "measurement": m.to_dict()}
+
+    calibrated = fast_path_proof.prediction(
+        cases["c"], H200, fast_path_proof.CAP, [measured(n) for n in ("reference", "a", "b")]
+    )
+    assert calibrated["calibrated_on"] == 3 and "calibrated on 3" in calibrated["detail"]
+    assert calibrated["device_gib"] < plain["device_gib"]
