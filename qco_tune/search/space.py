@@ -65,12 +65,11 @@ from qco_tune.search.availability import (
     RECIPE_BACKENDS,
     SETTINGS_KNOBS,
     STREAM_KNOBS,
-    _Env,
     _missing_values,
     _not_quantizable,
     _unavailable,
-    _vae,
 )
+from qco_tune.search.knob_checks import Env, vae_of
 from qco_tune.search.replay import TrialLike, walk_configs
 from qco_tune.search.rules import RULES, Key, Rule
 
@@ -103,7 +102,7 @@ class SearchSpace:
         """Choices per knob that are also possible here: what ``suggest`` offers."""
         self._missing = missing
         self._enumerated: list[TrialConfig] | None = None
-        self.env: _Env = _Env(caps, model, dtype)
+        self.env: Env = Env(caps, model, dtype)
 
     # -- building -------------------------------------------------------------------------------------
 
@@ -115,7 +114,7 @@ class SearchSpace:
         cannot be quantized.
         """
         allowed = _allowed_choices(spec, model)
-        env = _Env(caps, model, spec.dtype)
+        env = Env(caps, model, spec.dtype)
         knobs: dict[str, tuple[Any, ...]] = {}
         for name, choices in allowed.items():
             knobs[name] = tuple(c for c in choices if _unavailable(name, c, env) is None)
@@ -441,7 +440,7 @@ def _fast_path_choices(spec: StudySpec) -> dict[str, tuple[Any, ...]]:
 def _unsearched_settings(spec: StudySpec, model: ModelInfo) -> list[tuple[str, str]]:
     """Settings the study leaves out by default because they change nothing for it (listing them searches them)."""
     out = []
-    if not spec.space.vae_slicing and _vae(model) is not None:
+    if not spec.space.vae_slicing and vae_of(model) is not None:
         out.append(("vae_slicing", "not searched: slicing splits a batch, and a trial decodes one image per call"))
     if not spec.space.tf32 and spec.dtype != "float32":
         out.append(("tf32", f"not searched: TF32 changes float32 matmuls only, and the study runs in {spec.dtype}"))
