@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from qco_tune.calls.backends import BACKEND_INFO, backends_of
-from qco_tune.core.config import CUDA_GRAPH_MODES, GROUP_OFFLOADS, SETTINGS_DEFAULTS, QuantBackend, TrialConfig
+from qco_tune.core.config import CUDA_GRAPH_MODES, GROUP_OFFLOADS, SETTINGS_DEFAULTS, TrialConfig
 from qco_tune.core.records import ComponentInfo
 from qco_tune.search.knob_checks import (
     Env,
@@ -31,11 +31,7 @@ BACKEND_LIBRARY: dict[str, str] = {name: info.library for name, info in BACKEND_
 BNB_BACKENDS = backends_of("bitsandbytes")
 QUANTO_BACKENDS = backends_of("quanto")
 SETTINGS_KNOBS: tuple[str, ...] = tuple(SETTINGS_DEFAULTS)
-DEFAULT_BLOCKS_PER_GROUP = (1, 2)
-BOOLS = (False, True)
 QUANTIZABLE_ROLES = ("denoiser", "text_encoder")
-# The guide's quantization recipe uses bitsandbytes NF4; where that cannot run, the first of these that can.
-RECIPE_BACKENDS: tuple[QuantBackend, ...] = ("bnb_nf4", "torchao_int8wo", "quanto_int8")
 STREAM_KNOBS = ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage")
 
 
