@@ -2,7 +2,7 @@
 
 Stdlib only. Each ``Need`` in ``NEEDS`` says once what some knob values need of the machine, the model or
 the study's dtype. ``SearchSpace.build`` keeps the available values of each knob (Optuna's choices never
-change between trials) and reports the others with their reason (``_unavailable``: the first need not
+change between trials) and reports the others with their reason (``unavailable``: the first need not
 met); the rule of each need's name (``search.rules``) refuses a configuration that uses such a value (a
 configuration from another machine's space, a queued or replayed one).
 """
@@ -35,7 +35,7 @@ QUANTIZABLE_ROLES = ("denoiser", "text_encoder")
 STREAM_KNOBS = ("use_stream", "non_blocking", "record_stream", "low_cpu_mem_usage")
 
 
-def _unavailable(knob: str, value: Any, env: Env) -> str | None:
+def unavailable(knob: str, value: Any, env: Env) -> str | None:
     """Why ``knob = value`` cannot run for this model and dtype on this machine (its first need not met), or None."""
     kind = QUANT if knob.startswith("quant.") else PLACE if knob.startswith("place.") else knob
     return next((why for need in NEEDS if kind in need.knobs and (why := need.unmet(kind, value, env))), None)
@@ -68,7 +68,7 @@ def _not_installed(libraries: list[str]) -> str:
 @dataclass(frozen=True)
 class Need:
     """What some values of some knobs need of the machine, the model or the study's dtype, said once: the
-    space leaves those values out where the need is not met (``_unavailable``), and the rule of the same
+    space leaves those values out where the need is not met (``unavailable``), and the rule of the same
     name refuses a configuration that uses them (``search.rules``)."""
 
     name: str
@@ -192,20 +192,20 @@ NEEDS: tuple[Need, ...] = (
         lambda knob, value, env: setting_unavailable(knob, value, env) if value != SETTINGS_DEFAULTS[knob] else None,
     ),
 )
-"""Every need, in the order ``_unavailable`` checks them."""
+"""Every need, in the order ``unavailable`` checks them."""
 
 
-def _missing_values(allowed: dict[str, tuple[Any, ...]], env: Env) -> list[tuple[str, str]]:
+def missing_values(allowed: dict[str, tuple[Any, ...]], env: Env) -> list[tuple[str, str]]:
     """(knob or value, why) for what the study allows and this machine cannot run; a whole knob in one line."""
     missing: dict[str, str] = {}
-    compiling = {v for v in allowed["compile"] if v != "none" and _unavailable("compile", v, env) is None}
+    compiling = {v for v in allowed["compile"] if v != "none" and unavailable("compile", v, env) is None}
     grouping = GROUP_OFFLOADS & {v for k, vs in allowed.items() if k == "offload" or k.startswith("place.") for v in vs}
     for knob, choices in allowed.items():
         if knob in STREAM_KNOBS or (knob in ("compile_mode", "fullgraph") and not compiling):
             continue  # said once below, or not searched anyway
         if knob.startswith("place.") and "offload" in missing:
             continue  # every offload goes for the same reason, said once
-        gone = [(value, why) for value in choices if (why := _unavailable(knob, value, env))]
+        gone = [(value, why) for value in choices if (why := unavailable(knob, value, env))]
         if knob == "compile" and gone and env.caps.compile:
             for value, why in gone:  # a scope this model cannot take (regional), not the machine's compile
                 missing.setdefault(f"compile={value}", why)
@@ -222,13 +222,14 @@ def _missing_values(allowed: dict[str, tuple[Any, ...]], env: Env) -> list[tuple
         else:
             for value, why in gone:
                 missing.setdefault(str(value), why)
-    stream_gone = _unavailable("use_stream", True, env)
+    stream_gone = unavailable("use_stream", True, env)
     if grouping and stream_gone:
         missing["use_stream"] = stream_gone
     return list(missing.items())
 
 
-def _not_quantizable(component: ComponentInfo) -> str:
+def not_quantizable(component: ComponentInfo) -> str:
+    """Why quantizing ``component`` is not offered (its role is not in ``QUANTIZABLE_ROLES``)."""
     if component.role == "vae":
         return (
             f"quantizing the VAE ({component.name}) is not offered: it is small and decoding is sensitive to precision"

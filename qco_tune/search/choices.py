@@ -19,7 +19,7 @@ from qco_tune.core.config import (
 from qco_tune.core.errors import InputError
 from qco_tune.core.records import ModelInfo
 from qco_tune.core.studyspec import StudySpec
-from qco_tune.search.availability import QUANTIZABLE_ROLES, STREAM_KNOBS, _not_quantizable
+from qco_tune.search.availability import QUANTIZABLE_ROLES, STREAM_KNOBS, not_quantizable
 from qco_tune.search.knob_checks import vae_of
 
 DEFAULT_BLOCKS_PER_GROUP = (1, 2)
@@ -109,5 +109,5 @@ def _searched_components(spec: StudySpec, model: ModelInfo) -> tuple[str, ...]:
                 f"(components: {', '.join(names)})"
             )
         if names[name].role not in QUANTIZABLE_ROLES:
-            raise SpaceError(f"space.quantize_components: {_not_quantizable(names[name])}")
+            raise SpaceError(f"space.quantize_components: {not_quantizable(names[name])}")
     return tuple(c.name for c in model.components if c.role in QUANTIZABLE_ROLES and (not wanted or c.name in wanted))

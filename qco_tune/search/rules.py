@@ -23,7 +23,7 @@ from qco_tune.search.availability import (
     QUANTO_BACKENDS,
     SETTINGS_KNOBS,
     Group,
-    _not_quantizable,
+    not_quantizable,
 )
 
 if TYPE_CHECKING:
@@ -325,7 +325,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "component_not_quantizable",
         lambda c, s: bool(_not_quantizable_components(c, s)),
-        lambda c, s: "; ".join(_not_quantizable(x) for x in _not_quantizable_components(c, s)),
+        lambda c, s: "; ".join(not_quantizable(x) for x in _not_quantizable_components(c, s)),
         "quantization",
     ),
     Rule(

@@ -44,7 +44,7 @@ from qco_tune.core.config import GROUP_OFFLOADS, SETTINGS_DEFAULTS, CompileMode,
 from qco_tune.core.placement import GROUP_PLACEMENTS, SHORTHAND_PLACEMENT
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.studyspec import StudySpec
-from qco_tune.search.availability import SETTINGS_KNOBS, STREAM_KNOBS, _missing_values, _unavailable
+from qco_tune.search.availability import SETTINGS_KNOBS, STREAM_KNOBS, missing_values, unavailable
 from qco_tune.search.choices import allowed_choices, unsearched_settings
 from qco_tune.search.knob_checks import Env
 from qco_tune.search.recipes import guide_recipes
@@ -91,8 +91,8 @@ class SearchSpace:
         env = Env(caps, model, spec.dtype)
         knobs: dict[str, tuple[Any, ...]] = {}
         for name, choices in allowed.items():
-            knobs[name] = tuple(c for c in choices if _unavailable(name, c, env) is None)
-        missing = _missing_values(allowed, env) + unsearched_settings(spec, model)
+            knobs[name] = tuple(c for c in choices if unavailable(name, c, env) is None)
+        missing = missing_values(allowed, env) + unsearched_settings(spec, model)
         # A component with nothing but "none" left is not searched at all, nor a setting with one choice.
         knobs = {k: v for k, v in knobs.items() if not (k.startswith("quant.") and v == ("none",))}
         knobs = {k: v for k, v in knobs.items() if not (k in SETTINGS_KNOBS and v in ((), (SETTINGS_DEFAULTS[k],)))}
