@@ -51,7 +51,7 @@ from qco_tune.search.recipes import guide_recipes
 from qco_tune.search.replay import TrialLike, walk_configs
 from qco_tune.search.rules import RULES, Key, Rule
 
-__all__ = ["RULES", "Rule", "SearchSpace", "TrialLike"]
+__all__ = ["SearchSpace"]
 
 
 class SearchSpace:
