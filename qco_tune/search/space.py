@@ -37,7 +37,7 @@ reads (``Rule.scope``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from qco_tune.core.config import GROUP_OFFLOADS, SETTINGS_DEFAULTS, CompileMode, TrialConfig
@@ -115,6 +115,11 @@ class SearchSpace:
     def components(self) -> tuple[str, ...]:
         """Components whose quantization is searched here (in pipeline order)."""
         return tuple(k.split(".", 1)[1] for k in self._knobs if k.startswith("quant."))
+
+    @property
+    def allowed(self) -> Mapping[str, tuple[Any, ...]]:
+        """Choices per knob that the study's restriction allows, whatever this machine can run (read only)."""
+        return self._allowed
 
     def knobs(self) -> dict[str, tuple[Any, ...]]:
         """Choices per knob (parameter name → choices) offered on this machine."""
