@@ -75,7 +75,7 @@ class GridSpace(SearchSpace):
 
     def __init__(self, base: SearchSpace, keys: set[str]) -> None:
         super().__init__(
-            model=base.model, caps=base.caps, allowed=base._allowed, knobs=base._knobs, missing=base._missing
+            model=base.model, caps=base.caps, allowed=dict(base.allowed), knobs=base.knobs(), missing=base.missing()
         )
         self._keys = keys
 

@@ -116,7 +116,7 @@ def show(study_name: str, fmt: str, as_json: bool, storage: str | None) -> None:
 
     As JSON (-f json): the front, baselines and every trial.
     """
-    from qco_tune.cli.report import print_study, print_study_json
+    from qco_tune.cli.show import print_study, print_study_json
 
     if as_json or fmt == "json":
         print_study_json(study_name, storage)

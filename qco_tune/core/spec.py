@@ -82,20 +82,19 @@ from typing import Any
 from qco_tune.core.errors import InputError
 from qco_tune.core.presets import is_preset, preset_names, suggest_preset
 from qco_tune.core.schema import (
-    _BY_ATTR,
-    _BY_TOML,
-    _DICT_TABLES,
-    _GIB,
-    _MIB,
-    _TABLES,
+    BY_ATTR,
+    BY_TOML,
+    DICT_TABLES,
     NAME_FLAG,
     OVERRIDES,
-    _Bad,
-    _Field,
-    _from_cli_text,
-    _type_name,
+    TABLES,
+    BadValue,
+    Field,
+    from_cli_text,
+    type_name,
 )
 from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
+from qco_tune.core.units import GIB, MIB
 from qco_tune.core.workloads import default_workload
 
 __all__ = [
@@ -152,14 +151,14 @@ def parse_spec(text: str, *, source: str = "<spec>") -> StudySpec:
 
     values: dict[str, Any] = {}
     for toml_path, raw in _leaves(document):
-        field = _BY_TOML.get(toml_path)
+        field = BY_TOML.get(toml_path)
         if field is None:
-            raise fail(_unknown(toml_path, _BY_TOML, raw), toml_path)
+            raise fail(_unknown(toml_path, BY_TOML, raw), toml_path)
         try:
             values[field.attr] = field.convert(raw)
-        except _Bad as exc:
+        except BadValue as exc:
             raise fail(str(exc), toml_path) from None
-    return _assemble(values, lambda attr, problem: fail(problem, _BY_ATTR[attr].toml), model_defaults=True)
+    return _assemble(values, lambda attr, problem: fail(problem, BY_ATTR[attr].toml), model_defaults=True)
 
 
 def spec_for_model(model: str) -> StudySpec:
@@ -180,22 +179,22 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
     ``spec_to_dict`` drops ``None`` values, so a missing ``trials`` means no trial limit.
     """
     if not isinstance(data, dict):
-        raise SpecError(f"a stored spec must be a JSON object, got {_type_name(data)}")
+        raise SpecError(f"a stored spec must be a JSON object, got {type_name(data)}")
     values: dict[str, Any] = {"trials": None}
-    for attr, raw in _leaves(data, tables=_DICT_TABLES):
-        field = _BY_ATTR.get(attr)
+    for attr, raw in _leaves(data, tables=DICT_TABLES):
+        field = BY_ATTR.get(attr)
         if field is None:
-            raise SpecError(_unknown(attr, _BY_ATTR, raw), path=attr)
+            raise SpecError(_unknown(attr, BY_ATTR, raw), path=attr)
         if raw is None or (attr.startswith("space.") and raw == []):
             continue  # dropped or unrestricted
         try:
             values[attr] = field.convert(raw)
-        except _Bad as exc:
+        except BadValue as exc:
             raise SpecError(str(exc), path=attr) from None
     return _assemble(values, lambda attr, problem: SpecError(problem, path=attr))
 
 
-def _leaves(document: dict[str, Any], tables: set[str] = _TABLES) -> list[tuple[str, Any]]:
+def _leaves(document: dict[str, Any], tables: set[str] = TABLES) -> list[tuple[str, Any]]:
     """(dotted path, value) of every field: known tables are entered, anything else is a leaf."""
     leaves: list[tuple[str, Any]] = []
     for key, value in document.items():
@@ -206,9 +205,9 @@ def _leaves(document: dict[str, Any], tables: set[str] = _TABLES) -> list[tuple[
     return leaves
 
 
-def _unknown(path: str, known: dict[str, _Field], value: Any) -> str:
+def _unknown(path: str, known: dict[str, Field], value: Any) -> str:
     if any(k.startswith(path + ".") for k in known):
-        return f"expected a table of {path}.* keys, got {_type_name(value)}"
+        return f"expected a table of {path}.* keys, got {type_name(value)}"
     leaf = path.rsplit(".", 1)[-1]
     close = [k for k in known if k.rsplit(".", 1)[-1] == leaf][:1]  # a known key in the wrong table
     close = close or difflib.get_close_matches(path, known, n=1, cutoff=0.7)
@@ -266,12 +265,12 @@ def derive_name(spec: StudySpec) -> str:
     model = spec.model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1].lower() or "model"
     model = re.sub(r"[^a-z0-9.]+", "-", model).strip("-") or "model"
     budget = spec.vram_budget
-    if budget % _GIB == 0:
-        size = f"{budget // _GIB}gib"
-    elif budget % _MIB == 0:
-        size = f"{budget // _MIB}mib"
+    if budget % GIB == 0:
+        size = f"{budget // GIB}gib"
+    elif budget % MIB == 0:
+        size = f"{budget // MIB}mib"
     else:
-        size = f"{budget / _GIB:.1f}gib"
+        size = f"{budget / GIB:.1f}gib"
     return f"{model}-{size}"
 
 
@@ -303,16 +302,16 @@ def _override(spec: StudySpec, given: dict[str, Any]) -> StudySpec:
         _forget_default_workload(values, spec.model, spec.revision)
     flag_of: dict[str, str] = {}
     for key, raw in given.items():
-        field = _BY_TOML[OVERRIDES[key]]
+        field = BY_TOML[OVERRIDES[key]]
         flag = NAME_FLAG if key == "name" else "--" + key.replace("_", "-")
         flag_of[field.attr] = flag
         try:
-            values[field.attr] = field.convert(_from_cli_text(raw, field.kind))
-        except _Bad as exc:
+            values[field.attr] = field.convert(from_cli_text(raw, field.kind))
+        except BadValue as exc:
             raise SpecError(str(exc), path=flag) from None
     return _assemble(
         values,
-        lambda attr, problem: SpecError(problem, path=flag_of.get(attr, _BY_ATTR[attr].toml)),
+        lambda attr, problem: SpecError(problem, path=flag_of.get(attr, BY_ATTR[attr].toml)),
         model_defaults=True,
     )
 
@@ -330,7 +329,7 @@ def _spec_values(spec: StudySpec) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
-        if f.name in _DICT_TABLES:
+        if f.name in DICT_TABLES:
             for sub in dataclasses.fields(value):
                 item = getattr(value, sub.name)
                 if item is not None and item != ():

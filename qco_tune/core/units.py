@@ -8,6 +8,8 @@ from qco_tune.core.errors import InputError
 
 GIB = 2**30
 """A gibibyte, in bytes."""
+MIB = 2**20
+"""A mebibyte, in bytes."""
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
 

@@ -23,7 +23,7 @@ from qco_tune.search.availability import (
     QUANTO_BACKENDS,
     SETTINGS_KNOBS,
     Group,
-    _not_quantizable,
+    not_quantizable,
 )
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def _not_quantizable_components(config: TrialConfig, space: SearchSpace) -> list
 
 def _outside_quantization(config: TrialConfig, space: SearchSpace) -> list[str]:
     """Quantization in ``config`` that the study's restriction leaves out (other rules say what the machine lacks)."""
-    allowed = space._allowed
+    allowed = space.allowed
     names = {comp.name: comp for comp in space.model.components}
     out = []
     for component, backend in config.quantization:
@@ -95,7 +95,7 @@ def _outside_quantization(config: TrialConfig, space: SearchSpace) -> list[str]:
 
 def _outside_runtime(config: TrialConfig, space: SearchSpace) -> list[str]:
     """Compile and offload knobs in ``config`` that the study's restriction leaves out."""
-    allowed = space._allowed
+    allowed = space.allowed
     canonical = config.canonical()
     params = canonical.to_params()
     names = {c.name for c in space.model.components}
@@ -119,7 +119,7 @@ def _outside_runtime(config: TrialConfig, space: SearchSpace) -> list[str]:
 
 def _outside_settings(config: TrialConfig, space: SearchSpace) -> list[str]:
     """Settings in ``config`` that the study's restriction (or its defaults) leaves out."""
-    allowed = space._allowed
+    allowed = space.allowed
     return [
         f"{knob}={getattr(config, knob)} is not among {', '.join(map(str, allowed[knob]))}"
         for knob in SETTINGS_KNOBS
@@ -325,7 +325,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "component_not_quantizable",
         lambda c, s: bool(_not_quantizable_components(c, s)),
-        lambda c, s: "; ".join(_not_quantizable(x) for x in _not_quantizable_components(c, s)),
+        lambda c, s: "; ".join(not_quantizable(x) for x in _not_quantizable_components(c, s)),
         "quantization",
     ),
     Rule(

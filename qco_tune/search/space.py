@@ -37,48 +37,21 @@ reads (``Rule.scope``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from qco_tune.core.config import (
-    ATTENTION_BACKENDS,
-    COMPILE_MODES,
-    COMPILE_SCOPES,
-    GROUP_OFFLOADS,
-    INDUCTOR_PROFILE_NAMES,
-    LAYERWISE_CASTINGS,
-    OFFLOAD_KINDS,
-    QUANT_BACKENDS,
-    SETTINGS_DEFAULTS,
-    CompileMode,
-    QuantBackend,
-    TrialConfig,
-)
-from qco_tune.core.errors import InputError
-from qco_tune.core.placement import GROUP_PLACEMENTS, SHORTHAND_PLACEMENT, Placement
+from qco_tune.core.config import GROUP_OFFLOADS, SETTINGS_DEFAULTS, CompileMode, TrialConfig
+from qco_tune.core.placement import GROUP_PLACEMENTS, SHORTHAND_PLACEMENT
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.studyspec import StudySpec
-from qco_tune.search.availability import (
-    BOOLS,
-    DEFAULT_BLOCKS_PER_GROUP,
-    QUANTIZABLE_ROLES,
-    RECIPE_BACKENDS,
-    SETTINGS_KNOBS,
-    STREAM_KNOBS,
-    _Env,
-    _missing_values,
-    _not_quantizable,
-    _unavailable,
-    _vae,
-)
+from qco_tune.search.availability import SETTINGS_KNOBS, STREAM_KNOBS, missing_values, unavailable
+from qco_tune.search.choices import allowed_choices, unsearched_settings
+from qco_tune.search.knob_checks import Env
+from qco_tune.search.recipes import guide_recipes
 from qco_tune.search.replay import TrialLike, walk_configs
 from qco_tune.search.rules import RULES, Key, Rule
 
-__all__ = ["RULES", "Rule", "SearchSpace", "SpaceError", "TrialLike"]
-
-
-class SpaceError(InputError):
-    """A study restriction that does not fit the model (e.g. quantizing a component it does not have)."""
+__all__ = ["SearchSpace"]
 
 
 class SearchSpace:
@@ -103,7 +76,7 @@ class SearchSpace:
         """Choices per knob that are also possible here: what ``suggest`` offers."""
         self._missing = missing
         self._enumerated: list[TrialConfig] | None = None
-        self.env: _Env = _Env(caps, model, dtype)
+        self.env: Env = Env(caps, model, dtype)
 
     # -- building -------------------------------------------------------------------------------------
 
@@ -114,12 +87,12 @@ class SearchSpace:
         Raises ``SpaceError`` when the restriction names a component the model lacks or one that
         cannot be quantized.
         """
-        allowed = _allowed_choices(spec, model)
-        env = _Env(caps, model, spec.dtype)
+        allowed = allowed_choices(spec, model)
+        env = Env(caps, model, spec.dtype)
         knobs: dict[str, tuple[Any, ...]] = {}
         for name, choices in allowed.items():
-            knobs[name] = tuple(c for c in choices if _unavailable(name, c, env) is None)
-        missing = _missing_values(allowed, env) + _unsearched_settings(spec, model)
+            knobs[name] = tuple(c for c in choices if unavailable(name, c, env) is None)
+        missing = missing_values(allowed, env) + unsearched_settings(spec, model)
         # A component with nothing but "none" left is not searched at all, nor a setting with one choice.
         knobs = {k: v for k, v in knobs.items() if not (k.startswith("quant.") and v == ("none",))}
         knobs = {k: v for k, v in knobs.items() if not (k in SETTINGS_KNOBS and v in ((), (SETTINGS_DEFAULTS[k],)))}
@@ -142,6 +115,11 @@ class SearchSpace:
     def components(self) -> tuple[str, ...]:
         """Components whose quantization is searched here (in pipeline order)."""
         return tuple(k.split(".", 1)[1] for k in self._knobs if k.startswith("quant."))
+
+    @property
+    def allowed(self) -> Mapping[str, tuple[Any, ...]]:
+        """Choices per knob that the study's restriction allows, whatever this machine can run (read only)."""
+        return self._allowed
 
     def knobs(self) -> dict[str, tuple[Any, ...]]:
         """Choices per knob (parameter name → choices) offered on this machine."""
@@ -303,55 +281,8 @@ class SearchSpace:
     # -- seeded recipes ---------------------------------------------------------------------------------
 
     def baselines(self) -> list[tuple[str, TrialConfig]]:
-        """The recipes of the diffusers guide "Compiling and offloading quantized models" that fit here.
-
-        In order: the unoptimised reference, quantization, quantization + compile (max-autotune,
-        fullgraph), + model CPU offload (default mode), and quantization + group offload (leaf level,
-        stream, non-blocking; compiled as in the guide's Wan example, and placed as it places the
-        components of a video pipeline: ``_group_offload_recipe``). A recipe that breaks a rule or
-        leaves the study's space is dropped, never altered; only the quantization backend falls back
-        from bitsandbytes NF4 to the first of torchao int8 weight-only and quanto int8 that runs here,
-        and the label names it.
-        """
-        recipes: list[tuple[str, TrialConfig]] = [("reference", TrialConfig())]
-        backend = self._recipe_backend()
-        targets = self._recipe_components()
-        if backend is not None and targets:
-            suffix = "" if backend == "bnb_nf4" else f" ({backend})"
-            quant: tuple[tuple[str, QuantBackend], ...] = tuple((c, backend) for c in targets)
-            recipes += [
-                (f"quantization{suffix}", TrialConfig(quantization=quant)),
-                (
-                    f"quantization + compile{suffix}",
-                    TrialConfig(quantization=quant, compile="full", compile_mode="max-autotune", fullgraph=True),
-                ),
-                (
-                    f"quantization + compile + model offload{suffix}",
-                    TrialConfig(quantization=quant, compile="full", offload="model"),
-                ),
-                (f"quantization + group offload{suffix}", self._group_offload_recipe(quant)),
-            ]
-        kept: list[tuple[str, TrialConfig]] = []
-        seen: set[str] = set()
-        for label, config in recipes:
-            if config.key() not in seen and not self.violations(config):
-                seen.add(config.key())
-                kept.append((label, config))
-        return kept
-
-    def _group_offload_recipe(self, quant: tuple[tuple[str, QuantBackend], ...]) -> TrialConfig:
-        """The guide's Wan2.1 recipe: the transformer, the VAE and the text encoder group-offloaded one by one
-        at leaf level with a stream, non-blocking, and the transformer compiled. For a video pipeline it is
-        written per component as the guide writes it (each denoiser, the VAE, each text encoder), folded
-        into the pipeline-wide shorthand where that names the same components (``shorthand``)."""
-        recipe = TrialConfig(quantization=quant, compile="full", use_stream=True, non_blocking=True)
-        if not self.model.is_video:
-            return dataclasses.replace(recipe, offload="group_leaf")
-        roles = ("denoiser", "vae", "text_encoder")
-        placement: tuple[tuple[str, Placement], ...] = tuple(
-            (c.name, "group_leaf") for c in self.model.components if c.role in roles
-        )
-        return self.shorthand(dataclasses.replace(recipe, placement=placement))
+        """The recipes of the diffusers guide that fit here, labelled (``recipes.guide_recipes``)."""
+        return guide_recipes(self)
 
     def shorthand(self, config: TrialConfig) -> TrialConfig:
         """``config`` with a placement that is the same for every component of the model written as the
@@ -362,105 +293,3 @@ class SearchSpace:
             return config
         offload: Any = shorthand[placements.pop()]
         return dataclasses.replace(config, offload=offload, placement=()).canonical()
-
-    def _recipe_backend(self) -> QuantBackend | None:
-        denoiser = self._knobs.get(f"quant.{self.model.denoiser}", ())
-        return next((b for b in RECIPE_BACKENDS if b in denoiser), None)
-
-    def _recipe_components(self) -> tuple[str, ...]:
-        """The denoiser and the T5-family text encoder, as the guide quantizes them (Flux's
-        ``text_encoder_2``, Wan's UMT5 ``text_encoder``); without a T5 encoder, the largest one."""
-        encoders = [self.model.component(n) for n in self.model.text_encoders]
-        t5 = [c for c in encoders if "T5" in c.class_name]
-        # On a tie the later encoder: FLUX lists CLIP before T5.
-        largest = max(reversed(t5 or encoders), key=lambda c: c.params or 0, default=None)
-        if self.model.denoiser not in self.components:
-            return ()  # the recipes are about the denoiser first
-        wanted = [self.model.denoiser] + ([largest.name] if largest else [])
-        return tuple(c for c in wanted if c in self.components)
-
-
-# -- building helpers ---------------------------------------------------------------------------------------
-
-
-def _allowed_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[Any, ...]]:
-    """Choices per knob that the study allows for this model, before asking what the machine can run."""
-    r = spec.space
-    backends = ("none", *(b for b in QUANT_BACKENDS if b != "none" and (not r.quantization or b in r.quantization)))
-    allowed: dict[str, tuple[Any, ...]] = {f"quant.{c}": backends for c in _searched_components(spec, model)}
-    allowed.update(
-        {
-            "compile": _restrict(COMPILE_SCOPES, r.compile),
-            "compile_mode": _restrict(COMPILE_MODES, r.compile_modes),
-            "fullgraph": _restrict(BOOLS, r.fullgraph),
-            "offload": _restrict(OFFLOAD_KINDS, r.offload),
-            **_placement_choices(spec, model),
-            "blocks_per_group": tuple(r.blocks_per_group) or DEFAULT_BLOCKS_PER_GROUP,
-            **{knob: BOOLS for knob in STREAM_KNOBS},
-            "attention_backend": _restrict(ATTENTION_BACKENDS, r.attention_backends),
-            "layerwise_casting": _restrict(LAYERWISE_CASTINGS, r.layerwise_casting),
-            "vae_tiling": _restrict(BOOLS, r.vae_tiling),
-            "vae_slicing": _restrict(BOOLS, r.vae_slicing) if r.vae_slicing else (False,),
-            "vae_channels_last": _restrict(BOOLS, r.vae_channels_last),
-            "tf32": _restrict(BOOLS, r.tf32) if r.tf32 or spec.dtype == "float32" else (False,),
-            **_fast_path_choices(spec),
-        }
-    )
-    return allowed
-
-
-def _placement_choices(spec: StudySpec, model: ModelInfo) -> dict[str, tuple[str, ...]]:
-    """``place.<component>`` → the placements searched for it: the study's list, else the text encoders
-    resident or released. Raises ``SpaceError`` for a component the model lacks."""
-    names = [c.name for c in model.components]
-    listed: dict[str, list[str]] = {}
-    for entry in spec.space.placement:
-        component, _, placement = entry.partition(":")
-        if component not in names:
-            raise SpaceError(
-                f"space.placement names {component!r}, which {model.reference} does not have "
-                f"(components: {', '.join(names)})"
-            )
-        if placement == "released" and model.component(component).role != "text_encoder":
-            raise SpaceError(f"space.placement: {component}:released: only text encoders are released after use")
-        listed.setdefault(component, []).append(placement)
-    if not listed:
-        listed = {name: ["resident", "released"] for name in model.text_encoders}
-    return {f"place.{c}": tuple(listed[c]) for c in names if c in listed}
-
-
-def _fast_path_choices(spec: StudySpec) -> dict[str, tuple[Any, ...]]:
-    r = spec.space
-    return {
-        "fuse_qkv": _restrict(BOOLS, r.fuse_qkv),
-        "denoiser_channels_last": _restrict(BOOLS, r.denoiser_channels_last),
-        "inductor_profile": _restrict(INDUCTOR_PROFILE_NAMES, r.inductor_profiles),
-    }
-
-
-def _unsearched_settings(spec: StudySpec, model: ModelInfo) -> list[tuple[str, str]]:
-    """Settings the study leaves out by default because they change nothing for it (listing them searches them)."""
-    out = []
-    if not spec.space.vae_slicing and _vae(model) is not None:
-        out.append(("vae_slicing", "not searched: slicing splits a batch, and a trial decodes one image per call"))
-    if not spec.space.tf32 and spec.dtype != "float32":
-        out.append(("tf32", f"not searched: TF32 changes float32 matmuls only, and the study runs in {spec.dtype}"))
-    return out
-
-
-def _restrict(everything: tuple[Any, ...], restriction: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(v for v in everything if not restriction or v in restriction)
-
-
-def _searched_components(spec: StudySpec, model: ModelInfo) -> tuple[str, ...]:
-    names = {c.name: c for c in model.components}
-    wanted = spec.space.quantize_components
-    for name in wanted:
-        if name not in names:
-            raise SpaceError(
-                f"space.quantize_components names {name!r}, which {model.reference} does not have "
-                f"(components: {', '.join(names)})"
-            )
-        if names[name].role not in QUANTIZABLE_ROLES:
-            raise SpaceError(f"space.quantize_components: {_not_quantizable(names[name])}")
-    return tuple(c.name for c in model.components if c.role in QUANTIZABLE_ROLES and (not wanted or c.name in wanted))

@@ -169,8 +169,8 @@ def build_study(
         overview=overview_of(name, attrs, summary, stamp),
         summary=summary,
         spec=spec,
-        model=_dict(attrs.get(MODEL_ATTR)),
-        capabilities=_dict(attrs.get(CAPABILITIES_ATTR)),
+        model=as_dict(attrs.get(MODEL_ATTR)),
+        capabilities=as_dict(attrs.get(CAPABILITIES_ATTR)),
         times={t.number: TrialTimes(t.datetime_start, t.datetime_complete) for t in trials},
         attrs=dict(attrs),
         trials=trials,
@@ -178,7 +178,8 @@ def build_study(
     )
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def as_dict(value: Any) -> dict[str, Any]:
+    """A stored attribute that should be a JSON object: itself, or empty when it is anything else."""
     return value if isinstance(value, dict) else {}
 
 

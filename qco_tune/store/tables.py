@@ -35,7 +35,7 @@ from qco_tune.store.studydata import (
     StoredTrial,
     StudyData,
     StudyOverview,
-    _dict,
+    as_dict,
     build_study,
     overview_of,
 )
@@ -306,7 +306,7 @@ def _fill_constraints(by_id: dict[int, StoredTrial], rows: Iterable[Any]) -> Non
 
 
 def _summary(attrs: Mapping[str, Any], trials: Iterable[StoredTrial]) -> ParetoSummary:
-    spec = _dict(attrs.get(SPEC_ATTR))
+    spec = as_dict(attrs.get(SPEC_ATTR))
     budget = spec.get("vram_budget")
     return summarize(trials, int(budget) if isinstance(budget, (int, float)) else None)
 

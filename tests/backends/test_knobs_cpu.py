@@ -19,7 +19,7 @@ from backend_helpers import TINY_WORKLOAD, ChildProcess, ChildRun
 import qco_tune
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.records import ModelInfo, TrialRequest
-from qco_tune.search.availability import VAE_2D_CLASSES, VAE_TILING_CLASSES
+from qco_tune.search.knob_checks import VAE_2D_CLASSES, VAE_TILING_CLASSES
 
 torch = pytest.importorskip("torch")
 
@@ -198,7 +198,7 @@ def test_the_attention_backends_exist_in_the_installed_diffusers() -> None:
     from diffusers.models.attention_dispatch import AttentionBackendName
 
     from qco_tune.core.config import ATTENTION_BACKENDS
-    from qco_tune.search.availability import HALF_ONLY_ATTENTION
+    from qco_tune.search.knob_checks import HALF_ONLY_ATTENTION
 
     values = {b.value for b in AttentionBackendName}
     assert set(ATTENTION_BACKENDS) <= values

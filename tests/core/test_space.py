@@ -16,7 +16,9 @@ from qco_tune.core.modelref import resolve_model
 from qco_tune.core.records import Capabilities, ModelInfo
 from qco_tune.core.spec import apply_overrides, load_default_spec, parse_spec
 from qco_tune.core.studyspec import StudySpec
-from qco_tune.search.space import RULES, SearchSpace, SpaceError
+from qco_tune.search.choices import SpaceError
+from qco_tune.search.rules import RULES
+from qco_tune.search.space import SearchSpace
 
 BOOLS = (False, True)
 NF4_PAIR: tuple[tuple[str, QuantBackend], ...] = (("text_encoder_2", "bnb_nf4"), ("transformer", "bnb_nf4"))

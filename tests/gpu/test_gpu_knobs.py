@@ -35,7 +35,8 @@ import pytest
 from qco_tune.core.config import ATTENTION_BACKENDS, QUANT_BACKENDS, TrialConfig
 from qco_tune.core.records import Capabilities, Measurement, ModelInfo, TrialRequest
 from qco_tune.core.studyspec import SpaceRestriction, StudySpec, Workload
-from qco_tune.search.space import RULES, SearchSpace
+from qco_tune.search.rules import RULES
+from qco_tune.search.space import SearchSpace
 
 torch = pytest.importorskip("torch")
 

@@ -18,7 +18,7 @@ from qco_tune.core.presets import get_preset
 from qco_tune.core.records import TrialRequest
 from qco_tune.core.studyspec import Workload
 from qco_tune.measure.runner import run_trial
-from qco_tune.search.space import RULES
+from qco_tune.search.rules import RULES
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -35,10 +35,10 @@ from qco_tune.measure.backends import compile_cache
 from qco_tune.measure.backends.fidelity import FinalLatents
 from qco_tune.measure.backends.libraries import import_libraries, quiet_libraries
 from qco_tune.measure.backends.outputs import (
-    _save_output,
     load_compile_artifacts,
     measure_fidelity,
     save_compile_artifacts,
+    save_output,
 )
 from qco_tune.measure.backends.record import (
     CONTEXT_FALLBACK_BYTES,
@@ -210,7 +210,7 @@ def run_trial(request: TrialRequest, record: TrialRecord, trackers: dict[str, An
         elapsed, result = call()
         record.latencies.append(elapsed)
     record.step_time_s = timer.step_time_s
-    _save_output(output_array(result), output_path, record)
+    save_output(output_array(result), output_path, record)
 
 
 def measure(request: TrialRequest, result_path: Path, baseline_used: int | None, handle: Any) -> Measurement:

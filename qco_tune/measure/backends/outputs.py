@@ -112,7 +112,8 @@ def _weights_fingerprint(request: TrialRequest) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _save_output(array: Any, path: Path, record: TrialRecord) -> None:
+def save_output(array: Any, path: Path, record: TrialRecord) -> None:
+    """Save the trial's output array (``.npy``) and note its path and shape in the record."""
     import numpy as np
 
     np.save(path, array)
