@@ -30,7 +30,7 @@ from qco_tune.loop.context import METRIC_NAMES, Observer, StudyError
 from qco_tune.measure.runner import inspect_model, probe_capabilities
 from qco_tune.search import memory
 from qco_tune.search.pareto import ParetoSummary, summarize
-from qco_tune.search.recipe_order import recipes_to_hold
+from qco_tune.search.recipes import recipes_to_hold
 from qco_tune.search.space import SearchSpace
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from qco_tune.measure.runner import TrialInterrupted
 from qco_tune.search import memory
 from qco_tune.search.calibration import calibrate
 from qco_tune.search.pareto import row_from_trial
-from qco_tune.search.recipe_order import held_recipes_due
+from qco_tune.search.recipes import held_recipes_due
 from qco_tune.search.steps import extrapolate
 from qco_tune.store.constraints import record_constraints
 from qco_tune.store.storage import Heartbeat, owner_attrs
@@ -331,7 +331,7 @@ def enqueue_plan(ctx: StudyContext, book: Ledger) -> None:
 
 
 def enqueue_held_recipes(ctx: StudyContext, book: Ledger) -> None:
-    """Queue the guide's recipes a new study held back (``search.recipe_order``) once they are due: the
+    """Queue the guide's recipes a new study held back (``search.recipes``) once they are due: the
     plan has queued nothing, or the trials left are just enough for them."""
     from optuna.trial import TrialState
 

@@ -23,7 +23,7 @@ from qco_tune.loop.context import RunResult, SilentObserver, StudyContext
 from qco_tune.loop.setup import open_study
 from qco_tune.loop.study import run_loop
 from qco_tune.search import memory
-from qco_tune.search.recipe_order import held_recipes_due, recipes_to_hold
+from qco_tune.search.recipes import held_recipes_due, recipes_to_hold
 from qco_tune.search.space import SearchSpace
 
 SPEC = Path(__file__).resolve().parents[2] / "studies" / "flux-dev-24gib.toml"
