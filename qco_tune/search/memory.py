@@ -21,6 +21,8 @@ largest over the phases of a trial (load, text encoding, denoising, VAE decode) 
   to the current GPU), so every bitsandbytes component is resident at once, quantized, before
   offloading starts; a backend packed on the GPU (``quantconfigs.quantizes_on_device``, torchao int4)
   loads the whole pipeline there. torchao's other configs and quanto quantize on the CPU and move later.
+  A torchao denoiser quantized after fusing its QKV projections (flux-fast's order) is whole in the study's
+  dtype, fused, where it loads (the device unless offloaded) until ``quantize_`` replaces its weights;
   Group offloading then leaves the allocator's cached blocks of that load reserved (model and sequential
   offload empty the cache when they start), and bitsandbytes 8-bit weights never leave the device;
 - overhead: what NVML sees beyond the allocator (the CUDA context, library workspaces, kernels), or
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO
 from qco_tune.calls.placement import placement_steps
-from qco_tune.calls.quantconfigs import quantizes_on_device
+from qco_tune.calls.quantconfigs import quantized_after_fusing, quantizes_on_device
 from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
 from qco_tune.core.placement import GROUP_PLACEMENTS, HOOKED_PLACEMENTS, RUN_ORDER
 from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo
@@ -197,6 +199,7 @@ def predict_terms(
         weights[model.denoiser] = (0.0, params * LAYERWISE_BYTES_PER_PARAM.get(config.layerwise_casting, 1.0))
     if config.fuse_qkv and model.denoiser in weights:
         weights[model.denoiser] = _with_fused_qkv(weights[model.denoiser])
+    loading = _while_loading(model, config, weights, spec.dtype)
     acts = _activations(model, spec, shape, vae_tiling=config.vae_tiling)
     if config.compile != "none" and config.compile_mode in CUDA_GRAPH_MODES:
         acts[model.denoiser] *= 2  # CUDA graphs keep static copies of inputs and outputs
@@ -205,9 +208,14 @@ def predict_terms(
     if not caps.cuda:
         host = MemoryTerms(total_plain, total_quant, max(acts.values()), PROCESS_BASE)
         how = f"CPU: weights {format_size(total_plain + total_quant)} + activations {format_size(host.activations)}"
+        if loading is not weights:
+            load = _sum_weights(loading, set(loading))
+            if sum(load) > host.weights + host.quantized + host.activations:
+                host = MemoryTerms(load[0], load[1], 0.0, PROCESS_BASE)
+                how = f"CPU: load, {model.denoiser} unquantized and fused {format_size(sum(load))}"
         return host, host, how
-    device, how = _resident(model, config, weights, acts, shape, spec.memory_metric)
-    host = _host_terms(weights, config, max(c.params or 0 for c in model.components) * DTYPE_BYTES.get(spec.dtype, 2))
+    device, how = _resident(model, config, weights, acts, shape, spec.memory_metric, loading)
+    host = _host_terms(loading, config, max(c.params or 0 for c in model.components) * DTYPE_BYTES.get(spec.dtype, 2))
     return device, host, how
 
 
@@ -221,6 +229,18 @@ denoiser's share is larger (Wan 2.1 14B: about 0.37, its cross-attention's key a
 def _with_fused_qkv(weights: tuple[float, float]) -> tuple[float, float]:
     plain, stored = weights
     return plain * (1 + FUSED_QKV_SHARE), stored * (1 + FUSED_QKV_SHARE)
+
+
+def _while_loading(
+    model: ModelInfo, config: TrialConfig, weights: dict[str, tuple[float, float]], dtype: str
+) -> dict[str, tuple[float, float]]:
+    """The weights at the load's peak: ``weights`` itself, but for a denoiser quantized after fusing
+    (``quantconfigs.quantized_after_fusing``), which is whole in ``dtype``, fused, before ``quantize_`` (layer by
+    layer: one layer's quantized copy beside it, negligible)."""
+    if quantized_after_fusing(config, model.denoiser) is None:
+        return weights
+    params = model.component(model.denoiser).params or 0
+    return {**weights, model.denoiser: _with_fused_qkv((params * DTYPE_BYTES.get(dtype, 2), 0.0))}
 
 
 def _host_terms(weights: dict[str, tuple[float, float]], config: TrialConfig, largest: float) -> MemoryTerms:
@@ -267,19 +287,26 @@ def _resident(
     acts: dict[str, float],
     shape: DenoiserShape,
     metric: str,
+    loading: dict[str, tuple[float, float]],
 ) -> tuple[MemoryTerms, str]:
-    """The counted terms at the peak (the phase that needs most), and a short account of them."""
+    """The counted terms at the peak (the phase that needs most), and a short account of them; ``loading``: the
+    weights at the load's peak (``_while_loading``)."""
     peak_act = max(acts.values())
     if config.placement:
-        return _resident_per_component(model, config, weights, acts, shape, metric)
+        return _resident_per_component(model, config, weights, acts, shape, metric, loading)
     if config.offload == "none":
-        # Loading never holds more than the pipeline placed whole on the device afterwards.
+        # Loading holds no more than the pipeline placed whole on the device afterwards, unless the denoiser
+        # is quantized after it loads.
         plain = sum(p for p, _ in weights.values())
         quant = sum(q for _, q in weights.values())
         how = f"all weights resident {format_size(plain + quant)} + activations {format_size(peak_act)}"
-        return _as_counted((plain, quant), peak_act, metric), how
+        running = _as_counted((plain, quant), peak_act, metric)
+        at_load = _as_counted(_sum_weights(loading, set(loading)), 0.0, metric)
+        if at_load.total > running.total:
+            return at_load, f"load: {model.denoiser} unquantized and fused beside the rest {format_size(at_load.total)}"
+        return running, how
     loaded = _loaded_on_device(model, config)
-    load = _sum_weights(weights, loaded)
+    load = _sum_weights(loading, loaded)
     pinned = _sum_weights(weights, {n for n in loaded if config.backend_for(n) in STAYS_ON_DEVICE})
     # Cached blocks of the load that group offloading leaves reserved (model and sequential offload
     # call empty_cache when they start); what stays on the device is allocated in every phase anyway.
@@ -349,6 +376,7 @@ def _resident_per_component(
     acts: dict[str, float],
     shape: DenoiserShape,
     metric: str,
+    loading: dict[str, tuple[float, float]],
 ) -> tuple[MemoryTerms, str]:
     """The counted terms at the peak of a pipeline placed one component at a time: for each component's
     phase (encoding, denoising, decode), the resident components, its own share and activations, and the
@@ -360,7 +388,7 @@ def _resident_per_component(
     resident = {n for n, _ in order if config.placement_of(n) == "resident"}
     # bitsandbytes 8-bit weights loaded on the device stay there, wherever their component is placed.
     always = resident | {n for n in loaded if config.backend_for(n) in STAYS_ON_DEVICE}
-    load = _sum_weights(weights, loaded | resident)  # resident ones may be moved before the loaded ones leave
+    load = _sum_weights(loading, loaded | resident)  # resident ones may be moved before the loaded ones leave
     phases = {"load": (_as_counted(load, 0.0, metric), f"load: {', '.join(sorted(loaded | resident))} on the device")}
     for name, _ in order:
         lingering = _lingering(config, order, name)
