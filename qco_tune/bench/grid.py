@@ -286,11 +286,12 @@ class SyntheticShape:
     """How a synthetic grid's figures are made: the structure the real one is expected to have.
 
     Latency: eager bf16 ``base_latency_s`` x a factor per quantization backend (dequantizing costs;
-    float8 is slow eagerly and fast compiled) x per offloading (model offload moves every component
+    float8 is slow eagerly and fast compiled) x per placement of the denoiser (model offload moves it
     per call; leaf-level group offloading moves every layer per step, a stream hides part of it) x a
-    compile factor. Memory: the memory model's prediction (``qco_tune.search.memory``) with a per-backend
-    bias and noise. Cost: process start, load, quantization, the cold start (compilation: regional is
-    cheaper than whole, autotuning much dearer; more with offloading, which recompiles) and the calls.
+    compile factor, plus the moves of the text encoders released after encoding. Memory: the memory
+    model's prediction (``qco_tune.search.memory``) with a per-backend bias and noise. Cost: process
+    start, load, quantization, the cold start (compilation: regional is cheaper than whole, autotuning
+    much dearer; more with offloading, which recompiles) and the calls.
     """
 
     base_latency_s: float = 0.35
@@ -302,7 +303,10 @@ class SyntheticShape:
         ("quanto_int8", 2.20, 1.60),
     )
     """(backend, eager factor, compiled factor) relative to eager bf16."""
-    offload_factor: tuple[tuple[str, float], ...] = (("none", 1.0), ("model", 1.9), ("group_leaf", 4.0))
+    offload_factor: tuple[tuple[str, float], ...] = (("resident", 1.0), ("model", 1.9), ("group_leaf", 4.0))
+    """By the denoiser's placement (``TrialConfig.placement_of``: its own, else the pipeline-wide offload's)."""
+    released_s: float = 0.02
+    """Seconds a call spends moving each text encoder released after encoding off the GPU."""
     stream_factor: float = 0.55
     manc_factor: float = 0.92
     full_factor: float = 0.96
@@ -355,17 +359,19 @@ def synthetic_grid(seed: int = 0, shape: SyntheticShape | None = None, caps: Cap
             latency *= (shape.full_factor if config.compile == "full" else 1.0) * (
                 shape.manc_factor if config.compile_mode != "default" else 1.0
             )
-        move = offload.get(config.offload, 1.0)
+        placed = config.placement_of(model.denoiser)
+        move = offload.get(placed, 1.0)
         if config.use_stream:
             move = 1 + (move - 1) * shape.stream_factor
         latency *= move * rng.lognormvariate(0, shape.noise)
+        latency += shape.released_s * sum(config.placement_of(e) == "released" for e in model.text_encoders)
         predicted = memory.predict(model, config, spec, caps).device_bytes or GIB
         peak = int(predicted * bias[backend] * rng.lognormvariate(0, 0.05))
         cold_start = latency * 1.5
         if compiling:
             cold_start += (
                 cold[f"{config.compile}/{config.compile_mode}"]
-                * (shape.offload_recompile if config.offload != "none" else 1.0)
+                * (shape.offload_recompile if placed != "resident" else 1.0)
                 * rng.lognormvariate(0, 0.1)
             )
         load = 4.0 + (3.0 if backend != "none" else 0.0)

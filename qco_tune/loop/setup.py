@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qco_tune.core.config import TrialConfig
 from qco_tune.core.keys import (
     BASELINE_ATTR,
     CAPABILITIES_ATTR,
@@ -29,6 +30,7 @@ from qco_tune.loop.context import METRIC_NAMES, Observer, StudyError
 from qco_tune.measure.runner import inspect_model, probe_capabilities
 from qco_tune.search import memory
 from qco_tune.search.pareto import ParetoSummary, summarize
+from qco_tune.search.recipe_order import recipes_to_hold
 from qco_tune.search.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -135,8 +137,16 @@ def open_study(
     record_gpu_kind(study, caps)
     study.set_user_attr(VERSION_ATTR, __version__)
     if spec.seed_baselines:
-        for name, config in space.baselines():
-            study.enqueue_trial(space.params(config), user_attrs={BASELINE_ATTR: name})
+        recipes = space.baselines()
+
+        def fits(config: TrialConfig) -> bool:
+            need = memory.predict(model, config, spec, caps).device_bytes
+            return need is not None and need <= spec.vram_budget
+
+        held = {name for name, _ in recipes_to_hold(recipes, fits)}  # queued later: ``enqueue_held_recipes``
+        for name, config in recipes:
+            if name not in held:
+                study.enqueue_trial(space.params(config), user_attrs={BASELINE_ATTR: name})
     return study, False
 
 

@@ -46,6 +46,7 @@ from qco_tune.loop.remeasure import remeasure_front, restore_reference
 from qco_tune.loop.setup import ensure_materialized, open_study, prepare, quiet_optuna, study_spaces
 from qco_tune.loop.signals import stop_signals_as_interrupt
 from qco_tune.loop.trial import (
+    enqueue_held_recipes,
     enqueue_offload_reference,
     enqueue_plan,
     enqueue_untried,
@@ -100,6 +101,7 @@ def run_loop(
                 skips_in_a_row = 0
             if ctx.plan:
                 enqueue_plan(ctx, book)
+            enqueue_held_recipes(ctx, book)
             verdict = next_outlasts(ctx, deadline - clock())
             if verdict == "stop":
                 result.stopped = "timeout"

@@ -32,6 +32,7 @@ from qco_tune.measure.runner import TrialInterrupted
 from qco_tune.search import memory
 from qco_tune.search.calibration import calibrate
 from qco_tune.search.pareto import row_from_trial
+from qco_tune.search.recipe_order import held_recipes_due
 from qco_tune.search.steps import extrapolate
 from qco_tune.store.constraints import record_constraints
 from qco_tune.store.storage import Heartbeat, owner_attrs
@@ -327,3 +328,19 @@ def enqueue_plan(ctx: StudyContext, book: Ledger) -> None:
     )
     if plan is not None:
         study.enqueue_trial(ctx.space.params(plan))
+
+
+def enqueue_held_recipes(ctx: StudyContext, book: Ledger) -> None:
+    """Queue the guide's recipes a new study held back (``search.recipe_order``) once they are due: the
+    plan has queued nothing, or the trials left are just enough for them."""
+    from optuna.trial import TrialState
+
+    if not ctx.spec.seed_baselines:
+        return
+    study = ctx.study
+    seeded = {t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)}
+    held = [(name, config) for name, config in ctx.space.baselines() if name not in seeded]
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if held_recipes_due(len(held), waiting, book.counted, ctx.spec.trials):
+        for name, config in held:
+            study.enqueue_trial(ctx.space.params(config), user_attrs={BASELINE_ATTR: name})

@@ -76,15 +76,17 @@ def compile_cost(config: TrialConfig, costs: dict[Any, float]) -> float:
     return costs.get(None, 1.0) * _prior(kind)
 
 
-def _kind(config: TrialConfig) -> tuple[str, str, str]:
+def _kind(config: TrialConfig) -> tuple[Any, ...]:
+    """Compile variant and placement: the pipeline-wide offload and each component's own (a T5 released
+    after encoding moves it off the GPU on every call, so it is not the cost class of all resident)."""
     c = config.canonical()
-    return (c.compile, c.compile_mode, c.offload)
+    return (c.compile, c.compile_mode, c.offload, c.placement)
 
 
 def expected_seconds(config: TrialConfig, done: Sequence[Spent], floor: float | None = None) -> float | None:
     """Seconds a trial of ``config`` is expected to take: the median of the measured trials alike in
-    quantization, compile variant and offloading (offloading trials run slower calls), else ``compile_cost``
-    (for an eager trial: the eager trials alike in offloading, else all eager ones); None before any trial
+    quantization, compile variant and placement (offloading trials run slower calls), else ``compile_cost``
+    (for an eager trial: the eager trials alike in placement, else all eager ones); None before any trial
     has been measured. ``floor``: the longest run of ``config`` cut off before it finished."""
     expected = _expected(config, done)
     if floor is None:

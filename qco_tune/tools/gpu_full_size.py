@@ -106,7 +106,7 @@ CARRY_MAX_BYTES = 32 * 2**20
 Wan's 33 frames are 160 MB and stay in the cache, so both Wan cases run in one command)."""
 
 
-def _reference_dir(preset: str, cache: Path, recorded: list[Path]) -> tuple[Path, bool]:
+def reference_folder(preset: str, cache: Path, recorded: list[Path]) -> tuple[Path, bool]:
     """(where the bf16 reference of ``preset`` is, whether it is there and made from these weights).
 
     A recorded one made from the same random weights (the preset's fingerprint) wins; else the
@@ -127,14 +127,14 @@ def _reference_dir(preset: str, cache: Path, recorded: list[Path]) -> tuple[Path
     return own, False
 
 
-def _carry(reference: Path, out: Path, preset: str) -> None:
+def carry_reference(reference: Path, out: Path, preset: str) -> None:
     """Copy a small reference into OUT (``reference-PRESET/``) so that a later command finds it."""
     size = sum(f.stat().st_size for f in reference.iterdir() if f.is_file())
     if size <= CARRY_MAX_BYTES and reference.parent != out:
         shutil.copytree(reference, out / f"reference-{preset}", dirs_exist_ok=True)
 
 
-def _materialize(preset: str, cache: Path, device: str, log: dict[str, Any]) -> dict[str, Any]:
+def materialize(preset: str, cache: Path, device: str, log: dict[str, Any]) -> dict[str, Any]:
     from qco_tune.core.presets.cache import check_disk
     from qco_tune.measure.materializing import materialize_in_child
 
@@ -155,7 +155,7 @@ def _materialize(preset: str, cache: Path, device: str, log: dict[str, Any]) -> 
     return log[preset]
 
 
-def _summary(m: Any, case: Case, workload: Workload) -> dict[str, Any]:
+def case_summary(m: Any, case: Case, workload: Workload) -> dict[str, Any]:
     step = m.step_time_s
     design = case.design_s_per_step
     return {
@@ -219,7 +219,7 @@ def _write_summary(out: Path, folders: list[Path]) -> None:
     (out / "summary.md").write_text(header + "\n".join(rows) + "\n")
 
 
-def _printer(name: str) -> Any:
+def printer(name: str) -> Any:
     """Prints a trial's phases as they come."""
 
     def show(phase: str) -> None:
@@ -231,7 +231,7 @@ def _printer(name: str) -> Any:
 TINY = {"flux.1-dev": "tiny-flux", "wan2.1-t2v-1.3b": "tiny-wan"}
 
 
-def _tiny(case: Case) -> Case:
+def tiny_case(case: Case) -> Case:
     """``case`` on the tiny preset of the same family, at that preset's workload (a dry run)."""
     return replace(case, preset=TINY[case.preset], workload=None, expected_s=case.expected_s / 10)
 
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     caps = probe_capabilities()
     if needs_gpu(caps.cuda, args.tiny):
         return 2
-    pool = [_tiny(c) for c in CASES] if args.tiny else list(CASES)
+    pool = [tiny_case(c) for c in CASES] if args.tiny else list(CASES)
     cases = [c for c in pool if c.name in {x.name for x in cases}]
     print(f"{caps.gpu_name}; cache {cache}; budget {args.budget_s:.0f} s", flush=True)
     materialized: dict[str, Any] = {}
@@ -266,11 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         if not command.fits(case.name, need):
             break
         try:
-            mat = _materialize(case.preset, cache, "cuda" if caps.cuda else "cpu", materialized)
+            mat = materialize(case.preset, cache, "cuda" if caps.cuda else "cpu", materialized)
         except (OSError, ValueError, RuntimeError) as exc:  # no room, or the build failed: nothing runs
             print(f"stopping: {exc}", file=sys.stderr, flush=True)
             break
-        reference, have_reference = _reference_dir(case.preset, cache, [out, *recorded])
+        reference, have_reference = reference_folder(case.preset, cache, [out, *recorded])
         if not is_reference and not have_reference:
             maker = next(c for c in pool if c.preset == case.preset and c.config == TrialConfig())
             if maker.name not in needed:  # once: without it, this case records no fidelity
@@ -296,12 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         timeout = max(60.0, command.left() - MARGIN_S)
         print(f"{case.name}: {case.config.describe()} on {case.preset} (limit {timeout:.0f} s)", flush=True)
-        m = run_trial(request, timeout=timeout, on_phase=_printer(case.name))
-        data = _summary(m, case, workload)
+        m = run_trial(request, timeout=timeout, on_phase=printer(case.name))
+        data = case_summary(m, case, workload)
         data.update(materialize=mat, gpu=caps.gpu_name, versions=dict(caps.versions), host=caps.host)
         (out / f"{case.name}.json").write_text(json.dumps(strict_json(data), indent=2, default=str))
         if request.save_reference and m.status == "ok":
-            _carry(reference, out, case.preset)
+            carry_reference(reference, out, case.preset)
         keys = ("status", "latency_s", "s_per_step", "peak_device_gib", "first_call_s", "psnr_db", "reason")
         print(f"{case.name}: " + ", ".join(f"{k}={data[k]}" for k in keys), flush=True)
     _write_summary(out, recorded)

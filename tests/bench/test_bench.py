@@ -16,6 +16,7 @@ from qco_tune.bench.grid import (
     Grid,
     GridError,
     GridRecord,
+    SyntheticShape,
     append_record,
     grid_of,
     in_grid,
@@ -252,3 +253,15 @@ def test_the_synthetic_command_writes_a_grid_the_bench_reads(tmp_path: Path) -> 
     result = CliRunner().invoke(cli, ["bench", "synthetic", str(path), "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert len(load_grid(path).records) >= 60 and "SYNTHETIC" in load_grid(path).note
+
+
+def test_the_synthetic_grid_prices_each_components_placement() -> None:
+    grid = synthetic_grid(0, SyntheticShape(noise=0.0, fail_rate=0.0))
+    by_key = {r.config.key(): r for r in grid.records.values()}
+    released = [r for r in grid.records.values() if r.config.placement_of("text_encoder_2") == "released"]
+    assert released
+    for r in released:
+        resident = by_key[dataclasses.replace(r.config, placement=()).key()]
+        moved = sum(r.config.placement_of(e) == "released" for e in ("text_encoder", "text_encoder_2"))
+        # The same offload ("none"), but each released encoder is moved off the GPU on every call.
+        assert r.measurement.latency_s == pytest.approx(resident.measurement.latency_s + 0.02 * moved)

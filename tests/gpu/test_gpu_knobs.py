@@ -247,7 +247,9 @@ def _process_settings_restored() -> Iterator[None]:
     torch.cuda.empty_cache()
 
 
-def _measure(model: ModelInfo, config: TrialConfig, folder: Path, reference: Path, save: bool = False) -> Measurement:
+def _measure(
+    model: ModelInfo, config: TrialConfig, folder: Path, reference: Path, save: bool = False, case: str = ""
+) -> Measurement:
     """One trial, as the child runs it, in this process."""
     from qco_tune.measure.backends.child import measure
     from qco_tune.measure.backends.measure import nvml_handle, nvml_used_bytes
@@ -267,11 +269,11 @@ def _measure(model: ModelInfo, config: TrialConfig, folder: Path, reference: Pat
     )
     handle = nvml_handle(0)
     m = measure(request, folder / "result.json", nvml_used_bytes(handle), handle)
-    _keep(config, m)
+    _keep(case, config, m)
     return m
 
 
-def _keep(config: TrialConfig, m: Measurement) -> None:
+def _keep(case: str, config: TrialConfig, m: Measurement) -> None:
     """With ``QCO_GPU_CASES=DIR``, each case's measurement is written there as it finishes, so a run cut
     short by a time limit still says what each finished case measured and why a failing one failed."""
     folder = os.environ.get("QCO_GPU_CASES")
@@ -284,7 +286,7 @@ def _keep(config: TrialConfig, m: Measurement) -> None:
     path = Path(folder) / "cases.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as out:
-        entry = {"configuration": config.describe(), **m.to_dict()}
+        entry = {"case": case, "configuration": config.describe(), **m.to_dict()}
         out.write(json.dumps(strict_json(entry), default=str) + "\n")
 
 
@@ -292,7 +294,7 @@ def _keep(config: TrialConfig, m: Measurement) -> None:
 def reference(reduced_flux: ModelInfo, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Measurement]:
     """The unoptimised reference: its output is what every case's fidelity is measured against."""
     folder, output = tmp_path_factory.mktemp("reference"), tmp_path_factory.mktemp("reference-output")
-    m = _measure(reduced_flux, TrialConfig(), folder, output, save=True)
+    m = _measure(reduced_flux, TrialConfig(), folder, output, save=True, case="reference")
     _assert_plausible(m)
     assert m.psnr_db == math.inf
     return output, m
@@ -337,7 +339,7 @@ def test_knob(
     if violations:
         pytest.skip("removed from the space here: " + "; ".join(violations))
     reference_dir, ref = reference
-    m = _measure(reduced_flux, config, tmp_path, reference_dir)
+    m = _measure(reduced_flux, config, tmp_path, reference_dir, case=name)
     _assert_plausible(m)
     assert m.peak_allocated_bytes is not None and ref.peak_allocated_bytes is not None
     if saves_memory:
@@ -362,6 +364,6 @@ def test_an_excluded_combination_still_fails(
 ) -> None:
     """The space excludes it (rule ``rule``); if it runs now, the rule has become guesswork: drop it."""
     assert any(r.name == rule and r.broken(config, space) for r in RULES)
-    m = _measure(reduced_flux, config, tmp_path, tmp_path / "no-reference")
+    m = _measure(reduced_flux, config, tmp_path, tmp_path / "no-reference", case=name)
     assert m.status in ("error", "oom"), f"{name} ran ({m.latency_s} s): rule {rule} no longer holds for it"
     print(f"{name}: {m.reason}")

@@ -149,3 +149,14 @@ def test_a_retry_known_to_outlast_the_time_left_is_put_aside_and_the_run_goes_on
     assert row.category == "skipped"  # it never ran: show and list count it with the skipped proposals
     assert isinstance(ctx.observer, Messages)
     assert any("deferred: a run of it was cut off after 300 s" in line for line in ctx.observer.lines)
+
+
+def test_cost_is_keyed_on_each_components_placement_not_only_the_pipeline_wide_offload() -> None:
+    released = TrialConfig(quantization=NF4, compile="full", placement=(("text_encoder_2", "released"),))
+    history = [done(0, EAGER, 50.0), done(1, COMPILED, 180.0), done(2, released, 240.0)]
+    # Same offload ("none") for both, but T5 moved off on every call: each is its own cost class.
+    assert expected_seconds(released, history) == 240.0
+    assert expected_seconds(COMPILED, history) == 180.0
+    group_denoiser = TrialConfig(quantization=NF4, compile="full", placement=(("transformer", "group_leaf"),))
+    # Not priced as all resident: the compile cost of its quantization and variant, over both measured.
+    assert expected_seconds(group_denoiser, history) == pytest.approx((180.0 + 240.0) / 2)
