@@ -1,6 +1,7 @@
 """Applying a tuned configuration in a user's own code, through the code path the trials run.
 
-``from_pretrained`` loads with quantization (it can only happen at load time), then makes the
+``from_pretrained`` loads with quantization (at load time, but for a torchao denoiser whose QKV projections are
+fused: it loads unquantized and is quantized after fusing, huggingface/flux-fast's order), then makes the
 settings (fused QKV projections, channels-last denoiser, layerwise casting, attention backend, VAE tiling,
 slicing and channels-last, TF32), offloads and compiles (after the Inductor profile's flags); ``apply``
 does the same to a pipeline that is already loaded. Both call
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from qco_tune.calls.backends import BACKEND_INFO, LIBRARIES
+from qco_tune.calls.dynamo import DENOISER_NAMES
+from qco_tune.calls.quantconfigs import quantized_after_fusing
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.errors import InputError
 from qco_tune.core.records import ModelInfo
@@ -87,11 +90,21 @@ def resolve(model: str | os.PathLike[str], revision: str | None = None) -> Model
 
 def check_quantized(pipe: Any, config: TrialConfig) -> None:
     """``ValueError`` unless every component ``config`` quantizes was loaded quantized with that backend."""
+    denoiser = next((n for n in DENOISER_NAMES if getattr(pipe, n, None) is not None), None)
+    after_fusing = quantized_after_fusing(config, denoiser) if denoiser else None
     for component, backend in config.quantization:
         module = getattr(pipe, component, None)
         if module is None:
             raise InputError(f"the configuration quantizes {component!r}, which this pipeline does not have")
         method = _quant_method(module)
+        if component == denoiser and after_fusing is not None:
+            if method is not None:  # fusing a quantized model fails: it is quantized after fusing, as measured
+                raise InputError(
+                    f"the configuration fuses the QKV projections of {component!r} and then quantizes it with "
+                    f"{backend} (torchao's quantize_), but it was loaded with {method}: load it unquantized, or "
+                    "load with qco_tune.from_pretrained(model, config)"
+                )
+            continue
         expected = LIBRARIES[BACKEND_INFO[backend].library].quant_method
         if method != expected:
             loaded = f"loaded with {method}" if method else "loaded without quantization"

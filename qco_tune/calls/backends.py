@@ -60,6 +60,13 @@ class BackendConfig:
         kwargs = self.kwargs if library == "diffusers" or self.transformers_kwargs is None else self.transformers_kwargs
         return Call(Name(library, self.class_name), self.args, kwargs)
 
+    def quantize_call(self) -> Call | None:
+        """The config object of ``torchao.quantization.quantize_(module, config)``, which quantizes a model that is
+        already loaded (the one argument of ``TorchAoConfig``); None where a library quantizes only at load."""
+        if self.class_name == "TorchAoConfig" and self.args and isinstance(self.args[0], Call):
+            return self.args[0]
+        return None
+
 
 def _bnb_4bit(quant_type: str) -> BackendConfig:
     # bf16 compute as in the diffusers docs; the 4-bit storage is what saves memory.

@@ -24,6 +24,38 @@ BACKEND_CONFIGS: dict[str, BackendConfig] = {name: info.config for name, info in
 """Each backend's config class and arguments (from the registry, ``qco_tune.calls.backends``)."""
 
 
+QUANTIZE_AFTER_LOAD = Name("torchao.quantization", "quantize_")
+"""torchao's API that quantizes the ``nn.Linear`` modules of a loaded model in place."""
+
+
+def quantized_after_fusing(config: TrialConfig, denoiser: str) -> str | None:
+    """The denoiser's backend where it is quantized after its QKV projections are fused rather than at load; else None.
+
+    huggingface/flux-fast's order: load unquantized, ``fuse_qkv_projections()``, then torchao's ``quantize_``, so
+    that the fused ``to_qkv`` is quantized as one matmul. Fusing after loading quantized fails for every library
+    (``search.rules.FUSED_QKV_QUANTIZED``); torchao is the one whose config also quantizes a loaded model.
+    """
+    backend = config.backend_for(denoiser)
+    entry = BACKEND_CONFIGS.get(backend)
+    if config.fuse_qkv and entry is not None and entry.quantize_call() is not None:
+        return backend
+    return None
+
+
+def quantized_at_load(config: TrialConfig, denoiser: str) -> tuple[tuple[str, str], ...]:
+    """``config.quantization`` without the denoiser where it is quantized after fusing (``quantized_after_fusing``)."""
+    deferred = quantized_after_fusing(config, denoiser) is not None
+    return tuple((c, b) for c, b in config.quantization if not (deferred and c == denoiser))
+
+
+def quantize_after_load_call(backend: str) -> Call:
+    """The config object ``quantize_`` takes for ``backend`` (its ``TorchAoConfig`` argument: one description)."""
+    call = BACKEND_CONFIGS[backend].quantize_call()
+    if call is None:
+        raise ValueError(f"{backend} does not quantize a loaded model")
+    return call
+
+
 def quantizes_on_device(config: TrialConfig) -> bool:
     """Whether loading ``config`` must quantize on the GPU (``device_map``): a backend packs for a CUDA kernel."""
     return any(BACKEND_CONFIGS[b].on_device for _, b in config.quantization if b in BACKEND_CONFIGS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from qco_tune.calls.quantconfigs import QUANTIZE_AFTER_LOAD, quantize_after_load_call, quantized_after_fusing
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.pycode import Name, Value
 
@@ -20,12 +21,14 @@ CHANNELS_LAST = Name("torch", "channels_last")
 
 @dataclass(frozen=True)
 class SettingCall:
-    """``target.method(*args, **kwargs)``: ``torch`` itself, the pipeline's denoiser, or its VAE."""
+    """``target.method(*args, **kwargs)``: ``torch`` itself, the pipeline's denoiser, or its VAE; with ``function``,
+    ``function(target, *args, **kwargs)`` (a library function that changes the target in place)."""
 
     target: Target
     method: str
     args: tuple[Value, ...] = ()
     kwargs: tuple[tuple[str, Value], ...] = ()
+    function: Name | None = None
 
 
 def process_settings(config: TrialConfig) -> tuple[SettingCall, ...]:
@@ -35,13 +38,13 @@ def process_settings(config: TrialConfig) -> tuple[SettingCall, ...]:
     return ()
 
 
-def pipeline_settings(config: TrialConfig, dtype: str) -> tuple[SettingCall, ...]:
-    """Calls on the loaded pipeline's components, in order; ``dtype`` is what the denoiser computes in.
+def pipeline_settings(config: TrialConfig, dtype: str, denoiser: str) -> tuple[SettingCall, ...]:
+    """Calls on the loaded pipeline's components, in order; ``dtype`` is what the denoiser ``denoiser`` computes in.
 
     Layerwise casting comes first: it casts the weights, which offloading and compilation (made
     after these) must see in their stored dtype.
     """
-    calls = list(fast_path_settings(config))  # before layerwise casting, which must see the fused projections
+    calls = list(fast_path_settings(config, denoiser))  # before layerwise casting, which must see the fused projections
     if config.layerwise_casting != "none":
         kwargs = (("storage_dtype", Name("torch", config.layerwise_casting)), ("compute_dtype", Name("torch", dtype)))
         calls.append(SettingCall("denoiser", "enable_layerwise_casting", kwargs=kwargs))
@@ -56,13 +59,18 @@ def pipeline_settings(config: TrialConfig, dtype: str) -> tuple[SettingCall, ...
     return tuple(calls)
 
 
-def fast_path_settings(config: TrialConfig) -> tuple[SettingCall, ...]:
-    """Fused QKV projections, then the denoiser's channels-last format (huggingface/flux-fast's order)."""
+def fast_path_settings(config: TrialConfig, denoiser: str) -> tuple[SettingCall, ...]:
+    """Fused QKV projections, the denoiser's channels-last format, then torchao's ``quantize_`` of a denoiser
+    loaded unquantized for fusing (``quantconfigs.quantized_after_fusing``): huggingface/flux-fast's order."""
     calls = []
     if config.fuse_qkv:
         calls.append(SettingCall("denoiser", "fuse_qkv_projections"))
     if config.denoiser_channels_last:
         calls.append(SettingCall("denoiser", "to", kwargs=(("memory_format", CHANNELS_LAST),)))
+    backend = quantized_after_fusing(config, denoiser)
+    if backend is not None:
+        config_call = quantize_after_load_call(backend)
+        calls.append(SettingCall("denoiser", QUANTIZE_AFTER_LOAD.attr, (config_call,), function=QUANTIZE_AFTER_LOAD))
     return tuple(calls)
 
 

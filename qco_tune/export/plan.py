@@ -22,7 +22,13 @@ from qco_tune.calls.placement import (
     group_offload_options,
     placement_steps,
 )
-from qco_tune.calls.quantconfigs import BACKEND_CONFIGS, config_call, library_of, quantizes_on_device
+from qco_tune.calls.quantconfigs import (
+    BACKEND_CONFIGS,
+    config_call,
+    library_of,
+    quantized_at_load,
+    quantizes_on_device,
+)
 from qco_tune.calls.settings import SettingCall, moves_after_settings, pipeline_settings, process_settings
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.errors import InputError
@@ -174,18 +180,20 @@ def plan_quantization(config: TrialConfig, model: ModelInfo) -> QuantPlan | None
     """One shared ``quant_backend`` where every quantized component uses one backend that both libraries
     configure alike (bitsandbytes), else a ``quant_mapping`` of diffusers and transformers config objects.
 
+    A denoiser quantized after fusing (``quantconfigs.quantized_after_fusing``) is left out: it loads unquantized.
     Raises ``ValueError`` for a component the model does not have or that cannot be quantized.
     """
-    if not config.quantization:
-        return None
     names = [c.name for c in model.components]
     libraries = {}
     for component, _ in config.quantization:
         if component not in names:
             raise InputError(f"cannot quantize {component!r}: the model has no such component ({', '.join(names)})")
         libraries[component] = library_of(model.component(component))
-    ordered = _in_model_order(model, [c for c, _ in config.quantization])
-    backends = {b for _, b in config.quantization}
+    at_load = quantized_at_load(config, model.denoiser)
+    if not at_load:
+        return None
+    ordered = _in_model_order(model, [c for c, _ in at_load])
+    backends = {b for _, b in at_load}
     shared = BACKEND_CONFIGS[next(iter(backends))] if len(backends) == 1 else None
     if shared is not None and shared.pipeline_backend is not None and shared.transformers_kwargs is None:
         return QuantPlan(quant_backend=shared.pipeline_backend, quant_kwargs=shared.kwargs, components=tuple(ordered))
@@ -297,6 +305,8 @@ def _setting_statement(call: SettingCall, model: ModelInfo) -> Statement:
         if vae is None:
             raise InputError(f"{call.method}: {model.reference} has no VAE")
         target = _component_expr(vae)
+    if call.function is not None:
+        return Statement(call.function, (Code(target), *call.args), call.kwargs)
     return Statement(Code(f"{target}.{call.method}"), call.args, call.kwargs)
 
 
@@ -305,7 +315,8 @@ def plan_settings(
 ) -> tuple[tuple[Statement, ...], tuple[Statement, ...]]:
     """(process-wide settings, calls on the components) as ``measure.backends.settings.apply_settings`` makes them."""
     process = tuple(_setting_statement(c, model) for c in process_settings(config))
-    return process, tuple(_setting_statement(c, model) for c in pipeline_settings(config, dtype))
+    calls = pipeline_settings(config, dtype, _denoiser(model))
+    return process, tuple(_setting_statement(c, model) for c in calls)
 
 
 def plan_compile(config: TrialConfig, model: ModelInfo) -> Statement | None:

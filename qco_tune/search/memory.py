@@ -21,6 +21,8 @@ largest over the phases of a trial (load, text encoding, denoising, VAE decode) 
   to the current GPU), so every bitsandbytes component is resident at once, quantized, before
   offloading starts; a backend packed on the GPU (``quantconfigs.quantizes_on_device``, torchao int4)
   loads the whole pipeline there. torchao's other configs and quanto quantize on the CPU and move later.
+  A torchao denoiser quantized after fusing its QKV projections (flux-fast's order) is whole in the study's
+  dtype, fused, where it loads (the device unless offloaded) until ``quantize_`` replaces its weights;
   Group offloading then leaves the allocator's cached blocks of that load reserved (model and sequential
   offload empty the cache when they start), and bitsandbytes 8-bit weights never leave the device;
 - overhead: what NVML sees beyond the allocator (the CUDA context, library workspaces, kernels), or
@@ -37,6 +39,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO
+from qco_tune.calls.quantconfigs import quantized_after_fusing
 from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
 from qco_tune.core.placement import GROUP_PLACEMENTS
 from qco_tune.core.records import Capabilities, ComponentInfo, ModelInfo
@@ -54,7 +57,7 @@ from qco_tune.search.budget import (
     over_budget_bytes,
     skip_margin,
 )
-from qco_tune.search.memory_phases import resident_terms
+from qco_tune.search.memory_phases import resident_terms, sum_weights
 from qco_tune.search.memory_terms import UNCALIBRATED, Calibration, Correction, MemoryPrediction, MemoryTerms
 from qco_tune.search.shapes import VAE_CHANNELS, DenoiserShape, denoiser_shape, kept_params
 
@@ -164,6 +167,7 @@ def predict_terms(
         weights[model.denoiser] = (0.0, params * LAYERWISE_BYTES_PER_PARAM.get(config.layerwise_casting, 1.0))
     if config.fuse_qkv and model.denoiser in weights:
         weights[model.denoiser] = _with_fused_qkv(weights[model.denoiser])
+    loading = _while_loading(model, config, weights, spec.dtype)
     acts = _activations(model, spec, shape, vae_tiling=config.vae_tiling)
     if config.compile != "none" and config.compile_mode in CUDA_GRAPH_MODES:
         acts[model.denoiser] *= 2  # CUDA graphs keep static copies of inputs and outputs
@@ -172,9 +176,14 @@ def predict_terms(
     if not caps.cuda:
         host = MemoryTerms(total_plain, total_quant, max(acts.values()), PROCESS_BASE)
         how = f"CPU: weights {format_size(total_plain + total_quant)} + activations {format_size(host.activations)}"
+        if loading is not weights:
+            load = sum_weights(loading, set(loading))
+            if sum(load) > host.weights + host.quantized + host.activations:
+                host = MemoryTerms(load[0], load[1], 0.0, PROCESS_BASE)
+                how = f"CPU: load, {model.denoiser} unquantized and fused {format_size(sum(load))}"
         return host, host, how
-    device, how = resident_terms(model, config, weights, acts, shape, spec.memory_metric)
-    host = _host_terms(weights, config, max(c.params or 0 for c in model.components) * DTYPE_BYTES.get(spec.dtype, 2))
+    device, how = resident_terms(model, config, weights, acts, shape, spec.memory_metric, loading)
+    host = _host_terms(loading, config, max(c.params or 0 for c in model.components) * DTYPE_BYTES.get(spec.dtype, 2))
     return device, host, how
 
 
@@ -188,6 +197,18 @@ denoiser's share is larger (Wan 2.1 14B: about 0.37, its cross-attention's key a
 def _with_fused_qkv(weights: tuple[float, float]) -> tuple[float, float]:
     plain, stored = weights
     return plain * (1 + FUSED_QKV_SHARE), stored * (1 + FUSED_QKV_SHARE)
+
+
+def _while_loading(
+    model: ModelInfo, config: TrialConfig, weights: dict[str, tuple[float, float]], dtype: str
+) -> dict[str, tuple[float, float]]:
+    """The weights at the load's peak: ``weights`` itself, but for a denoiser quantized after fusing
+    (``quantconfigs.quantized_after_fusing``), which is whole in ``dtype``, fused, before ``quantize_`` (layer by
+    layer: one layer's quantized copy beside it, negligible)."""
+    if quantized_after_fusing(config, model.denoiser) is None:
+        return weights
+    params = model.component(model.denoiser).params or 0
+    return {**weights, model.denoiser: _with_fused_qkv((params * DTYPE_BYTES.get(dtype, 2), 0.0))}
 
 
 def _host_terms(weights: dict[str, tuple[float, float]], config: TrialConfig, largest: float) -> MemoryTerms:

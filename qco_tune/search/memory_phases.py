@@ -67,20 +67,27 @@ def resident_terms(
     acts: dict[str, float],
     shape: DenoiserShape,
     metric: str,
+    loading: dict[str, tuple[float, float]],
 ) -> tuple[MemoryTerms, str]:
-    """The counted terms at the peak (the phase that needs most), and a short account of them."""
+    """The counted terms at the peak (the phase that needs most), and a short account of them; ``loading``: the
+    weights at the load's peak (``memory._while_loading``)."""
     peak_act = max(acts.values())
     if config.placement:
-        return _resident_per_component(model, config, weights, acts, shape, metric)
+        return _resident_per_component(model, config, weights, acts, shape, metric, loading)
     if config.offload == "none":
-        # Loading never holds more than the pipeline placed whole on the device afterwards.
+        # Loading holds no more than the pipeline placed whole on the device afterwards, unless the denoiser
+        # is quantized after it loads.
         plain = sum(p for p, _ in weights.values())
         quant = sum(q for _, q in weights.values())
         how = f"all weights resident {format_size(plain + quant)} + activations {format_size(peak_act)}"
-        return _as_counted((plain, quant), peak_act, metric), how
+        running = _as_counted((plain, quant), peak_act, metric)
+        at_load = _as_counted(sum_weights(loading, set(loading)), 0.0, metric)
+        if at_load.total > running.total:
+            return at_load, f"load: {model.denoiser} unquantized and fused beside the rest {format_size(at_load.total)}"
+        return running, how
     loaded = _loaded_on_device(model, config)
-    load = _sum_weights(weights, loaded)
-    pinned = _sum_weights(weights, {n for n in loaded if config.backend_for(n) in STAYS_ON_DEVICE})
+    load = sum_weights(loading, loaded)
+    pinned = sum_weights(weights, {n for n in loaded if config.backend_for(n) in STAYS_ON_DEVICE})
     # Cached blocks of the load that group offloading leaves reserved (model and sequential offload
     # call empty_cache when they start); what stays on the device is allocated in every phase anyway.
     cached = (load[0] - pinned[0], load[1] - pinned[1]) if config.is_group_offload else (0.0, 0.0)
@@ -149,6 +156,7 @@ def _resident_per_component(
     acts: dict[str, float],
     shape: DenoiserShape,
     metric: str,
+    loading: dict[str, tuple[float, float]],
 ) -> tuple[MemoryTerms, str]:
     """The counted terms at the peak of a pipeline placed one component at a time: for each component's
     phase (encoding, denoising, decode), the resident components, its own share and activations, and the
@@ -160,11 +168,11 @@ def _resident_per_component(
     resident = {n for n, _ in order if config.placement_of(n) == "resident"}
     # bitsandbytes 8-bit weights loaded on the device stay there, wherever their component is placed.
     always = resident | {n for n in loaded if config.backend_for(n) in STAYS_ON_DEVICE}
-    load = _sum_weights(weights, loaded | resident)  # resident ones may be moved before the loaded ones leave
+    load = sum_weights(loading, loaded | resident)  # resident ones may be moved before the loaded ones leave
     phases = {"load": (_as_counted(load, 0.0, metric), f"load: {', '.join(sorted(loaded | resident))} on the device")}
     for name, _ in order:
         lingering = _lingering(config, order, name)
-        others = _sum_weights(weights, (always | set(lingering)) - {name})
+        others = sum_weights(weights, (always | set(lingering)) - {name})
         share = 1.0 if name in always else _share(model, config, name, shape)
         own = weights[name]
         terms = _as_counted((others[0] + own[0] * share, others[1] + own[1] * share), acts.get(name, 0.0), metric)
@@ -183,5 +191,5 @@ def _loaded_on_device(model: ModelInfo, config: TrialConfig) -> set[str]:
     return {c.name for c in model.components if config.backend_for(c.name) in LOADS_ON_DEVICE}
 
 
-def _sum_weights(weights: dict[str, tuple[float, float]], names: set[str]) -> tuple[float, float]:
+def sum_weights(weights: dict[str, tuple[float, float]], names: set[str]) -> tuple[float, float]:
     return (sum(weights[n][0] for n in names if n in weights), sum(weights[n][1] for n in names if n in weights))

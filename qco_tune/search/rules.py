@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.placement import placement_steps
+from qco_tune.calls.quantconfigs import quantized_after_fusing
 from qco_tune.core.config import CUDA_GRAPH_MODES, TrialConfig
 from qco_tune.core.placement import CPU_OFFLOAD_PLACEMENTS, GROUP_PLACEMENTS
 from qco_tune.core.records import ComponentInfo
@@ -365,24 +366,30 @@ def _fused_quantized_reason(config: TrialConfig, space: SearchSpace) -> str:
     return f"fused QKV projections concatenate the unquantized weights, and {space.model.denoiser} is {backend}: {why}"
 
 
+def _fused_after_loading_quantized(config: TrialConfig, space: SearchSpace) -> bool:
+    """Fusing a denoiser quantized at load: torchao denoisers are quantized after fusing instead (flux-fast's order)."""
+    denoiser = space.model.denoiser
+    return config.fuse_qkv and config.backend_for(denoiser) != "none" and not quantized_after_fusing(config, denoiser)
+
+
 FUSED_QKV_QUANTIZED = {
-    # Checked on the CPU (diffusers 0.42.1, torchao 0.18, optimum-quanto 0.2.7) on a tiny FLUX transformer
+    # Checked on the CPU (diffusers 0.42.1, optimum-quanto 0.2.7) on a tiny FLUX transformer
     # (tests/backends/test_fast_path_cpu.py keeps checking it).
-    "torchao": (
-        "torchao's int8 tensors do not implement aten.cat, and its float8 ones do not copy into the fused "
-        "nn.Linear (AttributeError: 'Parameter' object has no attribute 'tensor_data_names')"
-    ),
     "quanto": "torch.cat of quanto's weights dequantizes them, so the fused projection is an unquantized nn.Linear",
-    # fuse_projections concatenates weight.data, which bitsandbytes packs (4-bit pairs in uint8, int8 in CB).
+    # fuse_projections concatenates weight.data, which bitsandbytes packs (4-bit pairs in uint8, int8 in CB);
+    # bitsandbytes needs CUDA, so tests/gpu/test_gpu_knobs.py checks that it still fails.
     "bitsandbytes": "bitsandbytes packs its weights, and fusing would build an nn.Linear of the packed bytes",
 }
-"""Why fusing after a denoiser is quantized at load fails, per library (flux-fast fuses before quantizing)."""
+"""Why fusing after a denoiser is quantized at load fails, per library. torchao is not here: its denoiser loads
+unquantized, is fused, then quantized with torchao's ``quantize_`` (huggingface/flux-fast's order), whereas fusing
+a torchao model quantized at load fails (int8 tensors do not implement aten.cat; float8 ones do not copy into
+the fused nn.Linear)."""
 
 
 FAST_PATH_RULES: tuple[Rule, ...] = (
     Rule(
         "fused_qkv_with_quantized_denoiser",
-        lambda c, s: c.fuse_qkv and c.backend_for(s.model.denoiser) != "none",
+        _fused_after_loading_quantized,
         _fused_quantized_reason,
         ("quantization", "settings"),
     ),

@@ -25,7 +25,7 @@ Knobs, with the conditions under which they are suggested (parameter names as in
     vae_slicing         the VAE supports slicing, and the study lists it (a trial decodes one image)
     vae_channels_last   the VAE is a 2D convolutional one
     tf32                a GPU of compute capability 8.0 or newer, and a float32 study (or the study lists it)
-    fuse_qkv            the denoiser implements fuse_qkv_projections (a rule: not with a quantized denoiser)
+    fuse_qkv            the denoiser implements fuse_qkv_projections (a rule: not with a bnb or quanto denoiser)
     denoiser_channels_last  the denoiser has no 3D convolution weights
     inductor_profile    a GPU, and compile in the space (a rule: only with compile != none)
 

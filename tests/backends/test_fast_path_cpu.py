@@ -153,7 +153,7 @@ def _tiny_transformer() -> Any:
 
 @pytest.mark.parametrize("config_name", ["Int8WeightOnlyConfig", "Float8WeightOnlyConfig"])
 def test_fusing_a_torchao_quantized_denoiser_still_fails(config_name: str) -> None:
-    """The reason of the rule ``fused_qkv_with_quantized_denoiser`` for torchao: drop it when this passes."""
+    """Why a torchao denoiser is quantized after fusing, not at load (``quantconfigs.quantized_after_fusing``)."""
     import torchao.quantization
 
     model = _tiny_transformer()

@@ -103,10 +103,10 @@ def test_fused_projections_add_their_copy_to_the_prediction() -> None:
 
 
 def test_the_calls_and_the_export_plan() -> None:
-    calls = [(c.target, c.method) for c in pipeline_settings(FAST, "bfloat16")]
+    calls = [(c.target, c.method) for c in pipeline_settings(FAST, "bfloat16", "transformer")]
     assert calls[:2] == [("denoiser", "fuse_qkv_projections"), ("denoiser", "to")]
     with_casting = dataclasses.replace(FAST, layerwise_casting="float8_e4m3fn")
-    methods = [c.method for c in pipeline_settings(with_casting, "bfloat16")]
+    methods = [c.method for c in pipeline_settings(with_casting, "bfloat16", "transformer")]
     assert methods.index("fuse_qkv_projections") < methods.index("enable_layerwise_casting")  # casting sees to_qkv
     assert (
         inductor_settings(FAST)

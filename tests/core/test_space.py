@@ -331,10 +331,10 @@ CASES: list[tuple[str, TrialConfig, Capabilities, str]] = [
     ),
     (
         "fused_qkv_with_quantized_denoiser",
-        TrialConfig(quantization=(("transformer", "torchao_fp8dq"),), fuse_qkv=True),
+        TrialConfig(quantization=(("transformer", "quanto_int8"),), fuse_qkv=True),
         H100,
-        "fused QKV projections concatenate the unquantized weights, and transformer is torchao_fp8dq: torchao's "
-        "int8 tensors do not implement aten.cat, and its float8 ones do not copy into the fused nn.Linear",
+        "fused QKV projections concatenate the unquantized weights, and transformer is quanto_int8: torch.cat of "
+        "quanto's weights dequantizes them",
     ),
     (
         "inductor_profile_without_compile",
@@ -456,10 +456,11 @@ def test_no_compiler_and_no_quantization_library(tiny: ModelInfo) -> None:
 def test_the_default_study_on_a_cpu(default_spec: StudySpec, tiny: ModelInfo) -> None:
     space = SearchSpace.build(default_spec, tiny, CPU)
     # Three components x seven backends (none, torchao int8 / float8 weight-only / int8 dynamic, quanto int8 /
-    # int4 / float8), layerwise casting and fused QKV only with an unquantized transformer, VAE tiling, VAE
-    # channels-last, denoiser channels-last.
-    quantized_transformer, plain_transformer = 6 * 7 * 7, 7 * 7
-    assert len(space.enumerate()) == (quantized_transformer + 2 * 2 * plain_transformer) * 2 * 2 * 2
+    # int4 / float8), layerwise casting only with an unquantized transformer, fused QKV with an unquantized or
+    # torchao one (quantized after fusing), VAE tiling, VAE channels-last, denoiser channels-last.
+    torchao_transformer, quanto_transformer, plain_transformer = 3 * 7 * 7, 3 * 7 * 7, 7 * 7
+    configs = 2 * torchao_transformer + quanto_transformer + 2 * 2 * plain_transformer
+    assert len(space.enumerate()) == configs * 2 * 2 * 2
     assert "compile" not in dict(space.missing())  # left out by the study, not by the machine
 
 

@@ -254,6 +254,19 @@ CASES += (
         FLUX_WORKLOAD,
         FLUX_REF,
     ),
+    # flux-fast's order: the torchao denoiser loads unquantized, is fused, then quantized with quantize_.
+    Case(
+        "fused_qkv_torchao_fp8dq_quantized_after_fusing",
+        "flux.1-dev",
+        TrialConfig(
+            quantization=(("text_encoder_2", "bnb_nf4"), ("transformer", "torchao_fp8dq")),
+            fuse_qkv=True,
+            denoiser_channels_last=True,
+            compile="regional",
+        ),
+        FLUX_WORKLOAD,
+        FLUX_REF,
+    ),
     Case(
         "fused_qkv_denoiser_channels_last_cpu",
         "tiny-flux",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import importlib.util
 import inspect
 import json
 import struct
@@ -273,6 +274,10 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
         trace.saved.append(("video", str(path), str(fps)))
         return path
 
+    def quantize_(module: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        settings = {"config": type(config).__name__, "settings": _plain(vars(config)), **_plain(kwargs)}
+        trace.record(module.name, "quantize_", settings)
+
     monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", classmethod(from_pretrained))
     monkeypatch.setattr(diffusers.hooks, "apply_group_offloading", apply_group_offloading)
     monkeypatch.setattr(diffusers.utils, "export_to_video", export_to_video)
@@ -280,6 +285,10 @@ def recording(model: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tra
     monkeypatch.setattr(accelerate, "cpu_offload_with_hook", cpu_offload_with_hook)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
+    if importlib.util.find_spec("torchao") is not None:
+        import torchao.quantization
+
+        monkeypatch.setattr(torchao.quantization, "quantize_", quantize_)
     import torch._inductor.config
 
     before = torch._dynamo.config.get_config_copy()

@@ -131,6 +131,10 @@ def config_from_trace(trace: Trace) -> TrialConfig:
         elif action == "fuse_qkv_projections":
             assert target == "transformer" and args == {}
             fields["fuse_qkv"] = True
+        elif action == "quantize_":  # torchao's, after fusing: the denoiser loaded unquantized
+            assert target == "transformer" and fields.get("fuse_qkv")
+            assert (target, "fuse_qkv_projections", {}) in trace.calls[: trace.calls.index((target, action, args))]
+            fields["quantization"] += ((target, _TORCHAO[args["config"]]),)
     fields["tf32"] = trace.float32_matmul_precision == "high"
     profiles = [name for name, flags in INDUCTOR_PROFILES.items() if flags == trace.inductor]
     fields["inductor_profile"] = profiles[0]  # no profile matching what the code set: a failure here

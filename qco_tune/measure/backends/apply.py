@@ -13,7 +13,8 @@ from qco_tune.measure.backends.settings import apply_settings
 def apply_config(pipe: Any, config: TrialConfig, device: str) -> Any:
     """Settings, then offload, then compile ``pipe`` in place as ``config`` says; returns ``pipe``.
 
-    Quantization is not applied here: it happens at load (``models.load_pipeline``). The settings
+    Quantization happens at load (``models.load_pipeline``), but for a torchao denoiser whose QKV projections are
+    fused: the settings quantize it right after fusing (``calls.settings.fast_path_settings``). The settings
     (fused QKV projections, channels-last denoiser, layerwise casting, attention backend, VAE tiling, slicing
     and channels-last, TF32) come first because layerwise casting changes the weights that offloading moves;
     offloading comes before compilation so that compiled code sees the offloading hooks it will run with.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qco_tune.calls.backends import BACKEND_INFO, FP8_MIN_CAPABILITY, INT4_MIN_CAPABILITY, LIBRARIES
-from qco_tune.calls.quantconfigs import Library, build_config, library_of
+from qco_tune.calls.quantconfigs import Library, build_config, library_of, quantized_at_load
 from qco_tune.core.config import TrialConfig
 from qco_tune.core.records import ModelInfo
 
@@ -26,7 +26,10 @@ _DTYPES = ("bfloat16", "float16", "float32")
 def build_quantization_config(
     config: TrialConfig, model: ModelInfo, dtype: str | torch.dtype
 ) -> PipelineQuantizationConfig | None:
-    """The ``quantization_config`` for ``DiffusionPipeline.from_pretrained``; ``None`` when nothing is quantized.
+    """The ``quantization_config`` for ``DiffusionPipeline.from_pretrained``; ``None`` where nothing quantizes at load.
+
+    A denoiser quantized after fusing its QKV projections (``quantconfigs.quantized_after_fusing``) loads
+    unquantized; its backend is checked here all the same.
 
     Raises ``ValueError`` naming the conflict when a component is not part of ``model`` or cannot be
     quantized (tokenizers, schedulers), when ``dtype`` is unknown, or when this machine cannot run a
@@ -35,11 +38,15 @@ def build_quantization_config(
     dtype_name = _dtype_name(dtype)
     if not config.quantization:
         return None
+    at_load = set(quantized_at_load(config, model.denoiser))
     mapping: dict[str, Any] = {}
     for component, backend in config.quantization:
         library = _library_of(model, component)
         _check_environment(backend, component, dtype_name)
-        mapping[component] = build_config(backend, library)
+        if (component, backend) in at_load:
+            mapping[component] = build_config(backend, library)
+    if not mapping:
+        return None
 
     from diffusers import PipelineQuantizationConfig
 

@@ -23,12 +23,12 @@ def apply_settings(pipe: Any, config: TrialConfig, denoiser: str) -> None:
     Raises ``ValueError`` naming the setting when the pipeline has no VAE, or its VAE lacks the method.
     """
     apply_process_settings(config)
-    calls = pipeline_settings(config, _dtype_of(getattr(pipe, denoiser)))
+    calls = pipeline_settings(config, _dtype_of(getattr(pipe, denoiser)), denoiser)
     for call in calls:
         target = getattr(pipe, denoiser) if call.target == "denoiser" else getattr(pipe, "vae", None)
         if target is None:
             raise ValueError(f"{call.method}: {type(pipe).__name__} has no VAE")
-        if not hasattr(target, call.method):
+        if call.function is None and not hasattr(target, call.method):
             raise ValueError(f"{call.method}: {type(target).__name__} has no such method")
         _invoke(target, call)
 
@@ -41,6 +41,8 @@ def _dtype_of(module: Any) -> str:
 def _invoke(target: Any, call: SettingCall) -> Any:
     args = [instantiate(a) for a in call.args]
     kwargs = {k: instantiate(v) for k, v in call.kwargs}
+    if call.function is not None:
+        return instantiate(call.function)(target, *args, **kwargs)
     return getattr(target, call.method)(*args, **kwargs)
 
 
