@@ -235,6 +235,15 @@ def _run(case: Case, caps: Capabilities, command: Any, reference: Path, save: bo
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen cases; SIGINT and SIGTERM stop it keeping what finished (exit 130), also where the
+    command was started with SIGINT ignored (a background job of a script, as ``timeout -s INT`` runs it)."""
+    from qco_tune.loop.signals import stop_signals_as_interrupt
+
+    with stop_signals_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     names = ["reference", "a", "b", "c", "d"]
     parser = case_parser(__doc__, [Case(n, PRESET, TrialConfig(), 0) for n in names], "folder for the results")
     parser.add_argument("--timed-calls", type=int, default=3)
